@@ -1,0 +1,5 @@
+import sys
+
+from devmodel.cli import main
+
+sys.exit(main())

@@ -1,0 +1,141 @@
+"""Command line: `devmodel run` (the daemon), `devmodel demo` (a guided tour)."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import os
+import socket
+import sys
+
+from devmodel import __version__
+
+
+class LogfmtFormatter(logging.Formatter):
+    """One structured line per event: ts=... level=... logger=... msg="..."."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        msg = record.getMessage().replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n")
+        line = (f'ts={self.formatTime(record, "%Y-%m-%dT%H:%M:%S")}.{int(record.msecs):03d} '
+                f'level={record.levelname.lower()} logger={record.name} pid={record.process} '
+                f'msg="{msg}"')
+        if record.exc_info:
+            exc = self.formatException(record.exc_info).replace("\n", "\\n").replace('"', "'")
+            line += f' exc="{exc}"'
+        return line
+
+
+def setup_logging(level: str, path: str | None) -> None:
+    handler: logging.Handler = logging.FileHandler(path) if path else logging.StreamHandler()
+    handler.setFormatter(LogfmtFormatter())
+    root = logging.getLogger()
+    root.handlers[:] = [handler]
+    root.setLevel(level.upper())
+
+
+def _nonneg_int(text: str) -> int:
+    try:
+        v = int(text, 0)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not an integer") from None
+    if v < 0:
+        raise argparse.ArgumentTypeError(f"{v} is negative")
+    return v
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="devmodel", description="Device-model daemon for HVM guests.")
+    p.add_argument("--version", action="version", version=f"devmodel {__version__}")
+    sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    run = sub.add_parser("run", help="serve one domain's hypervisor connection")
+    run.add_argument("--domid", type=_nonneg_int, required=True, help="guest domain id")
+    where = run.add_mutually_exclusive_group(required=True)
+    where.add_argument("--socket", metavar="PATH", help="listen on this Unix socket (mode 0600)")
+    where.add_argument("--fd", type=_nonneg_int, metavar="N",
+                       help="serve an inherited Unix socket: listening or already connected")
+    run.add_argument("--clock", choices=("monotonic", "virtual"), default="monotonic",
+                     help="time source of device timers; virtual = CLOCK messages")
+    run.add_argument("--trace", metavar="FILE", help="record every message, both directions")
+    run.add_argument("--log-level", default="info",
+                     choices=("debug", "info", "warning", "error"))
+    run.add_argument("--log-file", metavar="FILE", help="log here instead of stderr")
+    run.add_argument("--strict", action="store_true",
+                     help="a device exception stops the daemon (for fuzzing and tests)")
+
+    demo = sub.add_parser("demo", help="start a daemon and drive it as a hypervisor would")
+    demo.add_argument("--log-level", default="warning",
+                      choices=("debug", "info", "warning", "error"))
+    return p
+
+
+def _inherited_socket(fd: int) -> tuple[socket.socket | None, socket.socket | None]:
+    try:
+        s = socket.socket(fileno=fd)
+    except OSError as e:
+        raise SystemExit(f"devmodel: --fd {fd}: not a usable socket: {e}") from None
+    if s.family != socket.AF_UNIX or s.type != socket.SOCK_STREAM:
+        raise SystemExit(f"devmodel: --fd {fd}: need an AF_UNIX SOCK_STREAM socket")
+    if s.getsockopt(socket.SOL_SOCKET, socket.SO_ACCEPTCONN):
+        return s, None
+    return None, s
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    from devmodel.daemon import Daemon, DaemonConfig, listen_unix
+    from devmodel.pc import PcOptions, build_pc
+
+    setup_logging(args.log_level, args.log_file)
+    log = logging.getLogger("devmodel")
+    opts = PcOptions(virtual_clock=args.clock == "virtual", strict=args.strict)
+    build_pc(opts)  # fail on bad device options before touching the socket
+    config = DaemonConfig(domid=args.domid, virtual_clock=opts.virtual_clock,
+                          trace_path=args.trace)
+    if args.trace:
+        try:
+            open(args.trace, "ab").close()
+        except OSError as e:
+            raise SystemExit(f"devmodel: --trace {args.trace}: {e}") from None
+    if args.socket:
+        try:
+            listener, connected = listen_unix(args.socket), None
+        except OSError as e:
+            raise SystemExit(f"devmodel: --socket {args.socket}: {e}") from None
+    else:
+        listener, connected = _inherited_socket(args.fd)
+    daemon = Daemon(lambda: build_pc(opts), config)
+    try:
+        import uvloop
+
+        runner = uvloop.run
+    except ImportError:
+        runner = asyncio.run
+    log.info("devmodel %s serving domain %d on %s", __version__, args.domid,
+             args.socket or f"fd {args.fd}")
+    try:
+        why = runner(daemon.serve(listener, connected,
+                                  ready=lambda: log.info("ready for the hypervisor")))
+    finally:
+        if args.socket:
+            try:
+                os.unlink(args.socket)
+            except OSError:
+                pass
+    log.info("exiting: %s", why)
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    if args.command == "run":
+        return cmd_run(args)
+    if args.command == "demo":
+        from devmodel.demo import main as demo_main
+
+        return demo_main(args)
+    return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

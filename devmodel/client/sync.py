@@ -1,0 +1,415 @@
+"""The synchronous hypervisor-side client: connect to (or start) a daemon, share guest RAM,
+issue ioreqs, observe dm_ops, step the virtual clock.
+
+    with Hypervisor.spawn(["--domid", "1"]) as hv:
+        hv.add_ram(64 << 20)
+        print(hex(hv.pci_cfg_read(0, 0, 4)))
+"""
+
+from __future__ import annotations
+
+import array
+import os
+import socket
+import time
+from collections.abc import Iterable, Sequence
+
+from devmodel.wire import codec
+from devmodel.wire.codec import IOREQ, Ioreq, ioreq_bits
+from devmodel.wire.constants import (
+    FEATURE_BUFIOREQ,
+    FEATURE_MEMFD_RAM,
+    FEATURE_PCI_CONFIG,
+    FLAG_HAS_FDS,
+    IOREQ_READ,
+    IOREQ_TYPE_COPY,
+    IOREQ_TYPE_PCI_CONFIG,
+    IOREQ_TYPE_PIO,
+    IOREQ_WRITE,
+    MEM_RAM,
+    PAGE_SIZE,
+    STATE_IOREQ_READY,
+    MsgType,
+)
+from devmodel.wire.framing import Deframer, Message
+
+from .guestram import GuestRam
+from .process import DaemonProcess
+from .state import HypervisorState
+
+DEFAULT_FEATURES = FEATURE_BUFIOREQ | FEATURE_MEMFD_RAM | FEATURE_PCI_CONFIG
+
+
+class ProtocolError(Exception):
+    """The daemon answered with ERROR, or broke the contract."""
+
+    def __init__(self, code: int, text: str) -> None:
+        super().__init__(f"ERROR {code}: {text}")
+        self.code = code
+        self.text = text
+
+
+class Hypervisor:
+    """Plays Xen's part against one daemon over a Unix socket."""
+
+    def __init__(self, sock: socket.socket, *, nr_vcpus: int = 1, domid: int = 1,
+                 features: int = DEFAULT_FEATURES, timeout: float = 10.0,
+                 process: DaemonProcess | None = None, handshake: bool = True) -> None:
+        self.sock = sock
+        self.sock.settimeout(timeout)
+        self.timeout = timeout
+        self.nr_vcpus = nr_vcpus
+        self.domid = domid
+        self.features = features
+        self.process = process
+        self.state = HypervisorState()
+        self.ram: GuestRam | None = None
+        self._deframer = Deframer()
+        self._next_tag = 1
+        self._backlog: list[Message] = []
+        self.hello_reply: tuple[int, ...] | None = None
+        self.cf8 = 0
+        if handshake:
+            self.hello()
+            self.wait_enabled()
+
+    # ---- construction -------------------------------------------------------------------
+    @classmethod
+    def connect(cls, path: str, **kw) -> Hypervisor:
+        s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        s.connect(path)
+        return cls(s, **kw)
+
+    @classmethod
+    def spawn(cls, args: Sequence[str] = ("--domid", "1"), *, ram: int | None = None,
+              **kw) -> Hypervisor:
+        proc = DaemonProcess.start(list(args))
+        try:
+            hv = cls.connect(proc.socket_path, process=proc, **kw)
+        except BaseException:
+            proc.stop()
+            raise
+        if ram:
+            hv.add_ram(ram)
+        return hv
+
+    def __enter__(self) -> Hypervisor:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    def close(self) -> None:
+        try:
+            self.sock.close()
+        finally:
+            if self.ram is not None:
+                self.ram.close()
+                self.ram = None
+            if self.process is not None:
+                self.process.wait_exit()
+
+    # ---- framing ------------------------------------------------------------------------
+    def tag(self) -> int:
+        t = self._next_tag
+        self._next_tag = t % 0xFFFFFFFF + 1
+        return t
+
+    def send(self, mtype: int, payload: bytes = b"", *, tag: int | None = None, chan: int = 0,
+             flags: int = 0, fds: Sequence[int] = ()) -> int:
+        tag = self.tag() if tag is None else tag
+        data = codec.frame(mtype, payload, tag=tag, chan=chan, flags=flags)
+        if fds:
+            self.sock.sendmsg([data], [(socket.SOL_SOCKET, socket.SCM_RIGHTS,
+                                        array.array("i", fds))])
+        else:
+            self.sock.sendall(data)
+        return tag
+
+    def send_raw(self, data: bytes) -> None:
+        self.sock.sendall(data)
+
+    def _recv_some(self) -> None:
+        data, anc, _, _ = self.sock.recvmsg(1 << 18, socket.CMSG_SPACE(4 * 4))
+        fds: list[int] = []
+        for level, kind, cdata in anc:
+            if level == socket.SOL_SOCKET and kind == socket.SCM_RIGHTS:
+                a = array.array("i")
+                a.frombytes(cdata[: len(cdata) - len(cdata) % a.itemsize])
+                fds.extend(a)
+        if not data:
+            raise ConnectionError("daemon closed the connection")
+        self._deframer.feed(data, fds)
+
+    def recv(self) -> Message:
+        """Next message that is not a dm_op (dm_ops are answered and recorded on the way)."""
+        while True:
+            if self._backlog:
+                return self._backlog.pop(0)
+            for msg in self._deframer.messages():
+                if msg.type == MsgType.DMOP:
+                    reply = self.state.handle_dmop(msg)
+                    if reply is not None:
+                        self.sock.sendall(reply)
+                else:
+                    self._backlog.append(msg)
+            if not self._backlog:
+                self._recv_some()
+
+    def recv_reply(self, tag: int) -> Message:
+        """The message answering `tag`; raises ProtocolError for an ERROR."""
+        deadline = time.monotonic() + self.timeout
+        while True:
+            msg = self.recv()
+            if msg.tag == tag or (msg.type == MsgType.ERROR and msg.tag == 0):
+                if msg.type == MsgType.ERROR:
+                    raise ProtocolError(*codec.decode_error(msg.payload))
+                return msg
+            self.unmatched.append(msg)
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"no reply to tag {tag}")
+
+    unmatched: list[Message] = []
+
+    def poll(self, timeout: float = 0.0) -> None:
+        """Process whatever the daemon has sent (dm_ops: IRQs, range maps) without blocking."""
+        self.sock.settimeout(timeout)
+        try:
+            while True:
+                self._recv_some()
+                for msg in self._deframer.messages():
+                    if msg.type == MsgType.DMOP:
+                        reply = self.state.handle_dmop(msg)
+                        if reply is not None:
+                            self.sock.sendall(reply)
+                    else:
+                        self._backlog.append(msg)
+                self.sock.settimeout(0.0)
+        except (BlockingIOError, TimeoutError):
+            pass
+        finally:
+            self.sock.settimeout(self.timeout)
+        for msg in self._deframer.messages():
+            if msg.type == MsgType.DMOP:
+                reply = self.state.handle_dmop(msg)
+                if reply is not None:
+                    self.sock.sendall(reply)
+            else:
+                self._backlog.append(msg)
+
+    # ---- lifecycle ----------------------------------------------------------------------
+    def hello(self) -> tuple[int, ...]:
+        tag = self.send(MsgType.HELLO, codec.HELLO.pack(1, PAGE_SIZE, self.nr_vcpus,
+                                                       self.features, self.domid, 0))
+        msg = self.recv_reply(tag)
+        if msg.type != MsgType.HELLO:
+            raise ProtocolError(0, f"expected HELLO, got type {msg.type}")
+        self.hello_reply = codec.HELLO.unpack(msg.payload)
+        return self.hello_reply
+
+    def wait_enabled(self) -> None:
+        deadline = time.monotonic() + self.timeout
+        while not self.state.server_enabled:
+            if time.monotonic() > deadline:
+                raise TimeoutError("the daemon never enabled its ioreq server")
+            self.poll(0.05)
+
+    def add_ram(self, size: int, *, layout: str = "pc") -> GuestRam:
+        """Create guest RAM in a memfd and share it: the PC split leaves 0xA0000-0xFFFFF for
+        the VGA window and ROMs, as QEMU does (xen-protocol.md 7.3)."""
+        ram = GuestRam(size)
+        for rid, (gpa, length) in enumerate(ram.regions(layout)):
+            self.mem_add(rid, gpa, length, ram.fd, gpa)
+        self.ram = ram
+        return ram
+
+    def mem_add(self, region_id: int, gpa: int, size: int, fd: int, fd_offset: int,
+                flags: int = MEM_RAM) -> None:
+        self.send(MsgType.MEM_ADD, codec.MEM_ADD.pack(gpa, size, fd_offset, flags, region_id),
+                  flags=FLAG_HAS_FDS, fds=[fd])
+
+    def mem_del(self, region_id: int) -> None:
+        self.send(MsgType.MEM_DEL, codec.MEM_DEL.pack(region_id, 0))
+
+    def clock(self, now_ns: int) -> None:
+        from devmodel.wire.constants import FLAG_NO_REPLY
+
+        self.send(MsgType.CLOCK, codec.CLOCK.pack(now_ns), flags=FLAG_NO_REPLY)
+
+    # ---- ioreqs -------------------------------------------------------------------------
+    def ioreq(self, req: Ioreq, chan: int = 0) -> Ioreq:
+        tag = self.send(MsgType.IOREQ, req.pack(), chan=chan)
+        msg = self.recv_reply(tag)
+        if msg.type != MsgType.IORESP:
+            raise ProtocolError(0, f"expected IORESP, got type {msg.type}")
+        return Ioreq.unpack(msg.payload)
+
+    def ioreqs(self, reqs: Iterable[Ioreq], chan: int = 0) -> list[Ioreq]:
+        """Pipelined: send all, then collect the answers in order."""
+        tags = []
+        buf = bytearray()
+        for r in reqs:
+            t = self.tag()
+            tags.append(t)
+            buf += codec.frame(MsgType.IOREQ, r.pack(), tag=t, chan=chan)
+        self.sock.sendall(buf)
+        return [Ioreq.unpack(self.recv_reply(t).payload) for t in tags]
+
+    def _io(self, typ: int, addr: int, size: int, dir: int, data: int = 0, count: int = 1,
+            ptr: int = 0, df: int = 0, chan: int = 0) -> int:
+        r = self.ioreq(Ioreq(addr=addr, data=data, count=count, size=size, state=STATE_IOREQ_READY,
+                             data_is_ptr=ptr, dir=dir, df=df, type=typ), chan)
+        return r.data
+
+    def inb(self, port: int) -> int:
+        return self._io(IOREQ_TYPE_PIO, port, 1, IOREQ_READ)
+
+    def inw(self, port: int) -> int:
+        return self._io(IOREQ_TYPE_PIO, port, 2, IOREQ_READ)
+
+    def inl(self, port: int) -> int:
+        return self._io(IOREQ_TYPE_PIO, port, 4, IOREQ_READ)
+
+    def outb(self, port: int, v: int) -> None:
+        self._io(IOREQ_TYPE_PIO, port, 1, IOREQ_WRITE, v)
+
+    def outw(self, port: int, v: int) -> None:
+        self._io(IOREQ_TYPE_PIO, port, 2, IOREQ_WRITE, v)
+
+    def outl(self, port: int, v: int) -> None:
+        self._io(IOREQ_TYPE_PIO, port, 4, IOREQ_WRITE, v)
+
+    def readb(self, gpa: int) -> int:
+        return self._io(IOREQ_TYPE_COPY, gpa, 1, IOREQ_READ)
+
+    def readw(self, gpa: int) -> int:
+        return self._io(IOREQ_TYPE_COPY, gpa, 2, IOREQ_READ)
+
+    def readl(self, gpa: int) -> int:
+        return self._io(IOREQ_TYPE_COPY, gpa, 4, IOREQ_READ)
+
+    def readq(self, gpa: int) -> int:
+        return self._io(IOREQ_TYPE_COPY, gpa, 8, IOREQ_READ)
+
+    def writeb(self, gpa: int, v: int) -> None:
+        self._io(IOREQ_TYPE_COPY, gpa, 1, IOREQ_WRITE, v)
+
+    def writew(self, gpa: int, v: int) -> None:
+        self._io(IOREQ_TYPE_COPY, gpa, 2, IOREQ_WRITE, v)
+
+    def writel(self, gpa: int, v: int) -> None:
+        self._io(IOREQ_TYPE_COPY, gpa, 4, IOREQ_WRITE, v)
+
+    def writeq(self, gpa: int, v: int) -> None:
+        self._io(IOREQ_TYPE_COPY, gpa, 8, IOREQ_WRITE, v)
+
+    def ins(self, port: int, size: int, count: int, gpa: int, df: bool = False) -> None:
+        """`rep ins`: the daemon writes `count` elements into guest RAM at gpa (one ioreq)."""
+        self._io(IOREQ_TYPE_PIO, port, size, IOREQ_READ, gpa, count, 1, int(df))
+
+    def outs(self, port: int, size: int, count: int, gpa: int, df: bool = False) -> None:
+        self._io(IOREQ_TYPE_PIO, port, size, IOREQ_WRITE, gpa, count, 1, int(df))
+
+    def bufioreq(self, writes: Iterable[tuple[int, int, int, int]]) -> None:
+        """Posted writes (type, addr, size, data), NO_REPLY, as Xen batches VGA-window stores."""
+        from devmodel.wire.constants import FLAG_NO_REPLY
+
+        self.send(MsgType.BUFIOREQ, codec.encode_bufioreq(list(writes)), flags=FLAG_NO_REPLY)
+
+    # ---- the IoreqPort interface of devmodel.hvsim ----------------------------------------
+    def pio_read(self, port: int, size: int) -> int:
+        return self._io(IOREQ_TYPE_PIO, port, size, IOREQ_READ)
+
+    def pio_write(self, port: int, size: int, value: int) -> None:
+        self._io(IOREQ_TYPE_PIO, port, size, IOREQ_WRITE, value)
+
+    def pio_string(self, port: int, size: int, count: int, dir_read: bool, gpa: int,
+                   df: bool) -> None:
+        self._io(IOREQ_TYPE_PIO, port, size, IOREQ_READ if dir_read else IOREQ_WRITE, gpa,
+                 count, 1, int(df))
+
+    def mmio_read(self, gpa: int, size: int) -> int:
+        return self._io(IOREQ_TYPE_COPY, gpa, size, IOREQ_READ)
+
+    def mmio_write(self, gpa: int, size: int, value: int) -> None:
+        self._io(IOREQ_TYPE_COPY, gpa, size, IOREQ_WRITE, value)
+
+    def pci_cfg_read(self, sbdf: int, reg: int, size: int) -> int:
+        return self._io(IOREQ_TYPE_PCI_CONFIG, sbdf << 32 | reg, size, IOREQ_READ)
+
+    def pci_cfg_write(self, sbdf: int, reg: int, size: int, value: int) -> None:
+        self._io(IOREQ_TYPE_PCI_CONFIG, sbdf << 32 | reg, size, IOREQ_WRITE, value)
+
+    def claims_port(self, port: int, size: int) -> bool:
+        return self.state.claims_port(port, size)
+
+    def claims_mmio(self, gpa: int, size: int) -> bool:
+        return self.state.claims_mmio(gpa, size)
+
+    def claims_pci(self, sbdf: int) -> bool:
+        return self.state.claims_pci(sbdf)
+
+    # ---- PCI helpers --------------------------------------------------------------------
+    def pci_scan(self) -> dict[int, dict[str, int]]:
+        """Every function on bus 0 the daemon claims: ids, class, header type."""
+        found: dict[int, dict[str, int]] = {}
+        for devfn in range(256):
+            if not self.claims_pci(devfn):
+                continue
+            vid = self.pci_cfg_read(devfn, 0, 2)
+            if vid == 0xFFFF:
+                continue
+            found[devfn] = {
+                "vendor": vid,
+                "device": self.pci_cfg_read(devfn, 2, 2),
+                "revision": self.pci_cfg_read(devfn, 8, 1),
+                "class": self.pci_cfg_read(devfn, 8, 4) >> 8,
+                "header_type": self.pci_cfg_read(devfn, 0x0E, 1),
+                "subsystem_vendor": self.pci_cfg_read(devfn, 0x2C, 2),
+                "subsystem": self.pci_cfg_read(devfn, 0x2E, 2),
+            }
+        return found
+
+    def pci_bar_size(self, devfn: int, index: int) -> tuple[int, int]:
+        """Size a BAR the way firmware does (write all-ones, read back, restore): (size, flags)."""
+        off = 0x10 + 4 * index if index < 6 else 0x30
+        old = self.pci_cfg_read(devfn, off, 4)
+        self.pci_cfg_write(devfn, off, 4, 0xFFFFFFFF if index < 6 else 0xFFFFF800)
+        probe = self.pci_cfg_read(devfn, off, 4)
+        self.pci_cfg_write(devfn, off, 4, old)
+        if probe == 0:
+            return 0, 0
+        flags = probe & (0x3 if probe & 1 and index < 6 else 0xF if index < 6 else 0x1)
+        mask = probe & ~(0x3 if probe & 1 else 0xF) if index < 6 else probe & 0xFFFFF800
+        if probe & 1 and index < 6:
+            mask |= 0xFFFF0000
+        return (~mask + 1) & 0xFFFFFFFF, flags
+
+    def pci_program_bar(self, devfn: int, index: int, addr: int) -> None:
+        off = 0x10 + 4 * index if index < 6 else 0x30
+        self.pci_cfg_write(devfn, off, 4, addr & 0xFFFFFFFF)
+
+    def pci_enable(self, devfn: int, io: bool = True, mem: bool = True,
+                   master: bool = False) -> None:
+        cmd = self.pci_cfg_read(devfn, 4, 2)
+        cmd |= (1 if io else 0) | (2 if mem else 0) | (4 if master else 0)
+        self.pci_cfg_write(devfn, 4, 2, cmd)
+
+    def cf8_read(self, devfn: int, off: int, size: int) -> int:
+        """Config read through mechanism #1 as the guest does it (0xCF8/0xCFC)."""
+        self.outl(0xCF8, 0x80000000 | devfn << 8 | (off & 0xFC))
+        return self._io(IOREQ_TYPE_PIO, 0xCFC + (off & 3), size, IOREQ_READ)
+
+    def cf8_write(self, devfn: int, off: int, size: int, value: int) -> None:
+        self.outl(0xCF8, 0x80000000 | devfn << 8 | (off & 0xFC))
+        self._io(IOREQ_TYPE_PIO, 0xCFC + (off & 3), size, IOREQ_WRITE, value)
+
+
+def ioreq_bytes(addr: int, data: int, size: int, *, read: bool, typ: int = IOREQ_TYPE_PIO,
+                count: int = 1, ptr: bool = False, df: bool = False) -> bytes:
+    """The raw 32 bytes of a READY ioreq_t, for tests and benchmarks that frame their own."""
+    return IOREQ.pack(addr, data, count, size, 0, 0,
+                      ioreq_bits(STATE_IOREQ_READY, int(ptr), int(read), int(df)), typ)
+
+
+__all__ = ["Hypervisor", "ProtocolError", "ioreq_bytes", "DEFAULT_FEATURES", "os"]

@@ -1,0 +1,89 @@
+"""The interface between the simulator and a device model.
+
+``IoreqPort`` is what the simulator needs from whoever answers its ioreqs: the lead's
+``devmodel.client`` over the socket, or an in-process fake in tests. Calls mirror the ioreq
+kinds of xen-protocol.md 1.4; IRQ and shutdown DMOPs come back as callbacks that the simulator
+installs on the port (they may fire from inside any call, because a device model raises an
+IRQ before it answers the ioreq that caused it, 7.4).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Protocol, runtime_checkable
+
+
+@runtime_checkable
+class IoreqPort(Protocol):
+    on_isa_irq: Callable[[int, int], None]  # (irq, level)
+    on_pci_intx: Callable[[int, int, int], None]  # (slot, pin 0-3, level)
+    on_link_route: Callable[[int, int], None]  # (link 0-3, isa irq or 0)
+    on_shutdown: Callable[[int], None]  # remote_shutdown reason (0 poweroff, 1 reboot, ...)
+
+    def pio_read(self, port: int, size: int) -> int: ...
+    def pio_write(self, port: int, size: int, value: int) -> None: ...
+
+    def pio_string(
+        self, port: int, size: int, count: int, dir_read: bool, gpa: int, df: bool
+    ) -> None:
+        """REP INS (dir_read) / REP OUTS as one data_is_ptr ioreq; the buffer is guest RAM at
+        ``gpa`` (element i at gpa + i*size, or gpa - i*size with df) and never crosses a page."""
+        ...
+
+    def mmio_read(self, gpa: int, size: int) -> int: ...
+    def mmio_write(self, gpa: int, size: int, value: int) -> None: ...
+    def pci_cfg_read(self, sbdf: int, reg: int, size: int) -> int: ...
+    def pci_cfg_write(self, sbdf: int, reg: int, size: int, value: int) -> None: ...
+    def claims_port(self, port: int, size: int) -> bool: ...
+    def claims_mmio(self, gpa: int, size: int) -> bool: ...
+    def claims_pci(self, sbdf: int) -> bool: ...
+    def poll(self) -> None: ...
+
+
+def _ignore(*_args: int) -> None:
+    return None
+
+
+class NullPort:
+    """A device model that claims nothing: every access reads all-ones (a bare machine)."""
+
+    def __init__(self) -> None:
+        self.on_isa_irq: Callable[[int, int], None] = _ignore
+        self.on_pci_intx: Callable[[int, int, int], None] = _ignore
+        self.on_link_route: Callable[[int, int], None] = _ignore
+        self.on_shutdown: Callable[[int], None] = _ignore
+
+    def pio_read(self, port: int, size: int) -> int:
+        return (1 << 8 * size) - 1
+
+    def pio_write(self, port: int, size: int, value: int) -> None:
+        return None
+
+    def pio_string(
+        self, port: int, size: int, count: int, dir_read: bool, gpa: int, df: bool
+    ) -> None:
+        return None
+
+    def mmio_read(self, gpa: int, size: int) -> int:
+        return (1 << 8 * size) - 1
+
+    def mmio_write(self, gpa: int, size: int, value: int) -> None:
+        return None
+
+    def pci_cfg_read(self, sbdf: int, reg: int, size: int) -> int:
+        return (1 << 8 * size) - 1
+
+    def pci_cfg_write(self, sbdf: int, reg: int, size: int, value: int) -> None:
+        return None
+
+    def claims_port(self, port: int, size: int) -> bool:
+        return False
+
+    def claims_mmio(self, gpa: int, size: int) -> bool:
+        return False
+
+    def claims_pci(self, sbdf: int) -> bool:
+        return False
+
+    def poll(self) -> None:
+        return None
