@@ -37,24 +37,34 @@ class RamRegion:
 class GuestRam:
     """The memfd, its mapping, and the regions to announce to the device model."""
 
-    def __init__(self, size: int) -> None:
+    def __init__(self, size: int, *, shared: mmap.mmap | None = None, fd: int = -1) -> None:
+        """Create a memfd of ``size`` bytes, or with ``shared`` use a mapping somebody else
+        owns (e.g. ``devmodel.client``'s GuestRam.mm, already announced with MEM_ADD); it must
+        be a MAP_SHARED mapping at file offset 0 and at least ``size`` long."""
         if size % RAM_ALIGN or not 2 * RAM_ALIGN <= size <= MAX_RAM_BELOW_4G:
             raise ValueError(
                 f"ram_size must be a multiple of 1 MiB in [2 MiB, {MAX_RAM_BELOW_4G:#x}]"
             )
         self.size = size
-        self.fd = os.memfd_create("hvsim-ram", os.MFD_CLOEXEC | os.MFD_ALLOW_SEALING)
-        try:
-            os.ftruncate(self.fd, size)
-            self._mmap = mmap.mmap(self.fd, size, mmap.MAP_SHARED)
-        except BaseException:
-            os.close(self.fd)
-            raise
+        self._owned = shared is None
+        if shared is None:
+            fd = os.memfd_create("hvsim-ram", os.MFD_CLOEXEC | os.MFD_ALLOW_SEALING)
+            try:
+                os.ftruncate(fd, size)
+                shared = mmap.mmap(fd, size, mmap.MAP_SHARED)
+            except BaseException:
+                os.close(fd)
+                raise
+        elif len(shared) < size:
+            raise ValueError(f"shared mapping is {len(shared)} bytes, need {size}")
+        self.fd = fd
+        self._mmap = shared
         self._anchor: ctypes.c_char | None = ctypes.c_char.from_buffer(self._mmap)
         self.address = ctypes.addressof(self._anchor)
         self.view = memoryview(self._mmap)
 
     def regions(self) -> list[RamRegion]:
+        """What to announce with MEM_ADD (the shadow area 0xC0000-0xFFFFF included)."""
         return [
             RamRegion(0, VGA_START, 0),
             RamRegion(SHADOW_START, self.size - SHADOW_START, SHADOW_START),
@@ -80,5 +90,6 @@ class GuestRam:
             return
         self.view.release()
         self._anchor = None
-        self._mmap.close()
-        os.close(self.fd)
+        if self._owned:
+            self._mmap.close()
+            os.close(self.fd)

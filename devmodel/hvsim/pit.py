@@ -92,8 +92,9 @@ class PitChannel:
                 return None
             nxt = c
         elif self.mode == 2:
-            base = d // c * c
-            nxt = base + c if (d - base == 0 and d != 0) else base + c + 1
+            # OUT is high for the one input clock at each multiple of the count (QEMU's
+            # convention; the 8254's low pulse is the mirror image), so both edges are events.
+            nxt = d + 1 if (d % c == 0 and d != 0) else d // c * c + c
         elif self.mode == 3:
             base = d // c * c
             half = (c + 1) >> 1

@@ -1,0 +1,530 @@
+"""The hypervisor simulator: one vCPU, guest RAM, firmware, PIC/PIT, and ioreq forwarding.
+
+A run is a loop of instruction slices (``emu_start(count=slice_insns)``). Between slices the
+simulator replays timer edges, lets the device model's DMOPs in (``port.poll()``), and delivers
+a pending 8259 interrupt through the real-mode IVT. Interrupts can land only there, at HLT, and
+right after an exit that made one deliverable (the exit stops the slice early; Unicorn lets the
+rest of the translation block run first, obstacle 5). Everything is paced by one VirtualClock,
+so two runs with the same inputs take the same path.
+
+Virtual time: ``ns_per_insn`` per instruction of every completed slice (a slice cut short by a
+stop or HLT is not charged, because Unicorn does not report how far it got), ``exit_ns`` per
+port or MMIO exit and per RDTSC, and jumps to the next timer deadline while halted.
+"""
+
+from __future__ import annotations
+
+import enum
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from unicorn import (
+    UC_HOOK_INSN,
+    UC_HOOK_INTR,
+    UC_HOOK_MEM_FETCH_UNMAPPED,
+    UC_HOOK_MEM_READ_UNMAPPED,
+    UC_HOOK_MEM_WRITE_PROT,
+    UC_HOOK_MEM_WRITE_UNMAPPED,
+    UC_PROT_ALL,
+    UC_PROT_EXEC,
+    UC_PROT_READ,
+    Uc,
+    UcError,
+)
+from unicorn import x86_const as x86
+
+from . import strings
+from .apic import IOAPIC_BASE, LAPIC_BASE, IoapicStub, LapicStub
+from .clock import VirtualClock
+from .cpu import EFLAGS_DF, EFLAGS_IF, Cpu
+from .firmware import (
+    DEFAULT_BIOS,
+    LOW_ALIAS_START,
+    PAM_FIRST_REG,
+    PAM_LAST_REG,
+    FirmwareImage,
+    PamState,
+)
+from .irq import SRC_PIT, IrqRouter
+from .memory import SHADOW_END, SHADOW_START, VGA_START, GuestRam
+from .pic import DualPic
+from .pit import Pit
+from .ports import IoreqPort
+from .routing import APIC_PAGE, IoRouter, Route
+
+PAGE = 0x1000
+DEFAULT_RAM = 64 << 20
+DEFAULT_SLICE_INSNS = 200_000
+# Lazily mapped all-ones/forwarding MMIO pages; a guest that wanders through the whole 4 GiB
+# is stopped rather than allowed to build a million mappings.
+MAX_LAZY_MMIO_PAGES = 4096
+# Timer deadlines skipped over in one HLT wake-up search (each is a PIT OUT edge).
+MAX_HALT_STEPS = 1024
+HOST_BRIDGE_SBDF = 0  # 00:00.0, the i440FX whose PAM registers are snooped
+CPUID_HYPERVISOR_LEAF = 0x40000000
+
+
+class StopReason(enum.Enum):
+    TIME = "time"  # virtual time reached run(until_ns=...)
+    BUDGET = "budget"  # run(max_insns=...) spent
+    HALTED = "halted"  # HLT with IF=0: the guest is finished
+    IDLE = "idle"  # HLT with IF=1 and no timer or device event can wake the vCPU
+    SHUTDOWN = "shutdown"  # the device model sent remote_shutdown; code = reason
+    REQUESTED = "requested"  # request_stop() or the run's predicate
+    ERROR = "error"  # something the simulator cannot continue from
+
+
+@dataclass(frozen=True, slots=True)
+class Stop:
+    reason: StopReason
+    detail: str = ""
+    code: int = 0
+    cs: int = 0
+    eip: int = 0
+
+    def __str__(self) -> str:
+        return f"{self.reason.value} at {self.cs:04x}:{self.eip:08x}" + (
+            f": {self.detail}" if self.detail else ""
+        )
+
+
+@dataclass
+class Stats:
+    slices: int = 0
+    insns: int = 0  # instructions of completed slices (a lower bound)
+    exits: int = 0  # port + MMIO exits
+    rep_batches: int = 0  # pio_string calls
+    rep_elements: int = 0
+    irqs: int = 0  # hardware interrupts delivered
+    soft_ints: dict[int, int] = field(default_factory=dict)  # vector -> count
+    exceptions: dict[int, int] = field(default_factory=dict)
+    halts: int = 0
+    resets: int = 0
+    rdtsc: int = 0
+    cpuid: dict[int, int] = field(default_factory=dict)
+    rom_writes_dropped: int = 0
+    lazy_mmio_pages: int = 0
+
+
+class Simulator:
+    """One HVM vCPU and the platform Xen would own, wired to a device model ``port``."""
+
+    def __init__(
+        self,
+        port: IoreqPort,
+        ram_size: int = DEFAULT_RAM,
+        bios_path: str | Path = DEFAULT_BIOS,
+        *,
+        ram: GuestRam | None = None,
+        tsc_hz: int = 1_000_000_000,
+        slice_insns: int = DEFAULT_SLICE_INSNS,
+        ns_per_insn: int = 1,
+        exit_ns: int = 1_000,
+    ) -> None:
+        self.port = port
+        self.ram = ram if ram is not None else GuestRam(ram_size)
+        self.firmware = FirmwareImage.load(bios_path)
+        self.clock = VirtualClock(tsc_hz)
+        self.slice_insns = slice_insns
+        self.ns_per_insn = ns_per_insn
+        self.exit_ns = exit_ns
+        self.stats = Stats()
+
+        self.pic = DualPic()
+        self.irq = IrqRouter(self.pic.set_irq)
+        self.pit = Pit(self.clock, lambda level: self.irq.set_isa_level(0, level, SRC_PIT))
+        self.lapic = LapicStub()
+        self.ioapic = IoapicStub()
+        self.pam = PamState()
+        self.router = IoRouter(
+            port, self.pic, self.pit, self.lapic, self.ioapic, self._pci_host_write
+        )
+        self.cpu = Cpu()
+        self._stop: Stop | None = None
+        self._kicked = False
+        self._halted = False
+
+        port.on_isa_irq = self._dm_isa_irq
+        port.on_pci_intx = self._dm_pci_intx
+        port.on_link_route = self._dm_link_route
+        port.on_shutdown = self._dm_shutdown
+
+        self._map_memory()
+        self._install_hooks()
+        self.reset()
+
+    # ---- construction ----------------------------------------------------------------------
+    def _map_memory(self) -> None:
+        uc = self.cpu.uc
+        ram = self.ram
+        uc.mem_map_ptr(0, VGA_START, UC_PROT_ALL, ram.address)
+        uc.mem_map_ptr(SHADOW_START, ram.size - SHADOW_START, UC_PROT_ALL,
+                       ram.address + SHADOW_START)
+        uc.mmio_map(VGA_START, SHADOW_START - VGA_START, self._mmio_read_cb, VGA_START,
+                    self._mmio_write_cb, VGA_START)
+        fw = self.firmware
+        uc.mem_map(fw.flash_base, fw.size, UC_PROT_READ | UC_PROT_EXEC)
+        uc.mem_write(fw.flash_base, fw.data)
+        for base in (LAPIC_BASE, IOAPIC_BASE):
+            uc.mmio_map(base, APIC_PAGE, self._mmio_read_cb, base, self._mmio_write_cb, base)
+
+    def _install_hooks(self) -> None:
+        uc = self.cpu.uc
+        uc.hook_add(UC_HOOK_INSN, self._hook_in, None, 1, 0, x86.UC_X86_INS_IN)
+        uc.hook_add(UC_HOOK_INSN, self._hook_out, None, 1, 0, x86.UC_X86_INS_OUT)
+        uc.hook_add(UC_HOOK_INSN, self._hook_cpuid, None, 1, 0, x86.UC_X86_INS_CPUID)
+        self.cpu.hook_rdtsc(self._hook_rdtsc)
+        uc.hook_add(UC_HOOK_INTR, self._hook_intr)
+        uc.hook_add(UC_HOOK_MEM_READ_UNMAPPED | UC_HOOK_MEM_WRITE_UNMAPPED, self._hook_unmapped)
+        uc.hook_add(UC_HOOK_MEM_FETCH_UNMAPPED, self._hook_fetch_unmapped)
+        uc.hook_add(UC_HOOK_MEM_WRITE_PROT, self._hook_write_prot)
+
+    # ---- public control --------------------------------------------------------------------
+    def reset(self) -> None:
+        """Platform reset: CPU, PIC, PIT, APIC stubs, CF8 latch, PAM (and the shadow's ROM
+        bytes, which is what reads with PAM = 0 would see). The device model resets its own
+        devices; IRQ lines it still asserts are presented to the fresh PICs."""
+        self.cpu.reset()
+        self.pic.reset()
+        for irq in range(16):
+            if self.irq.level(irq):
+                self.pic.set_irq(irq, 1)
+        self.pit.reset()
+        self.lapic.reset()
+        self.ioapic.reset()
+        self.router.reset()
+        self.pam.reset()
+        self.ram.write(LOW_ALIAS_START, self.firmware.low_alias)
+        self._apply_pam()
+        self.clock.reset_tsc()
+        self._halted = False
+        self.stats.resets += 1
+
+    def request_stop(self, detail: str = "", reason: StopReason = StopReason.REQUESTED) -> None:
+        """Stop the run; callable from observers and callbacks (takes effect a few
+        instructions late, at the end of the current translation block)."""
+        self._latch(Stop(reason, detail))
+
+    @property
+    def observers(self) -> list[Callable[[str, int, int, int, bool], None]]:
+        """Called as (kind, address, size, value, is_write) for every port/MMIO/PCI access."""
+        return self.router.observers
+
+    def run(
+        self,
+        until_ns: int | None = None,
+        max_insns: int = 100_000_000,
+        until: Callable[[Simulator], bool] | None = None,
+        max_wakeups: int = 100_000,
+    ) -> Stop:
+        """Run until a stop condition and return it.
+
+        Bounded three ways: ``max_insns`` (in whole slices), ``max_wakeups`` (HLT wake-ups,
+        each a jump to the next timer edge) and, if given, ``until_ns`` of virtual time.
+        ``until`` is a predicate checked between slices and wake-ups.
+        """
+        self._stop = None
+        max_slices = max(1, -(-max_insns // self.slice_insns))
+        insns_at_start = self.stats.insns
+        # Slices cut short (HLT, a kick) charge no instructions, so the loop itself is capped too.
+        max_iterations = 2 * (max_slices + max_wakeups)
+        iterations = wakeups = 0
+        while self._stop is None:
+            iterations += 1
+            if until is not None and until(self):
+                self._stop = Stop(StopReason.REQUESTED, "predicate")
+            elif until_ns is not None and self.clock.ns >= until_ns:
+                self._stop = Stop(StopReason.TIME)
+            elif self.stats.insns - insns_at_start >= max_insns:
+                self._stop = Stop(StopReason.BUDGET, f"{max_insns} instructions")
+            elif wakeups >= max_wakeups:
+                self._stop = Stop(StopReason.BUDGET, f"{max_wakeups} wake-ups")
+            elif iterations > max_iterations:
+                self._stop = Stop(StopReason.BUDGET, f"{max_iterations} loop iterations")
+            if self._stop is not None:
+                break
+            self.pit.run_until(self.clock.ns)
+            self.port.poll()
+            if self._stop is not None or self._maybe_interrupt() is not None:
+                break
+            if self._halted:
+                wakeups += 1
+                self._wait_for_event(until_ns)
+                continue
+            self._run_slice(self.slice_insns)
+        return self._finish(self._stop)
+
+    def close(self) -> None:
+        self.ram.close()
+
+    # ---- the loop --------------------------------------------------------------------------
+    def _finish(self, stop: Stop) -> Stop:
+        cs = self.cpu.reg(x86.UC_X86_REG_CS)
+        eip = self.cpu.eip
+        stop = Stop(stop.reason, stop.detail, stop.code, cs, eip)
+        self._stop = None
+        return stop
+
+    def _latch(self, stop: Stop) -> None:
+        # First reason wins: after emu_stop the rest of the block still runs and may raise
+        # another event (the study's 0xCF9 reset followed by int3, obstacle 5).
+        if self._stop is None:
+            self._stop = stop
+        self.cpu.uc.emu_stop()
+
+    def _kick(self) -> None:
+        self._kicked = True
+        self.cpu.uc.emu_stop()
+
+    def _run_slice(self, count: int) -> None:
+        self._kicked = False
+        self.stats.slices += 1
+        try:
+            self.cpu.uc.emu_start(self.cpu.eip, 0xFFFFFFFF, count=count)
+        except UcError as exc:
+            self._latch(Stop(StopReason.ERROR, f"unicorn: {exc}"))
+            return
+        if self._stop is not None or self._kicked:
+            return
+        if self._just_halted():
+            self._halted = True
+            self.stats.halts += 1
+            return
+        self.stats.insns += count
+        self.clock.advance(count * self.ns_per_insn)
+
+    def _just_halted(self) -> bool:
+        # HLT makes emu_start return quietly with EIP past the 0xF4 (obstacle 4). A slice that
+        # ends right after an F4 byte that was an operand is misread as HLT; the cost is one
+        # early timer wake-up, since time then jumps to the next deadline.
+        pc = self.cpu.linear_pc()
+        prev = self.cpu.read_linear((pc - 1) & 0xFFFFFFFF, 1)
+        return prev == b"\xf4"
+
+    def _maybe_interrupt(self) -> Stop | None:
+        """Deliver one pending 8259 interrupt if the CPU takes it now."""
+        if not self.pic.has_interrupt():
+            return None
+        cpu = self.cpu
+        if not cpu.eflags & EFLAGS_IF:
+            return None
+        pc = cpu.linear_pc()
+        if not self._halted and cpu.read_linear((pc - 1) & 0xFFFFFFFF, 1) == b"\xfb":
+            # STI shadow (SDM vol. 2, STI): no interrupt before the next instruction, or
+            # `sti; hlt` would lose its wake-up. Run exactly one instruction first.
+            self._run_slice(1)
+            if self._stop is not None or self._halted:
+                return self._stop
+        if cpu.protected():
+            self._latch(Stop(StopReason.ERROR, "interrupt with IF=1 in protected mode: "
+                             "IDT delivery is not implemented"))
+            return self._stop
+        vector = self.pic.acknowledge()
+        cpu.deliver_real(vector)
+        self._halted = False
+        self.stats.irqs += 1
+        return None
+
+    def _wait_for_event(self, until_ns: int | None) -> None:
+        """Halted: advance virtual time edge by edge until an interrupt is pending (bounded by
+        MAX_HALT_STEPS edges per call). Latches HALTED or IDLE if nothing can wake the vCPU."""
+        if not self.cpu.eflags & EFLAGS_IF:
+            self._latch(Stop(StopReason.HALTED, "hlt with interrupts disabled"))
+            return
+        for _ in range(MAX_HALT_STEPS):
+            deadline = self.pit.next_deadline()
+            if deadline is None:
+                self._latch(Stop(StopReason.IDLE, "hlt with no timer armed"))
+                return
+            if until_ns is not None and deadline > until_ns:
+                self.clock.advance_to(until_ns)
+                return
+            self.clock.advance_to(deadline)
+            self.pit.run_until(deadline)
+            self.port.poll()
+            if self.pic.has_interrupt() or self._stop is not None:
+                return
+
+    # ---- device-model callbacks ------------------------------------------------------------
+    def _irq_changed(self) -> None:
+        if self.pic.has_interrupt() and self.cpu.eflags & EFLAGS_IF:
+            self._kick()
+
+    def _dm_isa_irq(self, irq: int, level: int) -> None:
+        self.irq.set_isa_level(irq, level)
+        if level:
+            self._irq_changed()
+
+    def _dm_pci_intx(self, slot: int, pin: int, level: int) -> None:
+        self.irq.set_pci_intx(slot, pin, level)
+        if level:
+            self._irq_changed()
+
+    def _dm_link_route(self, link: int, irq: int) -> None:
+        self.irq.set_link_route(link, irq)
+
+    def _dm_shutdown(self, reason: int) -> None:
+        self._latch(Stop(StopReason.SHUTDOWN, "remote_shutdown", reason))
+
+    def _pci_host_write(self, sbdf: int, reg: int, size: int, value: int) -> None:
+        if sbdf != HOST_BRIDGE_SBDF or reg > PAM_LAST_REG or reg + size <= PAM_FIRST_REG:
+            return
+        if self.pam.snoop_write(reg, size, value):
+            self._apply_pam()
+            # The shadow's permissions changed under code that may be running from it.
+            self._kick()
+
+    def _apply_pam(self) -> None:
+        uc = self.cpu.uc
+        for start, size, writable in self.pam.writable_segments():
+            perms = UC_PROT_ALL if writable else UC_PROT_READ | UC_PROT_EXEC
+            uc.mem_protect(start, size, perms)
+
+    # ---- CPU hooks -------------------------------------------------------------------------
+    def _hook_in(self, uc: Uc, port: int, size: int, _ud: object) -> int:
+        self.clock.advance(self.exit_ns)
+        self.stats.exits += 1
+        router = self.router
+        if router.port_route(port, size) is Route.DM:
+            value = self._rep_string(port, size, is_in=True)
+            if value is not None:
+                return value
+        value = router.pio_read(port, size)
+        if port in (0x20, 0x21, 0xA0, 0xA1):  # OCW3 poll reads acknowledge
+            self._irq_changed()
+        return value
+
+    def _hook_out(self, uc: Uc, port: int, size: int, value: int, _ud: object) -> None:
+        self.clock.advance(self.exit_ns)
+        self.stats.exits += 1
+        router = self.router
+        if router.port_route(port, size) is Route.DM:
+            if self._rep_string(port, size, is_in=False) is not None:
+                return
+        router.pio_write(port, size, value)
+        if port in (0x20, 0x21, 0xA0, 0xA1, 0x4D0, 0x4D1, 0x40, 0x43):
+            self.pit.run_until(self.clock.ns)
+            self._irq_changed()
+
+    def _rep_string(self, port: int, size: int, is_in: bool) -> int | None:
+        """Move a whole REP INS/OUTS run as one pio_string call.
+
+        Called from inside the per-element hook. The CPU will still finish *this* element after
+        the hook returns (store the returned value at ES:(E)DI for INS, step (E)DI/(E)SI and
+        decrement (E)CX), so the registers are set to their final values minus that one step,
+        and for INS the hook returns element 0 as the device model wrote it.
+        Returns None to fall back to a single-element access.
+        """
+        cpu = self.cpu
+        if cpu.paging():
+            return None
+        code = cpu.read_linear(cpu.linear_pc(), 15)
+        if code is None:
+            return None
+        insn = strings.decode_string_insn(code, cpu.code32())
+        if insn is None or not insn.rep or insn.is_in != is_in:
+            return None
+        seg_base = cpu.seg_base(insn.segment)
+        if seg_base is None:
+            return None
+        index_reg = x86.UC_X86_REG_EDI if is_in else x86.UC_X86_REG_ESI
+        cx = cpu.reg(x86.UC_X86_REG_ECX)
+        index = cpu.reg(index_reg)
+        df = bool(cpu.eflags & EFLAGS_DF)
+        plan = strings.plan_string(insn, size, cx, index, seg_base, df)
+        if plan is None:
+            return None
+        lo = plan.gpa - (plan.count - 1) * size if df else plan.gpa
+        if not self.ram.contains(lo, plan.count * size):
+            return None  # an MMIO buffer: Xen does not batch these either
+        self.port.pio_string(port, size, plan.count, is_in, plan.gpa, df)
+        self.router.pio_counts[port] += plan.count
+        self.stats.rep_batches += 1
+        self.stats.rep_elements += plan.count
+        mask = 0xFFFFFFFF if insn.addr32 else 0xFFFF
+        step = -size if df else size
+        cpu.set_reg(x86.UC_X86_REG_ECX, (plan.new_cx & ~mask) | ((plan.new_cx + 1) & mask))
+        cpu.set_reg(index_reg, (plan.new_index & ~mask) | ((plan.new_index - step) & mask))
+        if is_in:
+            return int.from_bytes(self.ram.read(plan.gpa, size), "little")
+        return 0
+
+    def _hook_rdtsc(self, uc: Uc, _ud: object) -> int:
+        self.clock.advance(self.exit_ns)
+        self.stats.rdtsc += 1
+        tsc = self.clock.tsc()
+        uc.reg_write(x86.UC_X86_REG_EAX, tsc & 0xFFFFFFFF)
+        uc.reg_write(x86.UC_X86_REG_EDX, tsc >> 32)
+        return 1  # skip the instruction: the registers are the result
+
+    def _hook_cpuid(self, uc: Uc, _ud: object) -> int:
+        leaf = int(uc.reg_read(x86.UC_X86_REG_EAX))
+        self.stats.cpuid[leaf] = self.stats.cpuid.get(leaf, 0) + 1
+        if leaf == CPUID_HYPERVISOR_LEAF:
+            # No hypervisor signature: firmware takes its bare-metal/QEMU paths (obstacle 12).
+            for reg in (x86.UC_X86_REG_EAX, x86.UC_X86_REG_EBX, x86.UC_X86_REG_ECX,
+                        x86.UC_X86_REG_EDX):
+                uc.reg_write(reg, 0)
+            return 1
+        return 0
+
+    def _hook_intr(self, uc: Uc, intno: int, _ud: object) -> None:
+        cpu = self.cpu
+        pc = cpu.linear_pc()
+        before = cpu.read_linear((pc - 2) & 0xFFFFFFFF, 2) or b""
+        software = (before == bytes((0xCD, intno)) or (intno == 3 and before[-1:] == b"\xcc")
+                    or (intno == 4 and before[-1:] == b"\xce"))
+        counts = self.stats.soft_ints if software else self.stats.exceptions
+        counts[intno] = counts.get(intno, 0) + 1
+        if cpu.protected():
+            kind = "int" if software else "exception"
+            self._latch(Stop(StopReason.ERROR, f"{kind} {intno:#x} in protected mode: "
+                             "IDT delivery is not implemented", intno))
+            return
+        # Software ints: EIP is past the instruction, which is the return address. Faults:
+        # EIP is the faulting instruction, which is also the return address.
+        cpu.deliver_real(intno)
+
+    # ---- memory hooks ----------------------------------------------------------------------
+    def _mmio_read_cb(self, uc: Uc, offset: int, size: int, base: int) -> int:
+        self.clock.advance(self.exit_ns)
+        self.stats.exits += 1
+        return self.router.mmio_read(base + offset, size)
+
+    def _mmio_write_cb(self, uc: Uc, offset: int, size: int, value: int, base: int) -> None:
+        self.clock.advance(self.exit_ns)
+        self.stats.exits += 1
+        self.router.mmio_write(base + offset, size, value)
+
+    def _hook_unmapped(
+        self, uc: Uc, access: int, address: int, size: int, value: int, _ud: object
+    ) -> bool:
+        """First touch of a page nobody mapped: map it as a forwarding MMIO page and retry.
+        Reads then go to the device model if it claims them, and are all-ones otherwise."""
+        page = address & ~(PAGE - 1)
+        if self.stats.lazy_mmio_pages >= MAX_LAZY_MMIO_PAGES or (
+            (address + size - 1) & ~(PAGE - 1)
+        ) != page:
+            self._latch(Stop(StopReason.ERROR, f"unmapped access at {address:#x}"))
+            return False
+        self.stats.lazy_mmio_pages += 1
+        uc.mmio_map(page, PAGE, self._mmio_read_cb, page, self._mmio_write_cb, page)
+        return True
+
+    def _hook_fetch_unmapped(
+        self, uc: Uc, access: int, address: int, size: int, value: int, _ud: object
+    ) -> bool:
+        self._latch(Stop(StopReason.ERROR, f"instruction fetch from non-RAM {address:#x}"))
+        return False
+
+    def _hook_write_prot(
+        self, uc: Uc, access: int, address: int, size: int, value: int, _ud: object
+    ) -> bool:
+        # A write to the ROM (flash, or shadow with PAM WE=0) goes nowhere on real hardware.
+        # Returning True tells Unicorn the write was handled; it then skips it.
+        fw = self.firmware
+        if SHADOW_START <= address < SHADOW_END or address >= fw.flash_base:
+            self.stats.rom_writes_dropped += 1
+            return True
+        return False
