@@ -63,11 +63,55 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--log-file", metavar="FILE", help="log here instead of stderr")
     run.add_argument("--strict", action="store_true",
                      help="a device exception stops the daemon (for fuzzing and tests)")
+    add_machine_options(run)
 
     demo = sub.add_parser("demo", help="start a daemon and drive it as a hypervisor would")
     demo.add_argument("--log-level", default="warning",
                       choices=("debug", "info", "warning", "error"))
     return p
+
+
+def _size(text: str) -> int:
+    from devmodel.pc import parse_size
+
+    try:
+        return parse_size(text)
+    except ValueError as e:
+        raise argparse.ArgumentTypeError(str(e)) from None
+
+
+def _uuid(text: str) -> bytes:
+    import uuid
+
+    try:
+        return uuid.UUID(text).bytes
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a UUID") from None
+
+
+def add_machine_options(p: argparse.ArgumentParser) -> None:
+    g = p.add_argument_group("machine")
+    g.add_argument("--memory", type=_size, default="128M", metavar="SIZE",
+                   help="guest RAM size as the toolstack gives it (default 128M)")
+    g.add_argument("--vcpus", type=int, default=1, metavar="N", help="number of vCPUs (1-128)")
+    g.add_argument("--name", default="", help="domain name (SMBIOS)")
+    g.add_argument("--uuid", type=_uuid, default=None, help="domain UUID (SMBIOS)")
+    g.add_argument("--bios", metavar="FILE",
+                   help="system BIOS to share with the hypervisor (QEMU-style platform); "
+                        "omit on Xen, where hvmloader loads the firmware")
+
+
+def machine_options(args: argparse.Namespace):
+    from devmodel.pc import PcOptions
+
+    if not 1 <= args.vcpus <= 128:
+        raise SystemExit(f"devmodel: --vcpus {args.vcpus}: must be 1-128")
+    opts = PcOptions(virtual_clock=getattr(args, "clock", "monotonic") == "virtual",
+                     strict=getattr(args, "strict", False), memory=args.memory, vcpus=args.vcpus,
+                     name=args.name, bios=args.bios)
+    if args.uuid is not None:
+        opts.uuid = args.uuid
+    return opts
 
 
 def _inherited_socket(fd: int) -> tuple[socket.socket | None, socket.socket | None]:
@@ -84,12 +128,15 @@ def _inherited_socket(fd: int) -> tuple[socket.socket | None, socket.socket | No
 
 def cmd_run(args: argparse.Namespace) -> int:
     from devmodel.daemon import Daemon, DaemonConfig, listen_unix
-    from devmodel.pc import PcOptions, build_pc
+    from devmodel.pc import build_pc
 
     setup_logging(args.log_level, args.log_file)
     log = logging.getLogger("devmodel")
-    opts = PcOptions(virtual_clock=args.clock == "virtual", strict=args.strict)
-    build_pc(opts)  # fail on bad device options before touching the socket
+    opts = machine_options(args)
+    try:
+        build_pc(opts).close_backends()  # fail on bad device options before the socket
+    except ValueError as e:
+        raise SystemExit(f"devmodel: {e}") from None
     config = DaemonConfig(domid=args.domid, virtual_clock=opts.virtual_clock,
                           trace_path=args.trace)
     if args.trace:

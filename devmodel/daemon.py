@@ -300,6 +300,12 @@ class Connection:
         self._emit(MsgType.HELLO, codec.HELLO.pack(PROTOCOL_VERSION, PAGE_SIZE, nr_vcpus,
                                                    self.features, self.config.domid, 0),
                    tag=tag, chan=chan)
+        # Memory we own that the CPU side must map (firmware, shadow RAM) goes first.
+        for dev in self.machine.devices:
+            for r in dev.shared_regions():
+                self._send_fd(codec.frame(MsgType.MEM_ADD,
+                                          codec.MEM_ADD.pack(r.gpa, r.size, 0, r.flags, r.region_id),
+                                          tag=self._take_tag(), flags=FLAG_HAS_FDS), r.fd)
         # Start-up as QEMU does on Xen (xen-protocol.md 4.1): create the server, claim every
         # range and PCI function, then enable.
         bufmode = HVM_IOREQSRV_BUFIOREQ_ATOMIC if self.features & FEATURE_BUFIOREQ else 0
@@ -368,6 +374,24 @@ class Connection:
             os.close(dup)
             raise DecodeError(ErrorCode.BAD_FIELD, str(e)) from None
         log.info("guest memory region %d: gpa %#x size %#x flags %#x", rid, gpa, size, mflags)
+
+    def _take_tag(self) -> int:
+        tag = self._next_tag
+        self._next_tag = (tag % 0xFFFFFFFF) + 1
+        return tag
+
+    def _send_fd(self, msg: bytes, fd: int) -> None:
+        """An fd-carrying message leaves whole in one sendmsg, after everything queued."""
+        if self.trace:
+            self.trace.record(1, msg)
+        self.sock.setblocking(True)
+        try:
+            if self._out:
+                self.sock.sendall(self._out)
+                self._out.clear()
+            self.sock.sendmsg([msg], [(socket.SOL_SOCKET, socket.SCM_RIGHTS, array.array("i", [fd]))])
+        finally:
+            self.sock.setblocking(False)
 
     # ---- dm_ops -------------------------------------------------------------------------
     def request_dmop(self, op: int, fields: tuple[int, ...],
@@ -516,6 +540,7 @@ class Daemon:
             if handle_signals:
                 for sig in (signal.SIGTERM, signal.SIGINT):
                     loop.remove_signal_handler(sig)
+            self.machine.close_backends()
             self.machine.memory.close()
 
     def _refuse(self, listener: socket.socket) -> None:

@@ -6,6 +6,7 @@ the daemon's dm_ops. The sync and asyncio clients wrap this with a socket.
 from __future__ import annotations
 
 import bisect
+import os
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
@@ -92,6 +93,11 @@ class HypervisorState:
     on_link_route: Callable[[int, int], None] | None = None
     on_shutdown: Callable[[int], None] | None = None
     on_range: Callable[[str, int, int, int], None] | None = None
+    # Memory the daemon shares (firmware, VRAM): region_id -> (gpa, size, flags, fd).
+    dm_regions: dict[int, tuple[int, int, int, int]] = field(default_factory=dict)
+    mem_types: dict[int, int] = field(default_factory=dict)  # first_pfn -> type of each set_mem_type
+    on_mem_add: Callable[[int, int, int, int, int], None] | None = None  # id, gpa, size, flags, fd
+    on_mem_type: Callable[[int, int, int], None] | None = None  # first_pfn, nr, type
     max_log: int = 100_000
 
     def _rangeset(self, kind: int) -> RangeSet | None:
@@ -182,9 +188,32 @@ class HypervisorState:
                 n, _, first = codec.MODIFIED_MEMORY_EXTENT.unpack_from(buf, 16 * i)
                 self.dirty_pages.update(range(first, first + min(n, 1 << 20)))
             return 0, None
+        if op == DmOp.SET_MEM_TYPE:
+            nr, mtype, _pad, first = f
+            if mtype not in (0, 1, 2, 4) or nr > 1 << 20:
+                return EINVAL, None
+            self.mem_types[first] = mtype
+            if self.on_mem_type:
+                self.on_mem_type(first, nr, mtype)
+            return 0, None
         if op == DmOp.NR_VCPUS:
             return 0, (1,)
         return 0, None
+
+    def handle_mem_add(self, msg: Message) -> None:
+        """A MEM_ADD from the daemon: memory it owns and the CPU side must map (fd attached)."""
+        if len(msg.payload) != codec.MEM_ADD.size or not msg.fds:
+            self.errors.append((msg.tag, 0, "malformed MEM_ADD from the daemon"))
+            for fd in msg.fds:
+                os.close(fd)
+            return
+        gpa, size, _off, flags, rid = codec.MEM_ADD.unpack(msg.payload)
+        old = self.dm_regions.pop(rid, None)
+        if old is not None:
+            os.close(old[3])
+        self.dm_regions[rid] = (gpa, size, flags, msg.fds[0])
+        if self.on_mem_add:
+            self.on_mem_add(rid, gpa, size, flags, msg.fds[0])
 
     # Xen's routing rules (xen-protocol.md 1.5): the whole access inside one claimed range.
     def claims_port(self, port: int, size: int) -> bool:

@@ -146,13 +146,7 @@ class Hypervisor:
         while True:
             if self._backlog:
                 return self._backlog.pop(0)
-            for msg in self._deframer.messages():
-                if msg.type == MsgType.DMOP:
-                    reply = self.state.handle_dmop(msg)
-                    if reply is not None:
-                        self.sock.sendall(reply)
-                else:
-                    self._backlog.append(msg)
+            self._drain_deframer()
             if not self._backlog:
                 self._recv_some()
 
@@ -177,23 +171,23 @@ class Hypervisor:
         try:
             while True:
                 self._recv_some()
-                for msg in self._deframer.messages():
-                    if msg.type == MsgType.DMOP:
-                        reply = self.state.handle_dmop(msg)
-                        if reply is not None:
-                            self.sock.sendall(reply)
-                    else:
-                        self._backlog.append(msg)
+                self._drain_deframer()
                 self.sock.settimeout(0.0)
         except (BlockingIOError, TimeoutError):
             pass
         finally:
             self.sock.settimeout(self.timeout)
+        self._drain_deframer()
+
+    def _drain_deframer(self) -> None:
+        """dm_ops are answered and recorded, the daemon's MEM_ADDs mapped; the rest queued."""
         for msg in self._deframer.messages():
             if msg.type == MsgType.DMOP:
                 reply = self.state.handle_dmop(msg)
                 if reply is not None:
                     self.sock.sendall(reply)
+            elif msg.type == MsgType.MEM_ADD:
+                self.state.handle_mem_add(msg)
             else:
                 self._backlog.append(msg)
 

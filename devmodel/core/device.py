@@ -61,6 +61,11 @@ class Device:
     def mmio_ranges(self) -> list[Range]:
         return []
 
+    def shared_regions(self) -> list:
+        """Memory this device owns that the hypervisor must map (firmware, VRAM): objects with
+        region_id, gpa, size, fd and flags, sent as daemon->hypervisor MEM_ADD."""
+        return []
+
     def reset(self) -> None:
         """Power-on / system reset state."""
 

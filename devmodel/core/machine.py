@@ -58,6 +58,9 @@ class Machine:
         self.outbox: list[tuple[int, tuple[int, ...], bytes | None]] = []
         self.irqs = IrqRouter(self.emit_dmop)
         self.devices: list[Device] = []
+        # I/O-side objects the machine's devices depend on (disk files, shared memory); the
+        # daemon flushes and closes them at exit. Devices never call them for I/O setup.
+        self.backends: list[Any] = []
         self.server_id = 0
         self.announcing = False  # once the hypervisor knows our ranges, changes are reported
         self.rtc_offset = 0  # accumulated TIMEOFFSET seconds
@@ -309,6 +312,17 @@ class Machine:
     def handle_buffered(self, type_: int, addr: int, size: int, data: int) -> None:
         """A posted write from a BUFIOREQ batch: a plain count-1 write (xen-protocol.md 2.2)."""
         self.handle_ioreq(type_, addr, data, 1, size, 0x01)
+
+    def close_backends(self) -> None:
+        """Flush and close every backend (SIGTERM, disconnect): acknowledged writes persist."""
+        for b in reversed(self.backends):
+            try:
+                if hasattr(b, "flush"):
+                    b.flush()
+                b.close()
+            except Exception:
+                log.exception("closing backend %r failed", b)
+        self.backends.clear()
 
     # ---- snapshot -----------------------------------------------------------------------
     def snapshot(self) -> dict[str, Any]:
