@@ -92,5 +92,6 @@ class IrqRouter:
             return
         old = self.link_route[link]
         self.link_route[link] = irq
-        for line in {old, irq} - {0}:
-            self._update(line)
+        for line in (old, irq):  # the old line drops before the new one rises
+            if line:
+                self._update(line)

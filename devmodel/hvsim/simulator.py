@@ -285,11 +285,13 @@ class Simulator:
         except UcError as exc:
             self._latch(Stop(StopReason.ERROR, f"unicorn: {exc}"))
             return
-        if self._stop is not None or self._kicked:
+        if self._stop is not None:
             return
-        if self._just_halted():
+        if self._just_halted():  # checked even after a kick: the block may have run into HLT
             self._halted = True
             self.stats.halts += 1
+            return
+        if self._kicked:
             return
         self.stats.insns += count
         self.clock.advance(count * self.ns_per_insn)

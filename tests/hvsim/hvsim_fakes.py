@@ -10,9 +10,22 @@ runs its QEMU path and unlocks shadow RAM. fw_cfg is absent (0x510/0x511 are not
 from __future__ import annotations
 
 from collections.abc import Callable
+from pathlib import Path
 
 DEBUG_PORT = 0x402
 CMOS_INDEX, CMOS_DATA = 0x70, 0x71
+
+
+ENTRY = 0x7C00  # where the tiny test ROM jumps
+ROM_SIZE = 128 * 1024
+
+
+def make_rom(path: Path) -> Path:
+    """A 128 KiB "BIOS" whose reset vector jumps to 0000:7C00 (code the test puts in RAM)."""
+    rom = bytearray(b"\xf4" * ROM_SIZE)
+    rom[-16:-11] = bytes((0xEA, ENTRY & 0xFF, ENTRY >> 8, 0x00, 0x00))  # jmp far 0000:7C00
+    path.write_bytes(bytes(rom))
+    return path
 
 
 def _ignore(*_args: int) -> None:

@@ -1,0 +1,143 @@
+"""The simulator loop on tiny hand-assembled real-mode programs: timer IRQs at HLT through the
+IVT, device-model IRQs, software interrupts, PAM snooping, stop reasons and determinism."""
+
+from __future__ import annotations
+
+import struct
+
+import pytest
+from hvsim_fakes import ENTRY
+
+from devmodel.hvsim import StopReason
+
+HANDLER = ENTRY + 0x100
+COUNTER = 0x600
+
+SETUP = bytes.fromhex("31c0 8ed8 8ed0 bc007c".replace(" ", ""))  # ds = ss = 0, sp = 7C00
+
+
+def set_vector(vector: int, target: int = HANDLER) -> bytes:
+    off = vector * 4
+    return (b"\xc7\x06" + struct.pack("<HH", off, target)
+            + b"\xc7\x06" + struct.pack("<HH", off + 2, 0))
+
+
+def pic_init(mask: int) -> bytes:
+    out = b""
+    for port, val in ((0x20, 0x11), (0x21, 0x08), (0x21, 0x04), (0x21, 0x01), (0x21, mask)):
+        out += bytes((0xB0, val, 0xE6, port))  # mov al, val ; out port, al
+    return out
+
+
+# inc word [COUNTER] ; push ax ; mov al, 0x20 ; out 0x20, al (EOI) ; pop ax ; iret
+IRQ_HANDLER = b"\xff\x06" + struct.pack("<H", COUNTER) + b"\x50\xb0\x20\xe6\x20\x58\xcf"
+
+
+def program(main: bytes, handler: bytes = IRQ_HANDLER) -> bytes:
+    assert len(main) <= 0x100
+    return main.ljust(0x100, b"\x90") + handler
+
+
+def counter(sim) -> int:
+    return struct.unpack("<H", sim.ram.read(COUNTER, 2))[0]
+
+
+def timer_program(ticks: int, count: int) -> bytes:
+    pit = bytes((0xB0, 0x34, 0xE6, 0x43, 0xB0, count & 0xFF, 0xE6, 0x40,
+                 0xB0, count >> 8, 0xE6, 0x40))
+    # loop: sti ; hlt ; cmp word [COUNTER], ticks ; jb loop ; cli ; hlt
+    loop = b"\xfb\xf4\x83\x3e" + struct.pack("<HB", COUNTER, ticks) + b"\x72\xf7\xfa\xf4"
+    return program(SETUP + set_vector(0x08) + pic_init(0xFE) + pit + loop)
+
+
+def test_timer_irq_wakes_hlt_through_the_ivt(tiny_sim) -> None:
+    sim, _ = tiny_sim(timer_program(5, 11932))  # ~10 ms period
+    stop = sim.run(max_insns=1_000_000)
+    assert stop.reason is StopReason.HALTED, stop
+    assert counter(sim) == 5
+    assert sim.stats.irqs == 5 and sim.stats.halts == 6
+    assert 49_000_000 < sim.clock.ns < 52_000_000  # five 10 ms periods of virtual time
+
+
+def test_runs_are_deterministic(tiny_sim) -> None:
+    results = []
+    for _ in range(2):
+        sim, _ = tiny_sim(timer_program(3, 1000))
+        stop = sim.run(max_insns=1_000_000)
+        results.append((stop, sim.clock.ns, sim.stats.exits, sim.stats.irqs))
+    assert results[0] == results[1]
+
+
+def test_until_ns_stops_a_halted_guest(tiny_sim) -> None:
+    sim, _ = tiny_sim(timer_program(200, 11932))
+    stop = sim.run(until_ns=25_000_000)
+    assert stop.reason is StopReason.TIME
+    assert counter(sim) == 2
+
+
+def test_device_model_isa_irq_is_delivered(tiny_sim) -> None:
+    # sti ; mov dx, 0x1F0 ; out dx, al ; hlt ; cli ; hlt
+    main = SETUP + set_vector(0x0D) + pic_init(0xDF) + b"\xfb\xba\xf0\x01\xee\xf4\xfa\xf4"
+    sim, dm = tiny_sim(program(main))
+
+    def raise_irq5(op: str, size: int, value: int = 0) -> int:
+        dm.on_isa_irq(5, 1)  # an edge, raised before the ioreq is answered
+        dm.on_isa_irq(5, 0)
+        return 0
+
+    dm.extra_ports[0x1F0] = raise_irq5
+    stop = sim.run(max_insns=1_000_000)
+    assert stop.reason in (StopReason.IDLE, StopReason.HALTED), stop
+    assert counter(sim) == 1
+
+
+def test_software_int_goes_through_the_ivt(tiny_sim) -> None:
+    # int 0x60 ; cli ; hlt -- handler: mov word [COUNTER], 0x1234 ; iret
+    handler = b"\xc7\x06" + struct.pack("<HH", COUNTER, 0x1234) + b"\xcf"
+    sim, _ = tiny_sim(program(SETUP + set_vector(0x60) + b"\xcd\x60\xfa\xf4", handler))
+    stop = sim.run(max_insns=100_000)
+    assert stop.reason is StopReason.HALTED
+    assert counter(sim) == 0x1234
+    assert sim.stats.soft_ints == {0x60: 1}
+
+
+def test_pam_snooping_controls_shadow_writes(tiny_sim) -> None:
+    main = (
+        b"\xb8\x00\xf0\x8e\xd8"  # mov ax, 0xF000 ; mov ds, ax
+        b"\xc6\x06\x00\x00\x55"  # mov byte [0], 0x55  -> F0000, PAM0 = 0: dropped
+        b"\x66\xb8\x58\x00\x00\x80\xba\xf8\x0c\x66\xef"  # out 0xCF8, 0x80000058
+        b"\xba\xfd\x0c\xb0\x30\xee"  # out 0xCFD, 0x30  (PAM0 = RAM read/write)
+        b"\xc6\x06\x01\x00\x66"  # mov byte [1], 0x66  -> F0001: sticks
+        b"\xfa\xf4"
+    )
+    sim, dm = tiny_sim(program(main), host_bridge=True)
+    before = sim.ram.read(0xF0000, 2)
+    stop = sim.run(max_insns=100_000)
+    assert stop.reason is StopReason.HALTED, stop
+    assert sim.ram.read(0xF0000, 2) == before[:1] + b"\x66"
+    assert sim.stats.rom_writes_dropped == 1
+    assert sim.pam.regs[0] == 0x30 and dm.bridge is not None and dm.bridge.cfg[0x59] == 0x30
+
+
+def test_fetch_from_mmio_is_an_error_stop(tiny_sim) -> None:
+    # jmp far A000:0000: code in the VGA MMIO window cannot be fetched
+    sim, _ = tiny_sim(program(b"\xea\x00\x00\x00\xa0"))
+    stop = sim.run(max_insns=100_000)
+    assert stop.reason is StopReason.ERROR
+    assert "fetch" in stop.detail.lower() and (stop.cs, stop.eip) == (0xA000, 0)
+
+
+def test_reset_restores_the_reset_vector(tiny_sim) -> None:
+    sim, _ = tiny_sim(program(SETUP + b"\xfa\xf4"))
+    assert sim.run(max_insns=10_000).reason is StopReason.HALTED
+    sim.reset()
+    assert sim.cpu.eip == 0xFFF0
+    assert sim.run(max_insns=10_000).reason is StopReason.HALTED
+    assert sim.stats.resets == 2
+
+
+@pytest.mark.parametrize("slice_insns", [1_000, 50_000])
+def test_slice_size_does_not_change_the_outcome(tiny_sim, slice_insns: int) -> None:
+    sim, _ = tiny_sim(timer_program(4, 5000), slice_insns=slice_insns)
+    assert sim.run(max_insns=1_000_000).reason is StopReason.HALTED
+    assert counter(sim) == 4
