@@ -1,4 +1,5 @@
-"""Command line: `devmodel run` (the daemon), `devmodel demo` (a guided tour)."""
+"""Command line: `devmodel run` (the daemon), `devmodel boot` (real firmware through the daemon
+on the simulated CPU), `devmodel demo` (a guided tour)."""
 
 from __future__ import annotations
 
@@ -65,6 +66,16 @@ def build_parser() -> argparse.ArgumentParser:
                      help="a device exception stops the daemon (for fuzzing and tests)")
     add_machine_options(run)
 
+    from devmodel.boot import add_boot_options
+
+    boot = sub.add_parser(
+        "boot", help="boot firmware (SeaBIOS) and a disk through a daemon on the simulated CPU",
+        description="Start a daemon (--clock virtual) and the hypervisor simulator in this "
+                    "process, boot, and print the debug console (0x402), port 0xE9 and COM1 as "
+                    "they come. Exit 0 when TEXT appears or the guest halts with interrupts "
+                    "off, 1 at the timeout or on a guest error, 2 on bad options.")
+    add_boot_options(boot, add_machine_options)
+
     demo = sub.add_parser("demo", help="start a daemon and drive it as a hypervisor would")
     demo.add_argument("--log-level", default="warning",
                       choices=("debug", "info", "warning", "error"))
@@ -89,6 +100,16 @@ def _uuid(text: str) -> bytes:
         raise argparse.ArgumentTypeError(f"{text!r} is not a UUID") from None
 
 
+def _fw_cfg_file(text: str) -> tuple[str, str]:
+    fields = dict(part.partition("=")[::2] for part in text.split(","))
+    name, path = fields.get("name", ""), fields.get("file", "")
+    if not name or not path or set(fields) - {"name", "file"}:
+        raise argparse.ArgumentTypeError(f"{text!r}: expected name=opt/NAME,file=PATH")
+    if not name.startswith("opt/"):
+        raise argparse.ArgumentTypeError(f"{text!r}: fw_cfg names given by users start with opt/")
+    return name, path
+
+
 def add_machine_options(p: argparse.ArgumentParser) -> None:
     g = p.add_argument_group("machine")
     g.add_argument("--memory", type=_size, default="128M", metavar="SIZE",
@@ -99,6 +120,25 @@ def add_machine_options(p: argparse.ArgumentParser) -> None:
     g.add_argument("--bios", metavar="FILE",
                    help="system BIOS to share with the hypervisor (QEMU-style platform); "
                         "omit on Xen, where hvmloader loads the firmware")
+    g.add_argument("--serial", action="append", metavar="SPEC",
+                   help="COM1, COM2... in order: pty, file:PATH, unix:PATH[,server], stdio, "
+                        "null or none (repeatable; default one COM1 on null)")
+    g.add_argument("--debugcon", metavar="SPEC",
+                   help="also send the firmware debug console (ports 0x402, 0xE9) to SPEC")
+    g.add_argument("--boot", default="cd", metavar="ORDER",
+                   help="boot order as QEMU's -boot order: a floppy, c disk, d CD-ROM, n network")
+    g.add_argument("--boot-fail-wait", type=float, metavar="S",
+                   help="seconds before the BIOS retries when nothing boots (default: never)")
+    g.add_argument("--boot-menu", action="store_true", help="let the BIOS offer its boot menu")
+    g.add_argument("--kernel", metavar="FILE", help="direct kernel boot (as QEMU's -kernel)")
+    g.add_argument("--initrd", metavar="FILE")
+    g.add_argument("--append", default="", metavar="CMDLINE")
+    g.add_argument("--fw-cfg", action="append", default=[], type=_fw_cfg_file,
+                   metavar="name=opt/NAME,file=PATH", help="an extra fw_cfg file (repeatable)")
+    g.add_argument("--rtc-base", type=int, metavar="EPOCH",
+                   help="RTC time at start, seconds since 1970 UTC (default: now)")
+    g.add_argument("--acpi", choices=("on", "off"), default="on",
+                   help="the PIIX4 ACPI power-management function at 00:01.3")
 
 
 def machine_options(args: argparse.Namespace):
@@ -108,7 +148,13 @@ def machine_options(args: argparse.Namespace):
         raise SystemExit(f"devmodel: --vcpus {args.vcpus}: must be 1-128")
     opts = PcOptions(virtual_clock=getattr(args, "clock", "monotonic") == "virtual",
                      strict=getattr(args, "strict", False), memory=args.memory, vcpus=args.vcpus,
-                     name=args.name, bios=args.bios)
+                     name=args.name, bios=args.bios, debugcon=args.debugcon,
+                     boot_order=args.boot, boot_fail_wait=args.boot_fail_wait,
+                     boot_menu=args.boot_menu, kernel=args.kernel, initrd=args.initrd,
+                     append=args.append, fw_cfg_files=args.fw_cfg, rtc_base=args.rtc_base,
+                     acpi=args.acpi == "on")
+    if args.serial is not None:
+        opts.serial = [] if args.serial == ["none"] else args.serial
     if args.uuid is not None:
         opts.uuid = args.uuid
     return opts
@@ -173,10 +219,18 @@ def cmd_run(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_boot(args: argparse.Namespace) -> int:
+    from devmodel.boot import run_boot
+
+    return run_boot(args)
+
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     if args.command == "run":
         return cmd_run(args)
+    if args.command == "boot":
+        return cmd_boot(args)
     if args.command == "demo":
         from devmodel.demo import main as demo_main
 

@@ -50,7 +50,10 @@ from devmodel.wire.constants import (
 log = logging.getLogger("devmodel.daemon")
 
 SUPPORTED_FEATURES = FEATURE_BUFIOREQ | FEATURE_MEMFD_RAM | FEATURE_PCI_CONFIG
-RECV_SIZE = 1 << 18
+# Bytes asked of each recvmsg. Keep it under glibc's 128 KiB mmap threshold: recvmsg allocates
+# a bytes object of this size per call, and at 256 KiB that is an mmap/munmap pair costing
+# ~15 us per read, more than the whole ioreq round trip (bench/ioreq.py).
+RECV_SIZE = 1 << 16
 # Pause reading while this much output is queued: the peer is not reading its answers.
 MAX_OUTPUT_BACKLOG = 16 << 20
 _FD_CMSG = socket.CMSG_SPACE(16 * array.array("i").itemsize)
@@ -173,7 +176,8 @@ class Connection:
                     (mtype, flags, length, tag, chan, addr, data, count, size, eport, pad0,
                      bits, typ) = unpack_io(buf, pos)
                     if (mtype == 4 and length == 32 and flags == 0 and self.server_enabled
-                            and bits & 0xF == 1 and size in (1, 2, 4, 8) and typ in (0, 1, 2)):
+                            and bits & 0xF == 1 and size in (1, 2, 4, 8) and typ in (0, 1, 2)
+                            and chan < self.nr_vcpus):
                         if trace:
                             trace.record(0, bytes(buf[pos : pos + 48]))
                         pos += 48
@@ -185,12 +189,17 @@ class Connection:
                         out += resp
                         if trace:
                             trace.record(1, resp)
+                        if len(out) >= 768 and not self._writing:  # EXPERIMENT
+                            self._flush()
+                            if self._closed:
+                                return
                         continue
                 mtype, flags, length, tag, chan = HEADER.unpack_from(buf, pos)
                 if length > MAX_PAYLOAD or flags & ~KNOWN_FLAGS:
                     # The length cannot be trusted, so the stream cannot be resynchronised.
                     self._error(ErrorCode.BAD_HEADER, tag, chan,
                                 f"bad header: payload_len {length}, flags {flags:#x}")
+                    self._flush()  # the ERROR must leave before the close (close drops _out)
                     self.close("unrecoverable framing error")
                     return
                 end = pos + HEADER_SIZE + length
@@ -426,6 +435,14 @@ class Connection:
         if cb is not None:
             cb(rc, payload[16:40])
 
+    def flush_effects(self) -> None:
+        """Send what the machine queued outside an ioreq (a backend pushed bytes into a
+        device, which raised an IRQ)."""
+        if self.machine.outbox and not self._closed:
+            self._drain_outbox()
+            self._flush()
+            self._schedule_timer()
+
     # ---- timers -------------------------------------------------------------------------
     def _schedule_timer(self) -> None:
         clock = self.machine.clock
@@ -519,7 +536,14 @@ class Daemon:
                 listener.setblocking(False)
                 if ready:
                     ready()
-                conn_sock, _ = await loop.sock_accept(listener)
+                # A stop (SIGTERM/SIGINT) may come before any hypervisor connects: wait for
+                # whichever happens first, or the daemon would sit in accept() forever.
+                accept = asyncio.ensure_future(loop.sock_accept(listener))
+                await asyncio.wait({accept, self._done}, return_when=asyncio.FIRST_COMPLETED)
+                if not accept.done():
+                    accept.cancel()
+                    return self._done.result()
+                conn_sock, _ = accept.result()
                 # Only one hypervisor: later connections are refused with an ERROR.
                 loop.add_reader(listener.fileno(), self._refuse, listener)
             else:
@@ -528,7 +552,15 @@ class Daemon:
                     ready()
             log.info("hypervisor connected")
             self.connection = Connection(conn_sock, self.machine, self.config, loop, self._closed)
-            return await self._done
+            attached = [hook(loop, self.connection.flush_effects) for hook in self.machine.io_hooks]
+            try:
+                return await self._done
+            finally:
+                for obj in attached:
+                    try:
+                        obj.close()
+                    except Exception:
+                        log.exception("closing %r failed", obj)
         except asyncio.CancelledError:
             return "cancelled"
         finally:

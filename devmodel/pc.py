@@ -1,16 +1,27 @@
 """Assembles the emulated PC from the command-line options: the one place that knows which
-devices a domain gets and where they sit (QEMU's `pc`/`xenfv` layout, xen-protocol.md 4.4)."""
+devices a domain gets and where they sit (QEMU's `pc`/`xenfv` layout, xen-protocol.md 4.4).
+
+Opening backends (files, ptys, sockets, firmware images) happens here, at set-up, never in a
+device; what needs the event loop is left as `machine.io_hooks` for the daemon.
+"""
 
 from __future__ import annotations
 
+import time
 import uuid as uuidlib
 from dataclasses import dataclass, field
 
+from devmodel.core.bus import OverlapError, Range
 from devmodel.core.chipset import build_chipset
 from devmodel.core.clock import Clock
 from devmodel.core.machine import Machine
 
 DEFAULT_BIOS = "/usr/share/seabios/bios-256k.bin"
+LINUXBOOT_ROM = "/usr/share/qemu/linuxboot_dma.bin"
+# HVM_BELOW_4G_RAM_END: guest RAM below 4 GiB ends here, the rest goes above 4 GiB (the
+# client's GuestRam and the hypervisor simulator use the same split).
+BELOW_4G_RAM_END = 0xF0000000
+MAX_SERIAL = 4
 
 
 @dataclass
@@ -24,6 +35,17 @@ class PcOptions:
     # The system BIOS to share with the hypervisor (QEMU-style platform, as with hvsim).
     # None on Xen, where hvmloader loads the firmware into guest RAM itself.
     bios: str | None = None
+    serial: list[str] = field(default_factory=lambda: ["null"])  # COM1.. backends; [] = none
+    debugcon: str | None = None  # where ports 0x402/0xE9 output goes besides the log
+    boot_order: str = "cd"  # QEMU -boot order: a floppy, c disk, d CD-ROM, n network
+    boot_fail_wait: float | None = None  # seconds before SeaBIOS retries; None: never
+    boot_menu: bool = False
+    kernel: str | None = None
+    initrd: str | None = None
+    append: str = ""
+    fw_cfg_files: list[tuple[str, str]] = field(default_factory=list)  # (opt/NAME, host path)
+    rtc_base: int | None = None  # seconds since the epoch (UTC) at start; default: now
+    acpi: bool = True
 
 
 def parse_size(text: str) -> int:
@@ -42,8 +64,54 @@ def parse_size(text: str) -> int:
     return v
 
 
+def _read(path: str, what: str, limit: int = 256 << 20) -> bytes:
+    try:
+        with open(path, "rb") as f:
+            data = f.read(limit + 1)
+    except OSError as e:
+        raise ValueError(f"cannot read {what} {path}: {e.strerror}") from None
+    if len(data) > limit:
+        raise ValueError(f"{what} {path} is larger than {limit >> 20} MiB")
+    return data
+
+
+class TeeSink:
+    """Debug-console bytes to the bounded in-memory buffer (and the log) and, optionally, to a
+    character backend (`--debugcon`)."""
+
+    def __init__(self, buffer, backend=None) -> None:
+        self.buffer = buffer
+        self.backend = backend
+
+    def write(self, channel: str, data: bytes) -> None:
+        self.buffer.write(channel, data)
+        if self.backend is not None and channel != "post":
+            self.backend.write(data)
+
+
 def build_pc(opts: PcOptions) -> Machine:
+    if not 1 <= opts.vcpus <= 128:
+        raise ValueError(f"vcpus {opts.vcpus} must be 1-128")
+    if len(opts.serial) > MAX_SERIAL:
+        raise ValueError(f"at most {MAX_SERIAL} serial ports (COM1-COM4)")
     machine = Machine(clock=Clock(virtual=opts.virtual_clock), strict=opts.strict)
+    try:
+        _populate(machine, opts)
+    except BaseException:
+        machine.close_backends()
+        raise
+    return machine
+
+
+def _populate(machine: Machine, opts: PcOptions) -> None:
+    from devmodel.backends.chardev import SerialPump, open_chardev
+    from devmodel.bios.acpi_pm import PiixPm
+    from devmodel.bios.debugport import BufferSink, DebugPorts
+    from devmodel.bios.fw_cfg import FwCfgConfig, build_fw_cfg
+    from devmodel.bios.i8042 import I8042
+    from devmodel.bios.rtc import CmosConfig, Rtc
+    from devmodel.bios.uart import com
+
     firmware = None
     if opts.bios:
         from devmodel.backends.memfd import SharedMemory, load_firmware
@@ -51,11 +119,73 @@ def build_pc(opts: PcOptions) -> Machine:
 
         image = load_firmware(opts.bios)
         bios_mem = SharedMemory("devmodel-bios", len(image), image)
+        machine.backends.append(bios_mem)
         shadow = SharedMemory("devmodel-shadow", SHADOW_SIZE)
+        machine.backends.append(shadow)
         shadow.mm[SHADOW_SIZE - ISA_BIOS_SIZE :] = image[-ISA_BIOS_SIZE:]
         firmware = SystemFirmware(image, bios_mem.fd, shadow.fd)
-        machine.backends.extend([bios_mem, shadow])
     build_chipset(machine, on_pam=firmware.on_pam if firmware else None)
     if firmware is not None:
         machine.add(firmware)
-    return machine
+
+    below_4g = min(opts.memory, BELOW_4G_RAM_END)
+    base = opts.rtc_base if opts.rtc_base is not None else int(time.time())
+    machine.add(Rtc(base, CmosConfig(ram_size=opts.memory, boot_order=opts.boot_order,
+                                     nr_cpus=opts.vcpus, below_4g=below_4g)))
+
+    debug_backend = open_chardev(opts.debugcon) if opts.debugcon else None
+    if debug_backend is not None:
+        machine.backends.append(debug_backend)
+    machine.debug_sink = BufferSink()
+    machine.add(DebugPorts(TeeSink(machine.debug_sink, debug_backend)))
+
+    machine.add(I8042())
+    for n, spec in enumerate(opts.serial, start=1):
+        if spec == "none":
+            continue
+        backend = open_chardev(spec)
+        machine.backends.append(backend)
+        uart = machine.add(com(n, backend))
+        machine.io_hooks.append(
+            lambda loop, flush, b=backend, u=uart: SerialPump(loop, b, u, on_effects=flush))
+
+    if opts.acpi:
+        pm = machine.add(PiixPm(), slot=1, fn=3)
+        _wire_pm_block(machine, pm)
+
+    fw_opts = dict(ram_size=opts.memory, nr_cpus=opts.vcpus, uuid=opts.uuid, name=opts.name,
+                   boot_menu=opts.boot_menu, boot_fail_wait_s=opts.boot_fail_wait,
+                   ram_below_4g=below_4g,
+                   opt_files=[(n, _read(p, "fw_cfg file")) for n, p in opts.fw_cfg_files])
+    if opts.kernel:
+        fw_opts["kernel"] = _read(opts.kernel, "kernel")
+        fw_opts["cmdline"] = opts.append
+        if opts.initrd:
+            fw_opts["initrd"] = _read(opts.initrd, "initrd")
+        try:
+            fw_opts["linuxboot_rom"] = _read(LINUXBOOT_ROM, "option ROM", 1 << 20)
+        except ValueError:
+            pass  # without the ROM the kernel entries are still served (see README)
+    elif opts.initrd or opts.append:
+        raise ValueError("--initrd and --append need --kernel")
+    machine.add(build_fw_cfg(FwCfgConfig(**fw_opts)))
+
+
+def _wire_pm_block(machine: Machine, pm) -> None:
+    """The PIIX4 PM I/O block moves where the guest programs config 0x40 (enabled by 0x80):
+    keep the port space (and, through its listener, the hypervisor) in step."""
+    mapped: list[Range] = []
+
+    def remap() -> None:
+        for r in mapped:
+            machine.pio.remove(r)
+        mapped.clear()
+        for r in pm.pm_io_ranges():
+            try:
+                machine.pio.add(r)
+            except OverlapError as e:
+                pm.guest_error(f"PM block not mapped: {e}")
+                continue
+            mapped.append(r)
+
+    pm.on_remap = remap

@@ -15,6 +15,8 @@ from collections.abc import Callable
 
 # A misbehaving device (or guest) re-arming a timer in the past must not spin the loop.
 MAX_TIMERS_PER_RUN = 1024
+# Heap entries (live and superseded) before a compaction; live timers are a few per device.
+MAX_STALE_ENTRIES = 4096
 
 
 class Timer:
@@ -30,8 +32,11 @@ class Timer:
     def arm(self, deadline_ns: int) -> None:
         self.deadline = deadline_ns
         self._seq = next(self._clock._counter)
-        heapq.heappush(self._clock._heap, (deadline_ns, self._seq, self))
-        self._clock.changed = True
+        clock = self._clock
+        heapq.heappush(clock._heap, (deadline_ns, self._seq, self))
+        clock.changed = True
+        if len(clock._heap) > MAX_STALE_ENTRIES:
+            clock._compact()
 
     def arm_in(self, delay_ns: int) -> None:
         self.arm(self._clock.now() + delay_ns)
@@ -64,6 +69,12 @@ class Clock:
 
     def timer(self, callback: Callable[[int], None], name: str = "") -> Timer:
         return Timer(self, callback, name)
+
+    def _compact(self) -> None:
+        """Drop superseded entries: a guest toggling an enable bit re-arms without bound, and
+        lazy deletion alone would let the heap grow with it."""
+        self._heap = [e for e in self._heap if e[2].deadline == e[0] and e[2]._seq == e[1]]
+        heapq.heapify(self._heap)
 
     def _drop_stale(self) -> None:
         heap = self._heap
