@@ -46,6 +46,7 @@ class PcOptions:
     fw_cfg_files: list[tuple[str, str]] = field(default_factory=list)  # (opt/NAME, host path)
     rtc_base: int | None = None  # seconds since the epoch (UTC) at start; default: now
     acpi: bool = True
+    disks: list[str] = field(default_factory=list)  # xl DISKSPECs for the IDE function
 
 
 def parse_size(text: str) -> int:
@@ -111,6 +112,8 @@ def _populate(machine: Machine, opts: PcOptions) -> None:
     from devmodel.bios.i8042 import I8042
     from devmodel.bios.rtc import CmosConfig, Rtc
     from devmodel.bios.uart import com
+    from devmodel.ide import build_ide, open_disks
+    from devmodel.ide.diskspec import parse_diskspec
 
     firmware = None
     if opts.bios:
@@ -148,6 +151,9 @@ def _populate(machine: Machine, opts: PcOptions) -> None:
         uart = machine.add(com(n, backend))
         machine.io_hooks.append(
             lambda loop, flush, b=backend, u=uart: SerialPump(loop, b, u, on_effects=flush))
+
+    # QEMU's pc machine always has the IDE function, with or without disks.
+    build_ide(machine, open_disks([parse_diskspec(d) for d in opts.disks]))
 
     if opts.acpi:
         pm = machine.add(PiixPm(), slot=1, fn=3)

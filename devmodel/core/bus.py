@@ -32,6 +32,11 @@ class Range:
     name: str
     owner: object = None
     sizes: frozenset[int] = frozenset({1, 2, 4})
+    # Optional whole-string hooks for `rep ins/outs` with data_is_ptr (a port, not memory):
+    # read_rep(off, size, count) -> the count*size bytes `count` reads would return;
+    # write_rep(off, size, data) does what len(data)//size writes would.
+    read_rep: Callable[[int, int, int], bytes] | None = None
+    write_rep: Callable[[int, int, bytes | memoryview], None] | None = None
     max_size: int = field(init=False)
 
     def __post_init__(self) -> None:

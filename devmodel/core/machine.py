@@ -239,6 +239,8 @@ class Machine:
                 space.write((addr + i * step) & U64 if moving else addr, size, data & mask)
             return data
         mem = self.memory
+        if not moving and step > 0 and self._rep_block(space, addr, data, count, size, read):
+            return data
         for i in range(count):
             ram = (data + i * step) & U64
             dev = (addr + i * step) & U64 if moving else addr
@@ -254,6 +256,33 @@ class Machine:
                     break
                 space.write(dev, size, v)
         return data
+
+    def _rep_block(self, space: AddressSpace, addr: int, data: int, count: int, size: int,
+                   read: int) -> bool:
+        """`rep ins/outs` to a port whose range offers whole-string hooks (the IDE data
+        port): one call and one copy instead of `count` dispatches. False: take the
+        element-by-element path (no hook, or the buffer is not all guest RAM)."""
+        r = space.find(addr)
+        if r is None or size not in r.sizes or addr + size > r.start + r.length:
+            return False
+        hook = r.read_rep if read else r.write_rep
+        if hook is None:
+            return False
+        nbytes = count * size
+        views = self.memory.views(data, nbytes, write=bool(read))
+        if views is None:
+            return False
+        off = addr - r.start
+        if read:
+            blob = r.read_rep(off, size, count)
+            pos = 0
+            for v in views:
+                v[:] = blob[pos : pos + len(v)]
+                pos += len(v)
+            self.memory.mark_dirty(data, nbytes)
+        else:
+            r.write_rep(off, size, views[0] if len(views) == 1 else b"".join(views))
+        return True
 
     def _pci_config(self, addr: int, data: int, size: int, bits: int) -> int:
         sbdf = addr >> 32

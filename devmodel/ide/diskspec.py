@@ -1,0 +1,111 @@
+"""xl's DISKSPEC syntax for the `--disk` option (xl-disk-configuration(5)).
+
+    [<key>=<value>|<flag>,]*[<target>, [<format>, [<vdev>, [<access>]]]],[<key>=<value>|<flag>,]*
+    [target=<target>]
+
+Comma-separated; an item with "=" is a named parameter, a bare keyword is a flag, anything
+else fills the next unspecified positional parameter (target, format, vdev, access); an
+empty item leaves its positional parameter at the default. `target=` swallows the rest of
+the string, commas included, so it must come last. Leading whitespace of an item is ignored.
+
+Only what the emulated IDE controller can use is accepted: format raw, vdev hda-hdd (or
+xvda-xvdd, which libxl also gives an HVM guest as emulated IDE disks 0-3), access rw/ro.
+Anything else is a ValueError saying what was wrong.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+POSITIONAL = ("target", "format", "vdev", "access")
+_NAMED = {"target", "format", "vdev", "access", "devtype", "backendtype", "script"}
+_FLAGS = {"cdrom": ("devtype", "cdrom")}
+_ACCESS = {"rw": False, "w": False, "ro": True, "r": True}
+_VDEV_INDEX = {"a": 0, "b": 1, "c": 2, "d": 3}
+
+
+@dataclass(frozen=True)
+class DiskSpec:
+    target: str
+    vdev: str
+    position: tuple[int, int]  # (channel, unit)
+    readonly: bool = False
+    cdrom: bool = False
+    format: str = "raw"
+
+
+def vdev_position(vdev: str) -> tuple[int, int]:
+    """hda/hdb/hdc/hdd (or xvda-xvdd) -> (0,0)/(0,1)/(1,0)/(1,1)."""
+    name = vdev.strip().lower()
+    for prefix in ("hd", "xvd"):
+        if name.startswith(prefix) and name[len(prefix):] in _VDEV_INDEX:
+            i = _VDEV_INDEX[name[len(prefix):]]
+            return i >> 1, i & 1
+    raise ValueError(f"vdev {vdev!r}: the emulated IDE controller has hda, hdb, hdc and hdd")
+
+
+def parse_diskspec(text: str) -> DiskSpec:
+    values: dict[str, str] = {}
+
+    def put(key: str, value: str) -> None:
+        if key in values:
+            raise ValueError(f"disk spec {text!r}: {key} given twice")
+        values[key] = value
+
+    rest = text
+    next_positional = 0
+    while rest is not None:
+        item, sep, tail = rest.partition(",")
+        rest = tail if sep else None
+        item = item.lstrip()
+        if item.startswith("target="):
+            # Consumes everything after it (xl: "it must come last").
+            put("target", item[len("target="):] + ("," + rest if rest is not None else ""))
+            break
+        if "=" in item:
+            key, _, value = item.partition("=")
+            key = key.strip()
+            if key not in _NAMED:
+                raise ValueError(f"disk spec {text!r}: unknown parameter {key!r}")
+            put(key, value.strip())
+            continue
+        if item.strip() in _FLAGS:
+            put(*_FLAGS[item.strip()])
+            continue
+        while next_positional < len(POSITIONAL) and POSITIONAL[next_positional] in values:
+            next_positional += 1
+        if next_positional >= len(POSITIONAL):
+            if item.strip():
+                raise ValueError(f"disk spec {text!r}: unexpected extra parameter {item!r}")
+            continue
+        key = POSITIONAL[next_positional]
+        next_positional += 1
+        if item.strip():
+            put(key, item.strip() if key != "target" else item)
+        else:
+            values.setdefault(key, "")  # explicitly left at its default
+
+    target = values.get("target", "")
+    if not target:
+        raise ValueError(f"disk spec {text!r}: no target (path of the image)")
+    fmt = (values.get("format") or "raw").lower()
+    if fmt != "raw":
+        raise ValueError(f"disk spec {text!r}: format {fmt!r} is not supported (only raw)")
+    vdev = values.get("vdev", "")
+    if not vdev:
+        raise ValueError(f"disk spec {text!r}: no vdev (hda, hdb, hdc or hdd)")
+    position = vdev_position(vdev)
+    devtype = values.get("devtype", "") or "disk"
+    if devtype not in ("disk", "cdrom"):
+        raise ValueError(f"disk spec {text!r}: devtype {devtype!r} is not disk or cdrom")
+    cdrom = devtype == "cdrom"
+    access = (values.get("access") or ("ro" if cdrom else "rw")).lower()
+    if access not in _ACCESS:
+        raise ValueError(f"disk spec {text!r}: access {access!r} is not rw or ro")
+    backendtype = values.get("backendtype", "")
+    if backendtype not in ("", "qdisk"):
+        raise ValueError(f"disk spec {text!r}: backendtype {backendtype!r} is not supported")
+    if values.get("script"):
+        raise ValueError(f"disk spec {text!r}: block scripts are not supported")
+    return DiskSpec(target=target, vdev=vdev.lower(), position=position,
+                    readonly=_ACCESS[access], cdrom=cdrom, format=fmt)

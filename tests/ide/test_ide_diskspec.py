@@ -1,0 +1,79 @@
+"""xl DISKSPEC parsing for --disk, and opening what it names."""
+
+from __future__ import annotations
+
+import pytest
+from ide_helpers import make_image
+
+from devmodel.ide import open_disks
+from devmodel.ide.diskspec import parse_diskspec, vdev_position
+
+
+@pytest.mark.parametrize("text", [
+    "/dev/vg/guest-volume,,hda",
+    "/dev/vg/guest-volume,raw,hda,rw",
+    "format=raw, vdev=hda, access=rw, target=/dev/vg/guest-volume",
+    "vdev=hda,/dev/vg/guest-volume",
+])
+def test_equivalent_forms(text):
+    s = parse_diskspec(text)
+    assert (s.target, s.vdev, s.position, s.readonly, s.cdrom, s.format) == (
+        "/dev/vg/guest-volume", "hda", (0, 0), False, False, "raw")
+
+
+@pytest.mark.parametrize("text", [
+    "/root/image.iso,,hdc,cdrom",
+    "/root/image.iso,,hdc,,cdrom",
+    "/root/image.iso,raw,hdc,devtype=cdrom",
+    "format=raw, vdev=hdc, access=ro, devtype=cdrom, target=/root/image.iso",
+])
+def test_cdrom_forms(text):
+    s = parse_diskspec(text)
+    assert (s.target, s.position, s.readonly, s.cdrom) == ("/root/image.iso", (1, 0), True, True)
+
+
+def test_target_keyword_swallows_the_rest():
+    s = parse_diskspec("vdev=hdb, access=ro, target=/images/a,b=c.img")
+    assert s.target == "/images/a,b=c.img" and s.position == (0, 1) and s.readonly
+
+
+def test_vdev_mapping():
+    assert [vdev_position(v) for v in ("hda", "hdb", "hdc", "hdd")] == [
+        (0, 0), (0, 1), (1, 0), (1, 1)]
+    assert vdev_position("xvdc") == (1, 0)
+    assert parse_diskspec("/x.img,raw,hdd,r").readonly
+
+
+@pytest.mark.parametrize("text,words", [
+    ("", "no target"),
+    ("/x.img", "no vdev"),
+    ("/x.img,qcow2,hda", "format 'qcow2'"),
+    ("/x.img,raw,hde", "hde"),
+    ("/x.img,raw,sda", "sda"),
+    ("/x.img,raw,hda,rx", "access 'rx'"),
+    ("/x.img,raw,hda,rw,extra", "extra"),
+    ("/x.img,raw,hda,vdev=hdb", "vdev given twice"),
+    ("/x.img,raw,hda,colo-port=1", "unknown parameter 'colo-port'"),
+    ("/x.img,raw,hda,script=block-iscsi", "scripts"),
+])
+def test_errors_say_what_is_wrong(text, words):
+    with pytest.raises(ValueError, match=words):
+        parse_diskspec(text)
+
+
+def test_open_disks(tmp_path):
+    a = make_image(tmp_path / "a.img", 4)
+    b = make_image(tmp_path / "b.img", 8)
+    disks = open_disks([parse_diskspec(f"{a},raw,hda,rw"), parse_diskspec(f"{b},,hdd,ro")])
+    try:
+        assert sorted(disks) == [(0, 0), (1, 1)]
+        assert disks[(1, 1)].readonly and disks[(1, 1)].size == 8 * 512
+    finally:
+        for d in disks.values():
+            d.close()
+    with pytest.raises(ValueError, match="two disks at hda"):
+        open_disks([parse_diskspec(f"{a},,hda"), parse_diskspec(f"vdev=hda,target={b}")])
+    with pytest.raises(ValueError, match="CD-ROM"):
+        open_disks([parse_diskspec(f"{a},,hdc,cdrom")])
+    with pytest.raises(FileNotFoundError):
+        open_disks([parse_diskspec(f"{tmp_path}/missing.img,,hda")])
