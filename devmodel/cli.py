@@ -123,6 +123,9 @@ def add_machine_options(p: argparse.ArgumentParser) -> None:
     g.add_argument("--serial", action="append", metavar="SPEC",
                    help="COM1, COM2... in order: pty, file:PATH, unix:PATH[,server], stdio, "
                         "null or none (repeatable; default one COM1 on null)")
+    g.add_argument("--disk", action="append", default=[], metavar="SPEC",
+                   help="an IDE disk in xl's DISKSPEC syntax, e.g. "
+                        "target=/img.raw,format=raw,vdev=hda,access=rw (repeatable)")
     g.add_argument("--debugcon", metavar="SPEC",
                    help="also send the firmware debug console (ports 0x402, 0xE9) to SPEC")
     g.add_argument("--boot", default="cd", metavar="ORDER",
@@ -152,7 +155,7 @@ def machine_options(args: argparse.Namespace):
                      boot_order=args.boot, boot_fail_wait=args.boot_fail_wait,
                      boot_menu=args.boot_menu, kernel=args.kernel, initrd=args.initrd,
                      append=args.append, fw_cfg_files=args.fw_cfg, rtc_base=args.rtc_base,
-                     acpi=args.acpi == "on")
+                     acpi=args.acpi == "on", disks=args.disk)
     if args.serial is not None:
         opts.serial = [] if args.serial == ["none"] else args.serial
     if args.uuid is not None:
@@ -219,10 +222,10 @@ def cmd_run(args: argparse.Namespace) -> int:
     return 0
 
 
-def cmd_boot(args: argparse.Namespace) -> int:
+def cmd_boot(args: argparse.Namespace, argv: list[str]) -> int:
     from devmodel.boot import run_boot
 
-    return run_boot(args)
+    return run_boot(args, argv)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -230,7 +233,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.command == "run":
         return cmd_run(args)
     if args.command == "boot":
-        return cmd_boot(args)
+        return cmd_boot(args, sys.argv[1:] if argv is None else list(argv))
     if args.command == "demo":
         from devmodel.demo import main as demo_main
 

@@ -37,7 +37,7 @@ def main(args: argparse.Namespace) -> int:
         print("PCI bus 0 (via PCI_CONFIG ioreqs):")
         for devfn, info in hv.pci_scan().items():
             cls = info["class"] >> 8
-            print(f"  00:{devfn >> 3:02x}.{devfn & 7} {CLASS_NAMES.get(cls, 'Class %04x' % cls)}: "
+            print(f"  00:{devfn >> 3:02x}.{devfn & 7} {CLASS_NAMES.get(cls, f'Class {cls:04x}')}: "
                   f"[{info['vendor']:04x}:{info['device']:04x}] rev {info['revision']:02x} "
                   f"header {info['header_type']:02x} "
                   f"subsystem [{info['subsystem_vendor']:04x}:{info['subsystem']:04x}]")

@@ -21,16 +21,16 @@ from devmodel.wire import codec
 from devmodel.wire.constants import MsgType
 from devmodel.wire.framing import Deframer, Message
 
-REC_PORT = 0x500  # RecorderDevice ports 0x500-0x503
-REC_MMIO = 0xE0000000  # RecorderDevice MMIO window, 8 KiB
+REC_PORT = 0x6000  # RecorderDevice ports 0x6000-0x6003 (clear of every PC device)
+REC_MMIO = 0xC8000000  # RecorderDevice MMIO window, 8 KiB
 REC_MMIO_LEN = 0x2000
-FAULT_PORT = 0x510  # FaultyDevice: reads raise, writes are fine
-FAULT_MMIO = 0xE0100000
-TIMER_PORT = 0x520  # TimerDevice
+FAULT_PORT = 0x6010  # FaultyDevice: reads raise, writes are fine
+FAULT_MMIO = 0xC8100000
+TIMER_PORT = 0x6020  # TimerDevice
 TIMER_IRQ = 5
-VGA_BASE = 0xA0000  # LowMmioDevice: a VGA-window-like RAM below 1 MiB (buffered writes)
-VGA_LEN = 0x20000
-BAR_SLOT = 3  # BarDevice at 00:03.0
+VGA_BASE = 0xD0000  # LowMmioDevice: MMIO below 1 MiB, where Xen can buffer writes
+VGA_LEN = 0x10000
+BAR_SLOT = 0x1D  # BarDevice at 00:1d.0
 BAR_DEVFN = BAR_SLOT << 3
 
 
@@ -276,6 +276,15 @@ class RawPeer:
     def reply_to(self, tag: int) -> Message:
         return self.until(lambda m: m.tag == tag and m.type != MsgType.DMOP)[-1]
 
+    def io(self, tag: int, typ: int, addr: int, size: int, *, read: bool, data: int = 0,
+           chan: int = 0) -> list[Message]:
+        """One IOREQ; every message up to and including its answer, in arrival order."""
+        from devmodel.wire.codec import Ioreq
+
+        req = Ioreq(addr=addr, data=data, size=size, dir=int(read), type=typ)
+        self.send(codec.frame(MsgType.IOREQ, req.pack(), tag=tag, chan=chan))
+        return self.until(lambda m: m.tag == tag and m.type != MsgType.DMOP)
+
     def hello(self, nr_vcpus: int = 1, features: int = 7) -> None:
         self.send(codec.frame(MsgType.HELLO, codec.HELLO.pack(1, 4096, nr_vcpus, features, 1, 0),
                               tag=1))
@@ -290,6 +299,8 @@ class RawPeer:
                 pass
             finally:
                 self.sock.settimeout(10.0)
+        # the dm_ops that follow the enable (link routes) are drained by one synchronous ioreq
+        self.io(0xFFFF0000, 2, 0, 4, read=True)
 
     def close(self) -> None:
         self.sock.close()

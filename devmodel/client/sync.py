@@ -12,7 +12,7 @@ import array
 import os
 import socket
 import time
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 
 from devmodel.wire import codec
 from devmodel.wire.codec import IOREQ, Ioreq, ioreq_bits
@@ -21,8 +21,10 @@ from devmodel.wire.constants import (
     FEATURE_MEMFD_RAM,
     FEATURE_PCI_CONFIG,
     FLAG_HAS_FDS,
+    FLAG_NO_REPLY,
     IOREQ_READ,
     IOREQ_TYPE_COPY,
+    IOREQ_TYPE_INVALIDATE,
     IOREQ_TYPE_PCI_CONFIG,
     IOREQ_TYPE_PIO,
     IOREQ_WRITE,
@@ -67,6 +69,8 @@ class Hypervisor:
         self._deframer = Deframer()
         self._next_tag = 1
         self._backlog: list[Message] = []
+        # Messages recv_reply skipped (per connection: a class-level list was shared by all).
+        self.unmatched: list[Message] = []
         self.hello_reply: tuple[int, ...] | None = None
         self.cf8 = 0
         if handshake:
@@ -163,8 +167,6 @@ class Hypervisor:
             if time.monotonic() > deadline:
                 raise TimeoutError(f"no reply to tag {tag}")
 
-    unmatched: list[Message] = []
-
     def poll(self, timeout: float = 0.0) -> None:
         """Process whatever the daemon has sent (dm_ops: IRQs, range maps) without blocking."""
         self.sock.settimeout(timeout)
@@ -225,10 +227,71 @@ class Hypervisor:
     def mem_del(self, region_id: int) -> None:
         self.send(MsgType.MEM_DEL, codec.MEM_DEL.pack(region_id, 0))
 
-    def clock(self, now_ns: int) -> None:
-        from devmodel.wire.constants import FLAG_NO_REPLY
-
+    def clock(self, now_ns: int, sync: bool = False) -> None:
+        """CLOCK (NO_REPLY): the daemon's virtual time moves to `now_ns` and its timers that
+        fall due fire. With `sync`, also wait until it has processed it: the dm_ops of those
+        timers (IRQs) are then applied. The barrier is an INVALIDATE ioreq, the one ioreq with
+        no device effect: the daemon answers in order, after the CLOCK's dm_ops."""
         self.send(MsgType.CLOCK, codec.CLOCK.pack(now_ns), flags=FLAG_NO_REPLY)
+        if sync:
+            self.barrier()
+
+    def barrier(self) -> None:
+        """Return once the daemon has processed everything sent so far (and we its dm_ops)."""
+        self._io(IOREQ_TYPE_INVALIDATE, 0, 1, IOREQ_WRITE)
+
+    # ---- callbacks: what a hypervisor does with the daemon's dm_ops and memory ------------
+    # They live on `state` (which applies the dm_ops); these forward, so that the client is
+    # an `IoreqPort` of devmodel.hvsim as it stands. A dm_op caused by an ioreq arrives before
+    # its IORESP (docs/protocol.md 4.2) and `ioreq` processes everything up to that IORESP,
+    # so the callbacks have run when the call that caused them returns.
+    @property
+    def on_isa_irq(self) -> Callable[[int, int], None] | None:
+        return self.state.on_isa_irq
+
+    @on_isa_irq.setter
+    def on_isa_irq(self, cb: Callable[[int, int], None] | None) -> None:
+        self.state.on_isa_irq = cb
+
+    @property
+    def on_pci_intx(self) -> Callable[[int, int, int], None] | None:
+        return self.state.on_pci_intx
+
+    @on_pci_intx.setter
+    def on_pci_intx(self, cb: Callable[[int, int, int], None] | None) -> None:
+        self.state.on_pci_intx = cb
+
+    @property
+    def on_link_route(self) -> Callable[[int, int], None] | None:
+        return self.state.on_link_route
+
+    @on_link_route.setter
+    def on_link_route(self, cb: Callable[[int, int], None] | None) -> None:
+        self.state.on_link_route = cb
+
+    @property
+    def on_shutdown(self) -> Callable[[int], None] | None:
+        return self.state.on_shutdown
+
+    @on_shutdown.setter
+    def on_shutdown(self, cb: Callable[[int], None] | None) -> None:
+        self.state.on_shutdown = cb
+
+    @property
+    def on_mem_add(self) -> Callable[[int, int, int, int, int], None] | None:
+        return self.state.on_mem_add
+
+    @on_mem_add.setter
+    def on_mem_add(self, cb: Callable[[int, int, int, int, int], None] | None) -> None:
+        self.state.on_mem_add = cb
+
+    @property
+    def on_mem_type(self) -> Callable[[int, int, int], None] | None:
+        return self.state.on_mem_type
+
+    @on_mem_type.setter
+    def on_mem_type(self, cb: Callable[[int, int, int], None] | None) -> None:
+        self.state.on_mem_type = cb
 
     # ---- ioreqs -------------------------------------------------------------------------
     def ioreq(self, req: Ioreq, chan: int = 0) -> Ioreq:
@@ -306,8 +369,6 @@ class Hypervisor:
 
     def bufioreq(self, writes: Iterable[tuple[int, int, int, int]]) -> None:
         """Posted writes (type, addr, size, data), NO_REPLY, as Xen batches VGA-window stores."""
-        from devmodel.wire.constants import FLAG_NO_REPLY
-
         self.send(MsgType.BUFIOREQ, codec.encode_bufioreq(list(writes)), flags=FLAG_NO_REPLY)
 
     # ---- the IoreqPort interface of devmodel.hvsim ----------------------------------------

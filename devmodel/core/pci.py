@@ -135,7 +135,9 @@ class PciDevice(Device):
     # ---- building -----------------------------------------------------------------------
     def add_bar(self, bar: Bar) -> Bar:
         i = bar.index
-        if not 0 <= i < 6 or self.bars[i] is not None or (bar.is64 and (i == 5 or self.bars[i + 1])):
+        if (not 0 <= i < 6 or self.bars[i] is not None
+                or (i > 0 and (prev := self.bars[i - 1]) is not None and prev.is64)  # upper half
+                or (bar.is64 and (i == 5 or self.bars[i + 1]))):
             raise ValueError(f"{self.name}: BAR{i} cannot be added")
         self.bars[i] = bar
         off = BAR0 + 4 * i

@@ -1,107 +1,89 @@
-"""The firmware image and the i440FX PAM shadow-RAM control.
+"""Memory the device model owns and the vCPU executes: the BIOS image and the shadow RAM.
 
-Image placement (as QEMU's pc_system_firmware_init / ``isa-bios``): the whole image is a ROM at
-4 GiB - size, and its last 128 KiB also appear at 0xE0000-0xFFFFF, where the reset vector
-F000:FFF0 lands. Here the low copy lives in guest RAM (the shadow area) and the PAM registers
-decide whether it is writable.
+As on QEMU's pc machine, the firmware is the device model's (docs/protocol.md 4.7): right
+after HELLO the daemon sends daemon->hypervisor MEM_ADDs with an fd each,
 
-PAM registers (Intel 82441FX PMC datasheet, order no. 290549, section 3.2.17; QEMU
-hw/pci-host/pam.c): config offsets 0x59-0x5F of 00:00.0. 0x59 bits 5:4 control 0xF0000-0xFFFFF
-(64 KiB); 0x5A-0x5F hold two 16 KiB segments each, low nibble first, 0xC0000 upwards. In each
-2-bit field bit 0 = read enable (RAM), bit 1 = write enable (RAM). The registers live in the
-device model; the simulator snoops the config writes it forwards to keep this copy.
+- region 0x80000000: the BIOS image at 4 GiB - size, read-only (the flash alias);
+- region 0x80000001: shadow RAM for 0xC0000-0xFFFFF, seeded with the image's last 128 KiB at
+  0xE0000, where the reset vector F000:FFF0 lands,
 
-Simplification, stated: reads always come from the shadow RAM, which is seeded with the ROM
-bytes at power-on and reset, so "read ROM" and "read RAM" differ only after the guest wrote the
-shadow with reads still routed to ROM (no firmware does that). Writes with WE=0 go to the ROM,
-i.e. nowhere: the simulator drops them (a write-protect hook that reports "handled").
+and it turns the i440FX PAM registers into ``set_mem_type`` dm_ops on the shadow's segments:
+HVMMEM_ram_ro (1) makes a segment read-only with writes discarded (what a write to ROM does
+on real hardware), HVMMEM_ram_rw (0) makes it plain RAM. The simulator maps each fd
+``MAP_SHARED`` straight into Unicorn (``mem_map_ptr``), so the daemon and the vCPU see the
+same bytes, and applies the types as Unicorn page protections; a write to a read-only page
+is dropped by a write-protect hook that reports it "handled".
+
+PAM survives a reset (QEMU keeps it; SeaBIOS's qemu_reboot copies the image back into the
+shadow itself before it resets), so nothing here is rewritten on reset.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+import ctypes
+import mmap
+import os
+from dataclasses import dataclass
 from pathlib import Path
+
+from ..wire.constants import MEM_READONLY
 
 DEFAULT_BIOS = Path("/usr/share/seabios/bios-256k.bin")
 FOUR_GIB = 1 << 32
-LOW_ALIAS_SIZE = 128 * 1024
-LOW_ALIAS_START = 0x100000 - LOW_ALIAS_SIZE
-MAX_IMAGE_SIZE = 16 << 20
+MAX_REGION_SIZE = 16 << 20  # a BIOS flash or a VRAM BAR; bigger is refused
+HVMMEM_RAM_RW = 0
+HVMMEM_RAM_RO = 1
 
-PAM_FIRST_REG = 0x59
-PAM_LAST_REG = 0x5F
-PAM_WE = 2
-PAM_RE = 1
+_libc = ctypes.CDLL(None, use_errno=True)
+_libc.mmap.restype = ctypes.c_void_p
+_libc.mmap.argtypes = [ctypes.c_void_p, ctypes.c_size_t, ctypes.c_int, ctypes.c_int,
+                       ctypes.c_int, ctypes.c_long]
+_libc.munmap.restype = ctypes.c_int
+_libc.munmap.argtypes = [ctypes.c_void_p, ctypes.c_size_t]
+_MAP_FAILED = ctypes.c_void_p(-1).value
 
 
 @dataclass(frozen=True, slots=True)
-class FirmwareImage:
-    data: bytes
+class SharedRegion:
+    """One daemon MEM_ADD as mapped here: host ``address`` of ``size`` bytes at ``gpa``."""
 
-    @classmethod
-    def load(cls, path: str | Path) -> FirmwareImage:
-        data = Path(path).read_bytes()
-        if len(data) < LOW_ALIAS_SIZE or len(data) > MAX_IMAGE_SIZE or len(data) % 0x10000:
-            raise ValueError(
-                f"{path}: firmware size {len(data)} must be a multiple of 64 KiB, "
-                f"128 KiB to 16 MiB"
-            )
-        return cls(data)
+    region_id: int
+    gpa: int
+    size: int
+    flags: int
+    address: int
 
     @property
-    def size(self) -> int:
-        return len(self.data)
+    def readonly(self) -> bool:
+        return bool(self.flags & MEM_READONLY)
 
-    @property
-    def flash_base(self) -> int:
-        return FOUR_GIB - self.size
-
-    @property
-    def low_alias(self) -> bytes:
-        return self.data[-LOW_ALIAS_SIZE:]
+    def contains(self, gpa: int) -> bool:
+        return self.gpa <= gpa < self.gpa + self.size
 
 
-def pam_segments() -> list[tuple[int, int, int, int]]:
-    """(register, nibble shift, start, size) of every PAM-controlled segment."""
-    segs = [(0x59, 4, 0xF0000, 0x10000)]
-    start = 0xC0000
-    for reg in range(0x5A, PAM_LAST_REG + 1):
-        for shift in (0, 4):
-            segs.append((reg, shift, start, 0x4000))
-            start += 0x4000
-    return segs
+def map_fd(fd: int, size: int, readonly: bool) -> int:
+    """mmap ``size`` bytes of ``fd`` MAP_SHARED at offset 0; returns the host address.
+
+    Through libc rather than the mmap module: Unicorn needs a raw address, and a read-only
+    Python mmap cannot give one (ctypes.from_buffer wants a writable buffer)."""
+    prot = mmap.PROT_READ | (0 if readonly else mmap.PROT_WRITE)
+    addr = _libc.mmap(None, size, prot, mmap.MAP_SHARED, fd, 0)
+    if addr is None or addr == _MAP_FAILED:
+        err = ctypes.get_errno()
+        raise OSError(err, f"mmap of a {size:#x}-byte device-model region: {os.strerror(err)}")
+    return int(addr)
 
 
-PAM_SEGMENTS = pam_segments()
+def unmap(address: int, size: int) -> None:
+    _libc.munmap(address, size)
 
 
-@dataclass
-class PamState:
-    """The hypervisor's copy of PAM0-PAM6 (power-on value 0: everything goes to ROM)."""
-
-    regs: bytearray = field(default_factory=lambda: bytearray(PAM_LAST_REG - PAM_FIRST_REG + 1))
-
-    def reset(self) -> None:
-        self.regs[:] = bytes(len(self.regs))
-
-    def snoop_write(self, reg: int, size: int, value: int) -> bool:
-        """Apply a config write to 00:00.0 at ``reg``; True if a PAM byte changed."""
-        changed = False
-        for i in range(size):  # bounded: size <= 4
-            r = reg + i
-            if PAM_FIRST_REG <= r <= PAM_LAST_REG:
-                byte = value >> 8 * i & 0xFF
-                if self.regs[r - PAM_FIRST_REG] != byte:
-                    self.regs[r - PAM_FIRST_REG] = byte
-                    changed = True
-        return changed
-
-    def field(self, reg: int, shift: int) -> int:
-        return self.regs[reg - PAM_FIRST_REG] >> shift & 3
-
-    def writable_segments(self) -> list[tuple[int, int, bool]]:
-        """(start, size, writable) for every segment."""
-        return [
-            (start, size, bool(self.field(reg, shift) & PAM_WE))
-            for reg, shift, start, size in PAM_SEGMENTS
-        ]
+def check_region(gpa: int, size: int) -> str | None:
+    """Why a daemon region cannot be mapped into the vCPU, or None."""
+    if gpa % 4096 or size % 4096 or size == 0:
+        return f"region {gpa:#x}+{size:#x} is not page aligned"
+    if size > MAX_REGION_SIZE:
+        return f"region {gpa:#x}+{size:#x} is larger than {MAX_REGION_SIZE:#x}"
+    if gpa + size > FOUR_GIB:
+        return f"region {gpa:#x}+{size:#x} is above 4 GiB (the vCPU has no PAE)"
+    return None

@@ -1,9 +1,9 @@
 """Guest RAM: one memfd, mapped into the CPU and shared with the device model.
 
 Layout (xen-protocol.md 7.3): file offset == guest-physical address, so one memfd serves every
-region. [0, 0xA0000) and [0xC0000, ram_size) are RAM; 0xA0000-0xBFFFF is the VGA MMIO window and
-is left out of both the CPU mapping and the regions offered to the device model (QEMU's split).
-0xC0000-0xFFFFF is the PAM-controlled shadow area (see firmware.py). RAM above the PCI hole is
+region. [0, 0xA0000) and [0x100000, ram_size) are RAM (QEMU's split, the same regions the
+client's ``add_ram`` announces); 0xA0000-0xBFFFF is the VGA MMIO window, and 0xC0000-0xFFFFF
+is the device model's shadow RAM, mapped from its own MEM_ADD (see firmware.py). RAM above the PCI hole is
 not supported: the CPU runs without PAE, so ram_size is capped at 0xF0000000
 (HVM_BELOW_4G_RAM_END).
 """
@@ -20,6 +20,7 @@ from ..wire.constants import MEM_RAM
 VGA_START = 0xA0000
 SHADOW_START = 0xC0000
 SHADOW_END = 0x100000
+HIGH_START = SHADOW_END
 MAX_RAM_BELOW_4G = 0xF000_0000
 RAM_ALIGN = 1 << 20
 
@@ -64,15 +65,15 @@ class GuestRam:
         self.view = memoryview(self._mmap)
 
     def regions(self) -> list[RamRegion]:
-        """What to announce with MEM_ADD (the shadow area 0xC0000-0xFFFFF included)."""
+        """What to announce with MEM_ADD: everything but the VGA window and the ROM area."""
         return [
             RamRegion(0, VGA_START, 0),
-            RamRegion(SHADOW_START, self.size - SHADOW_START, SHADOW_START),
+            RamRegion(HIGH_START, self.size - HIGH_START, HIGH_START),
         ]
 
     def contains(self, gpa: int, length: int) -> bool:
         end = gpa + length
-        return (0 <= gpa and end <= VGA_START) or (SHADOW_START <= gpa and end <= self.size)
+        return (0 <= gpa and end <= VGA_START) or (HIGH_START <= gpa and end <= self.size)
 
     def read(self, gpa: int, length: int) -> bytes:
         if not self.contains(gpa, length):

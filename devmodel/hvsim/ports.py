@@ -2,9 +2,11 @@
 
 ``IoreqPort`` is what the simulator needs from whoever answers its ioreqs: the lead's
 ``devmodel.client`` over the socket, or an in-process fake in tests. Calls mirror the ioreq
-kinds of xen-protocol.md 1.4; IRQ and shutdown DMOPs come back as callbacks that the simulator
-installs on the port (they may fire from inside any call, because a device model raises an
-IRQ before it answers the ioreq that caused it, 7.4).
+kinds of xen-protocol.md 1.4; IRQ, shutdown and memory DMOPs and the device model's own
+MEM_ADDs (firmware, docs/protocol.md 4.7) come back as callbacks that the simulator installs on
+the port (they may fire from inside any call, because a device model raises an IRQ before it
+answers the ioreq that caused it, 7.4). Install them before the device model's handshake, so
+that its MEM_ADDs, sent right after HELLO, find them.
 """
 
 from __future__ import annotations
@@ -19,6 +21,8 @@ class IoreqPort(Protocol):
     on_pci_intx: Callable[[int, int, int], None]  # (slot, pin 0-3, level)
     on_link_route: Callable[[int, int], None]  # (link 0-3, isa irq or 0)
     on_shutdown: Callable[[int], None]  # remote_shutdown reason (0 poweroff, 1 reboot, ...)
+    on_mem_add: Callable[[int, int, int, int, int], None]  # region id, gpa, size, flags, fd
+    on_mem_type: Callable[[int, int, int], None]  # first_pfn, nr pages, HVMMEM type
 
     def pio_read(self, port: int, size: int) -> int: ...
     def pio_write(self, port: int, size: int, value: int) -> None: ...
@@ -39,6 +43,12 @@ class IoreqPort(Protocol):
     def claims_pci(self, sbdf: int) -> bool: ...
     def poll(self) -> None: ...
 
+    def clock(self, now_ns: int, sync: bool = False) -> None:
+        """The virtual time moved to ``now_ns`` (a CLOCK message). With ``sync``, return only
+        once the device model has processed it, so the IRQs of the timers that fell due have
+        come back through the callbacks (the simulator asks for that while halted)."""
+        ...
+
 
 def _ignore(*_args: int) -> None:
     return None
@@ -52,6 +62,8 @@ class NullPort:
         self.on_pci_intx: Callable[[int, int, int], None] = _ignore
         self.on_link_route: Callable[[int, int], None] = _ignore
         self.on_shutdown: Callable[[int], None] = _ignore
+        self.on_mem_add: Callable[[int, int, int, int, int], None] = _ignore
+        self.on_mem_type: Callable[[int, int, int], None] = _ignore
 
     def pio_read(self, port: int, size: int) -> int:
         return (1 << 8 * size) - 1
@@ -86,4 +98,7 @@ class NullPort:
         return False
 
     def poll(self) -> None:
+        return None
+
+    def clock(self, now_ns: int, sync: bool = False) -> None:
         return None

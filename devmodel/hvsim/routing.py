@@ -47,6 +47,10 @@ class Route(enum.Enum):
     NONE = "none"
 
 
+def _nothing() -> None:
+    return None
+
+
 def ones(size: int) -> int:
     return (1 << 8 * size) - 1
 
@@ -59,14 +63,16 @@ class IoRouter:
         pit: Pit,
         lapic: LapicStub,
         ioapic: IoapicStub,
-        on_pci_host_write: Callable[[int, int, int, int], None],
+        before_dm: Callable[[], None] | None = None,
     ) -> None:
         self.port = port
         self.pic = pic
         self.pit = pit
         self.lapic = lapic
         self.ioapic = ioapic
-        self._on_pci_write = on_pci_host_write  # (sbdf, reg, size, value), after forwarding
+        # Called right before every access that goes to the device model (the simulator
+        # sends the virtual time there, docs/protocol.md 4.6).
+        self.before_dm = before_dm if before_dm is not None else _nothing
         self.cf8 = 0
         self.pio_counts: Counter[int] = Counter()
         self.mmio_counts: Counter[int] = Counter()  # by 4 KiB page
@@ -102,6 +108,7 @@ class IoRouter:
         self.pio_counts[port] += 1
         route = self.port_route(port, size)
         if route is Route.DM:
+            self.before_dm()
             value = self.port.pio_read(port, size) & ones(size)
         elif route is Route.PLATFORM:
             value = self._platform_read(port, size)
@@ -123,6 +130,7 @@ class IoRouter:
             self.cf8 = value  # latched, and forwarded below as an ordinary port write
         route = self.port_route(port, size)
         if route is Route.DM:
+            self.before_dm()
             self.port.pio_write(port, size, value)
         elif route is Route.PLATFORM:
             self._platform_write(port, size, value)
@@ -160,6 +168,7 @@ class IoRouter:
         if not self.port.claims_pci(sbdf):
             self.unclaimed += 1
             return ones(size)
+        self.before_dm()
         value = self.port.pci_cfg_read(sbdf, reg, size) & ones(size)
         if self.observers:
             self._notify("pci", sbdf << 32 | reg, size, value, False)
@@ -175,8 +184,8 @@ class IoRouter:
             return
         if self.observers:
             self._notify("pci", sbdf << 32 | reg, size, value, True)
+        self.before_dm()
         self.port.pci_cfg_write(sbdf, reg, size, value)
-        self._on_pci_write(sbdf, reg, size, value)
 
     # ---- MMIO ------------------------------------------------------------------------------
     def mmio_read(self, gpa: int, size: int) -> int:
@@ -186,6 +195,7 @@ class IoRouter:
         elif IOAPIC_BASE <= gpa < IOAPIC_BASE + APIC_PAGE:
             value = self.ioapic.read(gpa - IOAPIC_BASE, size)
         elif self.port.claims_mmio(gpa, size):
+            self.before_dm()
             value = self.port.mmio_read(gpa, size) & ones(size)
         else:
             self.unclaimed += 1
@@ -204,6 +214,7 @@ class IoRouter:
         elif IOAPIC_BASE <= gpa < IOAPIC_BASE + APIC_PAGE:
             self.ioapic.write(gpa - IOAPIC_BASE, size, value)
         elif self.port.claims_mmio(gpa, size):
+            self.before_dm()
             self.port.mmio_write(gpa, size, value)
         else:
             self.unclaimed += 1

@@ -1,4 +1,5 @@
-"""The hypervisor simulator: one vCPU, guest RAM, firmware, PIC/PIT, and ioreq forwarding.
+"""The hypervisor simulator: one vCPU, guest RAM, PIC/PIT, and ioreq forwarding; the firmware
+is the device model's (MEM_ADD regions and set_mem_type, firmware.py).
 
 A run is a loop of instruction slices (``emu_start(count=slice_insns)``). Between slices the
 simulator replays timer edges, lets the device model's DMOPs in (``port.poll()``), and delivers
@@ -9,7 +10,10 @@ so two runs with the same inputs take the same path.
 
 Virtual time: ``ns_per_insn`` per instruction of every completed slice (a slice cut short by a
 stop or HLT is not charged, because Unicorn does not report how far it got), ``exit_ns`` per
-port or MMIO exit and per RDTSC, and jumps to the next timer deadline while halted.
+port or MMIO exit and per RDTSC, and jumps to the next timer deadline while halted. The device
+model gets the same time (``port.clock``, a CLOCK message, docs/protocol.md 4.6): before an
+access it serves whenever the clock moved since the last one, and after each halted jump, then
+synchronously, so the IRQs of its timers that fell due are in before the vCPU goes on.
 """
 
 from __future__ import annotations
@@ -17,7 +21,6 @@ from __future__ import annotations
 import enum
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from pathlib import Path
 
 from unicorn import (
     UC_HOOK_INSN,
@@ -34,20 +37,14 @@ from unicorn import (
 )
 from unicorn import x86_const as x86
 
+from ..wire.constants import MEM_READONLY
 from . import strings
 from .apic import IOAPIC_BASE, LAPIC_BASE, IoapicStub, LapicStub
 from .clock import VirtualClock
 from .cpu import EFLAGS_DF, EFLAGS_IF, Cpu
-from .firmware import (
-    DEFAULT_BIOS,
-    LOW_ALIAS_START,
-    PAM_FIRST_REG,
-    PAM_LAST_REG,
-    FirmwareImage,
-    PamState,
-)
+from .firmware import HVMMEM_RAM_RO, SharedRegion, check_region, map_fd, unmap
 from .irq import SRC_PIT, IrqRouter
-from .memory import SHADOW_END, SHADOW_START, VGA_START, GuestRam
+from .memory import HIGH_START, SHADOW_START, VGA_START, GuestRam
 from .pic import DualPic
 from .pit import Pit
 from .ports import IoreqPort
@@ -61,7 +58,7 @@ DEFAULT_SLICE_INSNS = 200_000
 MAX_LAZY_MMIO_PAGES = 4096
 # Timer deadlines skipped over in one HLT wake-up search (each is a PIT OUT edge).
 MAX_HALT_STEPS = 1024
-HOST_BRIDGE_SBDF = 0  # 00:00.0, the i440FX whose PAM registers are snooped
+RESET_VECTOR = 0xFFFF0
 CPUID_HYPERVISOR_LEAF = 0x40000000
 
 
@@ -105,6 +102,7 @@ class Stats:
     cpuid: dict[int, int] = field(default_factory=dict)
     rom_writes_dropped: int = 0
     lazy_mmio_pages: int = 0
+    clock_msgs: int = 0  # CLOCK messages sent to the device model
 
 
 class Simulator:
@@ -114,18 +112,21 @@ class Simulator:
         self,
         port: IoreqPort,
         ram_size: int = DEFAULT_RAM,
-        bios_path: str | Path = DEFAULT_BIOS,
         *,
         ram: GuestRam | None = None,
         tsc_hz: int = 1_000_000_000,
         slice_insns: int = DEFAULT_SLICE_INSNS,
         ns_per_insn: int = 1,
         exit_ns: int = 1_000,
+        sync_clock: bool = True,
     ) -> None:
+        """``sync_clock``: send the virtual time to the device model (it must run with
+        ``--clock virtual``); off for a device model on the host's clock."""
         self.port = port
         self.ram = ram if ram is not None else GuestRam(ram_size)
-        self.firmware = FirmwareImage.load(bios_path)
         self.clock = VirtualClock(tsc_hz)
+        self.sync_clock = sync_clock
+        self._clock_sent = -1
         self.slice_insns = slice_insns
         self.ns_per_insn = ns_per_insn
         self.exit_ns = exit_ns
@@ -136,10 +137,13 @@ class Simulator:
         self.pit = Pit(self.clock, lambda level: self.irq.set_isa_level(0, level, SRC_PIT))
         self.lapic = LapicStub()
         self.ioapic = IoapicStub()
-        self.pam = PamState()
-        self.router = IoRouter(
-            port, self.pic, self.pit, self.lapic, self.ioapic, self._pci_host_write
-        )
+        # Memory the device model owns (firmware image, shadow RAM): region id -> mapping,
+        # and the HVMMEM type it last gave each extent (first_pfn -> (nr, type)).
+        self.dm_regions: dict[int, SharedRegion] = {}
+        self.mem_types: dict[int, tuple[int, int]] = {}
+        self._lazy_pages: set[int] = set()
+        self.router = IoRouter(port, self.pic, self.pit, self.lapic, self.ioapic,
+                               self._send_clock if sync_clock else None)
         self.cpu = Cpu()
         self._stop: Stop | None = None
         self._kicked = False
@@ -149,6 +153,8 @@ class Simulator:
         port.on_pci_intx = self._dm_pci_intx
         port.on_link_route = self._dm_link_route
         port.on_shutdown = self._dm_shutdown
+        port.on_mem_add = self._dm_mem_add
+        port.on_mem_type = self._dm_mem_type
 
         self._map_memory()
         self._install_hooks()
@@ -159,13 +165,10 @@ class Simulator:
         uc = self.cpu.uc
         ram = self.ram
         uc.mem_map_ptr(0, VGA_START, UC_PROT_ALL, ram.address)
-        uc.mem_map_ptr(SHADOW_START, ram.size - SHADOW_START, UC_PROT_ALL,
-                       ram.address + SHADOW_START)
+        uc.mem_map_ptr(HIGH_START, ram.size - HIGH_START, UC_PROT_ALL, ram.address + HIGH_START)
         uc.mmio_map(VGA_START, SHADOW_START - VGA_START, self._mmio_read_cb, VGA_START,
                     self._mmio_write_cb, VGA_START)
-        fw = self.firmware
-        uc.mem_map(fw.flash_base, fw.size, UC_PROT_READ | UC_PROT_EXEC)
-        uc.mem_write(fw.flash_base, fw.data)
+        # 0xC0000-0xFFFFF and the flash below 4 GiB come from the device model (_dm_mem_add).
         for base in (LAPIC_BASE, IOAPIC_BASE):
             uc.mmio_map(base, APIC_PAGE, self._mmio_read_cb, base, self._mmio_write_cb, base)
 
@@ -182,9 +185,11 @@ class Simulator:
 
     # ---- public control --------------------------------------------------------------------
     def reset(self) -> None:
-        """Platform reset: CPU, PIC, PIT, APIC stubs, CF8 latch, PAM (and the shadow's ROM
-        bytes, which is what reads with PAM = 0 would see). The device model resets its own
-        devices; IRQ lines it still asserts are presented to the fresh PICs."""
+        """Platform reset of what the hypervisor owns: CPU, PIC, PIT, APIC stubs, CF8 latch.
+        The device model resets its own devices (before it sends remote_shutdown) and owns the
+        firmware and shadow RAM, which a reset leaves alone (PAM survives a reset, as on QEMU;
+        SeaBIOS restores the shadow from the flash itself before it resets). IRQ lines it still
+        asserts are presented to the fresh PICs."""
         self.cpu.reset()
         self.pic.reset()
         for irq in range(16):
@@ -194,9 +199,6 @@ class Simulator:
         self.lapic.reset()
         self.ioapic.reset()
         self.router.reset()
-        self.pam.reset()
-        self.ram.write(LOW_ALIAS_START, self.firmware.low_alias)
-        self._apply_pam()
         self.clock.reset_tsc()
         self._halted = False
         self.stats.resets += 1
@@ -225,6 +227,10 @@ class Simulator:
         ``until`` is a predicate checked between slices and wake-ups.
         """
         self._stop = None
+        if self.cpu.read_linear(RESET_VECTOR, 1) is None:
+            return self._finish(Stop(StopReason.ERROR, "no firmware: the device model shared "
+                                     "no shadow RAM at 0xC0000 (is it running with --bios, and "
+                                     "was the simulator attached before its handshake?)"))
         max_slices = max(1, -(-max_insns // self.slice_insns))
         insns_at_start = self.stats.insns
         # Slices cut short (HLT, a kick) charge no instructions, so the loop itself is capped too.
@@ -256,6 +262,9 @@ class Simulator:
         return self._finish(self._stop)
 
     def close(self) -> None:
+        for region in self.dm_regions.values():
+            unmap(region.address, region.size)
+        self.dm_regions.clear()
         self.ram.close()
 
     # ---- the loop --------------------------------------------------------------------------
@@ -344,6 +353,8 @@ class Simulator:
                 return
             self.clock.advance_to(deadline)
             self.pit.run_until(deadline)
+            if self.sync_clock:
+                self._send_clock(sync=True)
             self.port.poll()
             if self.pic.has_interrupt() or self._stop is not None:
                 return
@@ -369,19 +380,64 @@ class Simulator:
     def _dm_shutdown(self, reason: int) -> None:
         self._latch(Stop(StopReason.SHUTDOWN, "remote_shutdown", reason))
 
-    def _pci_host_write(self, sbdf: int, reg: int, size: int, value: int) -> None:
-        if sbdf != HOST_BRIDGE_SBDF or reg > PAM_LAST_REG or reg + size <= PAM_FIRST_REG:
+    def _dm_mem_add(self, region_id: int, gpa: int, size: int, flags: int, fd: int) -> None:
+        """A MEM_ADD from the device model: map its fd (still owned by the port) into the vCPU."""
+        problem = check_region(gpa, size)
+        ours = ((0, VGA_START), (VGA_START, SHADOW_START), (HIGH_START, self.ram.size))
+        if problem is None and any(gpa < end and start < gpa + size for start, end in ours):
+            problem = f"region {gpa:#x}+{size:#x} overlaps guest RAM or the VGA window"
+        if problem is not None:
+            self._latch(Stop(StopReason.ERROR, f"device-model region {region_id:#x}: {problem}"))
             return
-        if self.pam.snoop_write(reg, size, value):
-            self._apply_pam()
-            # The shadow's permissions changed under code that may be running from it.
-            self._kick()
-
-    def _apply_pam(self) -> None:
         uc = self.cpu.uc
-        for start, size, writable in self.pam.writable_segments():
-            perms = UC_PROT_ALL if writable else UC_PROT_READ | UC_PROT_EXEC
-            uc.mem_protect(start, size, perms)
+        old = self.dm_regions.pop(region_id, None)
+        if old is not None:
+            uc.mem_unmap(old.gpa, old.size)
+            unmap(old.address, old.size)
+        for page in [p for p in self._lazy_pages if gpa <= p < gpa + size]:
+            uc.mem_unmap(page, PAGE)  # a forwarding page mapped before the region came
+            self._lazy_pages.discard(page)
+        for other in self.dm_regions.values():
+            if gpa < other.gpa + other.size and other.gpa < gpa + size:
+                self._latch(Stop(StopReason.ERROR, f"device-model region {region_id:#x} "
+                                 f"overlaps region {other.region_id:#x}"))
+                return
+        readonly = bool(flags & MEM_READONLY)
+        address = map_fd(fd, size, readonly)
+        perms = UC_PROT_READ | UC_PROT_EXEC if readonly else UC_PROT_ALL
+        uc.mem_map_ptr(gpa, size, perms, address)
+        self.dm_regions[region_id] = SharedRegion(region_id, gpa, size, flags, address)
+        self._kick()
+
+    def _dm_mem_type(self, first_pfn: int, nr: int, mem_type: int) -> None:
+        """set_mem_type on pages of a device-model region: ram_ro = read/execute with writes
+        discarded (_hook_write_prot), anything else = read/write RAM (PAM, protocol.md 4.7)."""
+        start, size = first_pfn * PAGE, nr * PAGE
+        region = self._region_at(start)
+        if region is None or region.readonly or start + size > region.gpa + region.size:
+            self._latch(Stop(StopReason.ERROR, f"set_mem_type on {start:#x}+{size:#x}: not "
+                             "inside a writable device-model region"))
+            return
+        perms = UC_PROT_READ | UC_PROT_EXEC if mem_type == HVMMEM_RAM_RO else UC_PROT_ALL
+        self.cpu.uc.mem_protect(start, size, perms)
+        self.mem_types[first_pfn] = (nr, mem_type)
+        # The permissions changed under code that may be running from these pages.
+        self._kick()
+
+    def _region_at(self, gpa: int) -> SharedRegion | None:
+        for region in self.dm_regions.values():
+            if region.contains(gpa):
+                return region
+        return None
+
+    def _send_clock(self, sync: bool = False) -> None:
+        """Tell the device model the time, if it moved since we last did (one CLOCK at most
+        per access it serves)."""
+        now = self.clock.ns
+        if now != self._clock_sent:
+            self._clock_sent = now
+            self.stats.clock_msgs += 1
+            self.port.clock(now, sync)
 
     # ---- CPU hooks -------------------------------------------------------------------------
     def _hook_in(self, uc: Uc, port: int, size: int, _ud: object) -> int:
@@ -440,6 +496,7 @@ class Simulator:
         lo = plan.gpa - (plan.count - 1) * size if df else plan.gpa
         if not self.ram.contains(lo, plan.count * size):
             return None  # an MMIO buffer: Xen does not batch these either
+        self.router.before_dm()
         self.port.pio_string(port, size, plan.count, is_in, plan.gpa, df)
         self.router.pio_counts[port] += plan.count
         self.stats.rep_batches += 1
@@ -511,6 +568,7 @@ class Simulator:
             self._latch(Stop(StopReason.ERROR, f"unmapped access at {address:#x}"))
             return False
         self.stats.lazy_mmio_pages += 1
+        self._lazy_pages.add(page)
         uc.mmio_map(page, PAGE, self._mmio_read_cb, page, self._mmio_write_cb, page)
         return True
 
@@ -523,10 +581,9 @@ class Simulator:
     def _hook_write_prot(
         self, uc: Uc, access: int, address: int, size: int, value: int, _ud: object
     ) -> bool:
-        # A write to the ROM (flash, or shadow with PAM WE=0) goes nowhere on real hardware.
-        # Returning True tells Unicorn the write was handled; it then skips it.
-        fw = self.firmware
-        if SHADOW_START <= address < SHADOW_END or address >= fw.flash_base:
+        # A write to the ROM (the flash, or shadow pages of type ram_ro) goes nowhere on real
+        # hardware. Returning True tells Unicorn the write was handled; it then skips it.
+        if self._region_at(address) is not None:
             self.stats.rom_writes_dropped += 1
             return True
         return False

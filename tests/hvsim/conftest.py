@@ -18,18 +18,20 @@ from devmodel.hvsim import Simulator  # noqa: E402
 @pytest.fixture
 def tiny_sim(tmp_path: Path) -> Iterator[Callable[..., tuple[Simulator, FakeDeviceModel]]]:
     """Factory: a Simulator on a 4 MiB machine running ``code`` at 0000:7C00."""
-    made: list[Simulator] = []
+    made: list[tuple[Simulator, FakeDeviceModel]] = []
 
     def build(
         code: bytes, host_bridge: bool = False, **kw: object
     ) -> tuple[Simulator, FakeDeviceModel]:
-        dm = FakeDeviceModel(4 << 20, host_bridge=host_bridge)
-        sim = Simulator(dm, 4 << 20, make_rom(tmp_path / "rom.bin"), **kw)  # type: ignore[arg-type]
+        dm = FakeDeviceModel(4 << 20, host_bridge=host_bridge, bios=make_rom(tmp_path / "rom.bin"))
+        sim = Simulator(dm, 4 << 20, **kw)  # type: ignore[arg-type]
+        dm.announce()
         dm.ram = sim.ram.view
         sim.ram.write(ENTRY, code)
-        made.append(sim)
+        made.append((sim, dm))
         return sim, dm
 
     yield build
-    for sim in made:
+    for sim, dm in made:
         sim.close()
+        dm.close()

@@ -5,12 +5,31 @@ Only what SeaBIOS needs to get through POST on a bare platform: the QEMU debug p
 the 0xCF8 register (SeaBIOS's pci_probe_host reads it back), the 0xCF9 reset register, and
 optionally an i440FX host bridge at 00:00.0 (QEMU subsystem IDs, PAM registers) so that SeaBIOS
 runs its QEMU path and unlocks shadow RAM. fw_cfg is absent (0x510/0x511 are not claimed).
+
+Like the daemon (docs/protocol.md 4.7), the fake owns the firmware: ``announce()`` shares the
+BIOS image and the shadow RAM as memfds through ``on_mem_add``, and PAM writes become
+``on_mem_type`` calls (PAM survives ``reset()``, as on QEMU).
 """
 
 from __future__ import annotations
 
+import mmap
+import os
 from collections.abc import Callable
 from pathlib import Path
+
+from devmodel.bios.firmware import (
+    HVMMEM_RAM_RO,
+    HVMMEM_RAM_RW,
+    ISA_BIOS_SIZE,
+    REGION_BIOS,
+    REGION_SHADOW,
+    SHADOW_BASE,
+    SHADOW_SIZE,
+    pam_segments,
+)
+from devmodel.hvsim import DEFAULT_BIOS
+from devmodel.wire.constants import MEM_RAM, MEM_READONLY
 
 DEBUG_PORT = 0x402
 CMOS_INDEX, CMOS_DATA = 0x70, 0x71
@@ -73,14 +92,55 @@ class FakeHostBridge:
                 self.cfg[reg + i] = value >> 8 * i & 0xFF
 
 
+def _memfd(name: str, data: bytes, size: int) -> tuple[int, mmap.mmap]:
+    fd = os.memfd_create(name, os.MFD_CLOEXEC)
+    os.ftruncate(fd, size)
+    mm = mmap.mmap(fd, size, mmap.MAP_SHARED)
+    mm[size - len(data):] = data
+    return fd, mm
+
+
+class FakeFirmware:
+    """The daemon's SystemFirmware in miniature: image + shadow memfds, PAM -> mem types."""
+
+    def __init__(self, bios: Path) -> None:
+        image = Path(bios).read_bytes()
+        self.image_size = len(image)
+        self.bios_fd, self.bios_mm = _memfd("fake-bios", image, len(image))
+        self.shadow_fd, self.shadow_mm = _memfd("fake-shadow", image[-ISA_BIOS_SIZE:], SHADOW_SIZE)
+        self.types: list[int | None] = [None] * 13
+
+    def regions(self) -> list[tuple[int, int, int, int, int]]:
+        return [(REGION_BIOS, (1 << 32) - self.image_size, self.image_size,
+                 MEM_RAM | MEM_READONLY, self.bios_fd),
+                (REGION_SHADOW, SHADOW_BASE, SHADOW_SIZE, MEM_RAM, self.shadow_fd)]
+
+    def sync(self, pam: bytes, on_mem_type: Callable[[int, int, int], None]) -> None:
+        for n, (reg, shift, base, size) in enumerate(pam_segments()):
+            mtype = HVMMEM_RAM_RW if (pam[reg] >> shift) & 3 >= 2 else HVMMEM_RAM_RO
+            if self.types[n] != mtype:
+                self.types[n] = mtype
+                on_mem_type(base // 4096, size // 4096, mtype)
+
+    def close(self) -> None:
+        for mm, fd in ((self.bios_mm, self.bios_fd), (self.shadow_mm, self.shadow_fd)):
+            mm.close()
+            os.close(fd)
+
+
 class FakeDeviceModel:
     """Implements devmodel.hvsim.IoreqPort in-process."""
 
-    def __init__(self, ram_size: int = 64 << 20, *, host_bridge: bool = True) -> None:
+    def __init__(self, ram_size: int = 64 << 20, *, host_bridge: bool = True,
+                 bios: Path = DEFAULT_BIOS) -> None:
         self.on_isa_irq: Callable[[int, int], None] = _ignore
         self.on_pci_intx: Callable[[int, int, int], None] = _ignore
         self.on_link_route: Callable[[int, int], None] = _ignore
         self.on_shutdown: Callable[[int], None] = _ignore
+        self.on_mem_add: Callable[[int, int, int, int, int], None] = _ignore
+        self.on_mem_type: Callable[[int, int, int], None] = _ignore
+        self.firmware = FakeFirmware(bios)
+        self.clocks: list[tuple[int, bool]] = []  # CLOCK messages received
         self.console = bytearray()
         self.cmos = make_cmos(ram_size)
         self.cmos_index = 0
@@ -92,12 +152,26 @@ class FakeDeviceModel:
         self.string_calls: list[tuple[int, int, int, bool, int, bool]] = []
         self.polls = 0
 
+    def announce(self) -> None:
+        """What the daemon does after HELLO: share the firmware, then send the PAM types."""
+        for region in self.firmware.regions():
+            self.on_mem_add(*region)
+        self._sync_pam()
+
+    def _pam(self) -> bytes:
+        return bytes(self.bridge.cfg[0x59:0x60]) if self.bridge is not None else bytes(7)
+
+    def _sync_pam(self) -> None:
+        self.firmware.sync(self._pam(), self.on_mem_type)
+
     def reset(self) -> None:
-        """What the device model does on a platform reset (the parts this fake has)."""
+        """What the device model does on a platform reset (the parts this fake has). PAM
+        survives, as on QEMU."""
         self.cmos_index = 0
         self.cf8 = 0
-        if self.bridge is not None:
-            self.bridge.cfg[0x59:0x60] = bytes(7)
+
+    def close(self) -> None:
+        self.firmware.close()
 
     # ---- claims ----------------------------------------------------------------------------
     def claims_port(self, port: int, size: int) -> bool:
@@ -171,6 +245,11 @@ class FakeDeviceModel:
     def pci_cfg_write(self, sbdf: int, reg: int, size: int, value: int) -> None:
         assert self.bridge is not None and sbdf == 0
         self.bridge.write(reg, size, value)
+        if reg <= 0x5F and reg + size > 0x59:
+            self._sync_pam()  # before the "IORESP", as the daemon sends set_mem_type
 
     def poll(self) -> None:
         self.polls += 1
+
+    def clock(self, now_ns: int, sync: bool = False) -> None:
+        self.clocks.append((now_ns, sync))

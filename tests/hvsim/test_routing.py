@@ -53,15 +53,14 @@ class RecordingPort(NullPort):
         self.calls.append(("pci_write", sbdf, reg, size, value))
 
 
-def make() -> tuple[IoRouter, RecordingPort, list[tuple[int, int, int, int]]]:
+def make() -> tuple[IoRouter, RecordingPort, list[int]]:
     port = RecordingPort()
-    pci_writes: list[tuple[int, int, int, int]] = []
+    syncs: list[int] = []  # one entry per before_dm call (the simulator's time sync)
     clock = VirtualClock()
     pic = DualPic()
     pit = Pit(clock, lambda level: None)
-    router = IoRouter(port, pic, pit, LapicStub(), IoapicStub(),
-                      lambda *a: pci_writes.append(a))
-    return router, port, pci_writes
+    router = IoRouter(port, pic, pit, LapicStub(), IoapicStub(), lambda: syncs.append(1))
+    return router, port, syncs
 
 
 def test_unclaimed_reads_all_ones_and_never_asks() -> None:
@@ -103,13 +102,14 @@ def test_cf8_is_latched_and_forwarded() -> None:
 
 
 def test_cfc_under_latch_becomes_pci_config() -> None:
-    router, port, pci_writes = make()
+    router, port, syncs = make()
     router.pio_write(0xCF8, 4, 0x80000800 | 0x3C)  # 00:01.0 reg 0x3C
     port.calls.clear()
+    syncs.clear()
     assert router.pio_read(0xCFE, 2) == 0x8086
     router.pio_write(0xCFD, 1, 0x0B)
     assert port.calls == [("pci_read", 0x0008, 0x3E, 2), ("pci_write", 0x0008, 0x3D, 1, 0x0B)]
-    assert pci_writes == [(0x0008, 0x3D, 1, 0x0B)]
+    assert len(syncs) == 2  # the time is sent before each access the device model serves
 
 
 def test_unclaimed_sbdf_is_all_ones_even_if_the_port_is_claimed() -> None:

@@ -18,9 +18,15 @@ pytestmark = pytest.mark.skipif(
 RAM = 64 << 20
 
 
-def boot(until: bytes) -> tuple[Simulator, FakeDeviceModel, object]:
+def machine() -> tuple[Simulator, FakeDeviceModel]:
     dm = FakeDeviceModel(RAM)
     sim = Simulator(dm, RAM)
+    dm.announce()
+    return sim, dm
+
+
+def boot(until: bytes) -> tuple[Simulator, FakeDeviceModel, object]:
+    sim, dm = machine()
     stop = sim.run(until=lambda s: until in dm.console, max_insns=60_000_000)
     return sim, dm, stop
 
@@ -36,8 +42,12 @@ def test_post_reaches_no_bootable_device() -> None:
             assert line in console
         # The boot-menu wait ran on timer interrupts delivered at HLT.
         assert sim.stats.irqs > 10 and sim.stats.soft_ints.get(0x1C, 0) == sim.stats.irqs
-        # SeaBIOS unlocked the shadow, then locked it except the UMB at 0xEC000 (study, obs. 9).
-        assert bytes(sim.pam.regs) == bytes.fromhex("10111111111133")
+        # SeaBIOS unlocked the shadow, then locked it except the UMB at 0xE8000-0xEFFFF;
+        # the fake turned that into set_mem_type, which the simulator applied.
+        assert dm.bridge is not None
+        assert bytes(dm.bridge.cfg[0x59:0x60]) == bytes.fromhex("10111111111133")
+        writable = {pfn for pfn, (_, t) in sim.mem_types.items() if t == 0}
+        assert writable == {0xE8, 0xEC} and sim.mem_types[0xF0] == (16, 1)
         assert sim.stats.rom_writes_dropped == 0
         assert sim.stats.cpuid.get(0x40000000) == 2
         # Determinism: a second machine takes exactly the same path.
@@ -47,13 +57,14 @@ def test_post_reaches_no_bootable_device() -> None:
             assert (sim2.clock.ns, sim2.stats.exits) == (sim.clock.ns, sim.stats.exits)
         finally:
             sim2.close()
+            dm2.close()
     finally:
         sim.close()
+        dm.close()
 
 
 def test_reboot_after_boot_failure_and_second_post() -> None:
-    dm = FakeDeviceModel(RAM)
-    sim = Simulator(dm, RAM)
+    sim, dm = machine()
     try:
         # "Retrying in 60 seconds", then "Rebooting." and a write of 6 to 0xCF9.
         stop = sim.run(until_ns=70_000_000_000)
@@ -68,3 +79,4 @@ def test_reboot_after_boot_failure_and_second_post() -> None:
         assert dm.console[mark:].startswith(b"SeaBIOS (version")
     finally:
         sim.close()
+        dm.close()

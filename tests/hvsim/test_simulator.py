@@ -1,5 +1,7 @@
 """The simulator loop on tiny hand-assembled real-mode programs: timer IRQs at HLT through the
-IVT, device-model IRQs, software interrupts, PAM snooping, stop reasons and determinism."""
+IVT, device-model IRQs, software interrupts, the device model's firmware regions and their
+set_mem_type (PAM) protections, virtual time sent to the device model, stop reasons and
+determinism."""
 
 from __future__ import annotations
 
@@ -101,7 +103,7 @@ def test_software_int_goes_through_the_ivt(tiny_sim) -> None:
     assert sim.stats.soft_ints == {0x60: 1}
 
 
-def test_pam_snooping_controls_shadow_writes(tiny_sim) -> None:
+def test_pam_mem_types_control_shadow_writes(tiny_sim) -> None:
     main = (
         b"\xb8\x00\xf0\x8e\xd8"  # mov ax, 0xF000 ; mov ds, ax
         b"\xc6\x06\x00\x00\x55"  # mov byte [0], 0x55  -> F0000, PAM0 = 0: dropped
@@ -111,12 +113,43 @@ def test_pam_snooping_controls_shadow_writes(tiny_sim) -> None:
         b"\xfa\xf4"
     )
     sim, dm = tiny_sim(program(main), host_bridge=True)
-    before = sim.ram.read(0xF0000, 2)
+    shadow = dm.firmware.shadow_mm  # the device model's memory, shared with the vCPU
+    before = shadow[0x30000:0x30002]
+    assert sim.mem_types[0xF0] == (16, 1)  # 0xF0000-0xFFFFF read-only at power-on
     stop = sim.run(max_insns=100_000)
     assert stop.reason is StopReason.HALTED, stop
-    assert sim.ram.read(0xF0000, 2) == before[:1] + b"\x66"
+    assert shadow[0x30000:0x30002] == before[:1] + b"\x66"
     assert sim.stats.rom_writes_dropped == 1
-    assert sim.pam.regs[0] == 0x30 and dm.bridge is not None and dm.bridge.cfg[0x59] == 0x30
+    assert sim.mem_types[0xF0] == (16, 0) and dm.bridge is not None and dm.bridge.cfg[0x59] == 0x30
+
+
+def test_flash_is_mapped_read_only_from_the_device_model(tiny_sim) -> None:
+    sim, dm = tiny_sim(program(SETUP + b"\xfa\xf4"))
+    base = (1 << 32) - dm.firmware.image_size
+    assert bytes(sim.cpu.uc.mem_read(base + dm.firmware.image_size - 16, 1)) == b"\xea"
+    assert set(sim.dm_regions) == {0x8000_0000, 0x8000_0001}
+    assert sim.dm_regions[0x8000_0000].readonly
+
+
+def test_clock_is_sent_before_device_model_accesses(tiny_sim) -> None:
+    # mov dx, 0x402 ; out dx, al ; out dx, al ; in al, 0x21 (PIC: not the device model's) ;
+    # out dx, al ; cli ; hlt
+    sim, dm = tiny_sim(program(SETUP + b"\xba\x02\x04\xee\xee\xe4\x21\xee\xfa\xf4"))
+    assert sim.run(max_insns=100_000).reason is StopReason.HALTED
+    assert len(dm.console) == 3
+    assert [sync for _, sync in dm.clocks] == [False] * 3  # one per access it serves
+    times = [t for t, _ in dm.clocks]
+    assert times == sorted(times) and len(set(times)) == 3
+    assert times[-1] <= sim.clock.ns
+
+
+def test_clock_is_synchronised_at_halted_wakeups(tiny_sim) -> None:
+    sim, dm = tiny_sim(timer_program(3, 11932))
+    assert sim.run(max_insns=1_000_000).reason is StopReason.HALTED
+    assert len(dm.clocks) == sim.stats.clock_msgs >= 3
+    assert all(sync for _, sync in dm.clocks)  # each wake-up waits for the device model
+    times = [t for t, _ in dm.clocks]
+    assert times == sorted(times) and len(set(times)) == len(times)
 
 
 def test_fetch_from_mmio_is_an_error_stop(tiny_sim) -> None:
