@@ -7,6 +7,7 @@ import argparse
 import asyncio
 import logging
 import os
+import signal
 import socket
 import sys
 
@@ -175,18 +176,33 @@ def _inherited_socket(fd: int) -> tuple[socket.socket | None, socket.socket | No
     return None, s
 
 
+def _exit_on_signal(signum: int, frame: object) -> None:
+    raise SystemExit(0)
+
+
 def cmd_run(args: argparse.Namespace) -> int:
-    from devmodel.daemon import Daemon, DaemonConfig, listen_unix
     from devmodel.pc import build_pc
 
     setup_logging(args.log_level, args.log_file)
     log = logging.getLogger("devmodel")
+    # Until the event loop takes over signals, SIGTERM/SIGINT end start-up cleanly (exit 0).
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(sig, _exit_on_signal)
     opts = machine_options(args)
     try:
-        build_pc(opts).close_backends()  # fail on bad device options before the socket
-    except ValueError as e:
+        machine = build_pc(opts)  # bad device options fail here, before the socket exists
+    except (ValueError, OSError) as e:
         raise SystemExit(f"devmodel: {e}") from None
-    config = DaemonConfig(domid=args.domid, virtual_clock=opts.virtual_clock,
+    try:
+        return _serve(args, machine, log)
+    finally:
+        machine.close_backends()  # idempotent; covers exits before the daemon takes over
+
+
+def _serve(args: argparse.Namespace, machine, log: logging.Logger) -> int:
+    from devmodel.daemon import Daemon, DaemonConfig, listen_unix
+
+    config = DaemonConfig(domid=args.domid, virtual_clock=args.clock == "virtual",
                           trace_path=args.trace)
     if args.trace:
         try:
@@ -200,7 +216,7 @@ def cmd_run(args: argparse.Namespace) -> int:
             raise SystemExit(f"devmodel: --socket {args.socket}: {e}") from None
     else:
         listener, connected = _inherited_socket(args.fd)
-    daemon = Daemon(lambda: build_pc(opts), config)
+    daemon = Daemon(lambda: machine, config)
     try:
         import uvloop
 

@@ -587,10 +587,10 @@ class Daemon:
 
     def stop(self, why: str = "stop") -> None:
         log.info("stopping: %s", why)
-        if self.connection is not None:
-            self.connection.shutdown()
         if self._done is not None and not self._done.done():
             self._done.set_result(why)
+        if self.connection is not None:
+            self.connection.shutdown()
 
     def _closed(self, why: str) -> None:
         if self._done is not None and not self._done.done():
