@@ -1,7 +1,9 @@
 /* C baseline for bench/ioreq.py: the same traffic as devmodel's IOREQ/IORESP over a
  * socketpair(AF_UNIX, SOCK_STREAM) between two processes (fork).
  *
- *   ipc WINDOW SECONDS WARMUP
+ *   ipc WINDOW SECONDS WARMUP        both sides, over a socketpair
+ *   ipc WINDOW SECONDS WARMUP FD     client only, on an inherited socket to the real daemon
+ *                                    (the handshake already done): `inb 0x92` ioreqs
  *
  * Each message is 48 bytes: the 16-byte header `<HHIII` (type, flags, payload_len, tag, chan)
  * and a 32-byte ioreq_t `<QQIIIHBB` (addr, data, count, size, vp_eport, pad0, bits, type).
@@ -123,10 +125,12 @@ static void server(int fd) {
 }
 
 static uint32_t next_tag = 1;
+static int daemon_port = -1; /* >= 0: every request reads this port (client-only mode) */
 static size_t make_reqs(unsigned char *buf, size_t k) {
     for (size_t i = 0; i < k; i++) {
         uint32_t tag = next_tag++;
-        struct msg m = {4, 0, 32, tag, 0, 0x3f8 + (tag & 7), 0, 1, 1, 0, 0, 0x21, 0};
+        uint64_t port = daemon_port >= 0 ? (uint64_t)daemon_port : 0x3f8 + (tag & 7);
+        struct msg m = {4, 0, 32, tag, 0, port, 0, 1, 1, 0, 0, 0x21, 0};
         memcpy(buf + i * MSG, &m, MSG);
     }
     return k * MSG;
@@ -186,15 +190,16 @@ static void client(int fd, long window, double seconds, double warmup) {
         outstanding -= (long)(have / MSG);
         have %= MSG;
     }
-    shutdown(fd, SHUT_WR);
+    if (daemon_port < 0)
+        shutdown(fd, SHUT_WR);
     double el = end - start;
     printf("{\"window\": %ld, \"seconds\": %.6f, \"count\": %ld, \"rate\": %.1f}\n", window, el, count,
            count / el);
 }
 
 int main(int argc, char **argv) {
-    if (argc != 4) {
-        fprintf(stderr, "usage: %s WINDOW SECONDS WARMUP\n", argv[0]);
+    if (argc != 4 && argc != 5) {
+        fprintf(stderr, "usage: %s WINDOW SECONDS WARMUP [FD]\n", argv[0]);
         return 2;
     }
     long window = atol(argv[1]);
@@ -202,6 +207,11 @@ int main(int argc, char **argv) {
     if (window < 1 || window > (BUFSZ / MSG) / 2 || seconds <= 0) {
         fprintf(stderr, "bad arguments\n");
         return 2;
+    }
+    if (argc == 5) {
+        daemon_port = 0x92;
+        client(atoi(argv[4]), window, seconds, warmup);
+        return 0;
     }
     int sv[2];
     if (socketpair(AF_UNIX, SOCK_STREAM, 0, sv) < 0) {
