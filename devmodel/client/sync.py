@@ -133,6 +133,10 @@ class Hypervisor:
     def send_raw(self, data: bytes) -> None:
         self.sock.sendall(data)
 
+    def send_raw_fd(self, data: bytes, fd: int) -> None:
+        """A pre-framed message with one fd, in a single sendmsg (docs/protocol.md §1)."""
+        self.sock.sendmsg([data], [(socket.SOL_SOCKET, socket.SCM_RIGHTS, array.array("i", [fd]))])
+
     def _recv_some(self) -> None:
         data, anc, _, _ = self.sock.recvmsg(1 << 18, socket.CMSG_SPACE(4 * 4))
         fds: list[int] = []
