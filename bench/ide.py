@@ -1,0 +1,333 @@
+"""IDE throughput of devmodel (issue 4) against `os.preadv` measured in the same run.
+
+    .venv/bin/python bench/ide.py [--seconds 1.0] [--rounds 3] [--image-mb 256] [--pin]
+
+- dma_<size>: bus-master READ DMA EXT (25h) of 64 KiB, 1 MiB and 4 MiB per command from a
+  page-cached raw image, through the real daemon (`python -m devmodel run --disk ...`, a
+  subprocess) over its socket. This process plays the hypervisor and a driver on one vCPU:
+  the PRD table is in guest RAM (written once per size, as a driver reuses its table), and
+  every register access is one strict ioreq round trip, all of them counted: bus-master stop,
+  status clear, PRD pointer, direction, device/LBA48 task file (9 writes), command, start,
+  bus-master status poll, ATA status read (acknowledges INTRQ), stop.
+- preadv_<size>: `os.preadv` of the same sizes from the same file into the same guest-RAM
+  mapping (this process's view of the daemon's memfd): the kernel-copy ceiling.
+- ioreq_roundtrip: one side-effect-free ioreq (alternate status) per round trip; the ratios
+  dma_vs_ioreq_ceiling_* compare each DMA figure with round-trip rate / ioreqs per command x size.
+- pio_*: READ SECTORS EXT (24h) sector rate: per sector one status read, then either 256
+  `inw` ioreqs or one `rep insw` ioreq (data_is_ptr, count 256).
+
+Figures are interleaved round-robin; medians are reported. One JSON object on stdout, a
+table on stderr. Informative only: never assert on the timings (machine-limits.md).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import struct
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE.parent))
+
+from devmodel.client import DaemonProcess, Hypervisor  # noqa: E402
+from devmodel.wire.framing import Message  # noqa: E402
+
+MSG = struct.Struct("<HHIIIQQIIIHBB")  # header + ioreq_t, as devmodel.wire.codec.HEADER_IOREQ
+HDR = struct.Struct("<HHIII")
+IOREQ, IORESP, DMOP, ERROR = 4, 5, 7, 9
+READY, PTR, DIR_READ = 0x01, 0x10, 0x20
+DEVFN = 1 << 3 | 1  # PIIX3 IDE 00:01.1
+BMIBA = 0xC000
+CMD, CTL = 0x1F0, 0x3F6
+PRD_GPA = 0x10000
+BUF_GPA = 0x200000
+PIO_GPA = 0x8000
+RAM = 64 << 20
+SIZES = {"64k": 64 << 10, "1m": 1 << 20, "4m": 4 << 20}
+TARGETS = {"1m": 0.5}
+SECTOR = 512
+
+
+class Vcpu:
+    """Strict ioreq round trips on one channel, with raw frames (the client library's
+    per-ioreq object overhead would be measured otherwise). Answers the daemon's dm_ops."""
+
+    def __init__(self, hv: Hypervisor) -> None:
+        self.hv = hv
+        self.sock = hv.sock
+        self.sock.settimeout(None)
+        self.buf = bytearray(1 << 16)
+        self.acc = bytearray(hv._deframer._buf)
+        self.tag = 1
+        self.count = 0
+
+    def frame(self, addr: int, size: int, read: bool, data: int = 0, count: int = 1, ptr: bool = False
+              ) -> bytearray:
+        bits = READY | (DIR_READ if read else 0) | (PTR if ptr else 0)
+        return bytearray(MSG.pack(IOREQ, 0, 32, 0, 0, addr, data, count, size, 0, 0, bits, 0))
+
+    def io(self, frame: bytearray) -> int:
+        tag = self.tag = self.tag % 0xFFFFFFFF + 1
+        struct.pack_into("<I", frame, 8, tag)
+        self.sock.sendall(frame)
+        self.count += 1
+        acc = self.acc
+        while True:
+            pos, n = 0, len(acc)
+            while n - pos >= 16:
+                mtype, flags, length, rtag, chan = HDR.unpack_from(acc, pos)
+                end = pos + 16 + length
+                if end > n:
+                    break
+                if mtype == IORESP and rtag == tag:
+                    data = struct.unpack_from("<Q", acc, pos + 24)[0]
+                    del acc[:end]
+                    return data
+                if mtype == DMOP:
+                    payload = bytes(acc[pos + 16 : end])
+                    reply = self.hv.state.handle_dmop(Message(mtype, flags, rtag, chan, payload))
+                    if reply is not None:
+                        self.sock.sendall(reply)
+                elif mtype == ERROR:
+                    raise RuntimeError(f"daemon answered ERROR: {bytes(acc[pos + 16:end])!r}")
+                pos = end
+            del acc[:pos]
+            k = self.sock.recv_into(self.buf)
+            if k == 0:
+                raise ConnectionError("daemon closed the connection")
+            acc += self.buf[:k]
+
+
+class IdeDriver:
+    def __init__(self, vcpu: Vcpu) -> None:
+        v = self.v = vcpu
+        f = v.frame
+        self.bm_stop = f(BMIBA, 1, False, 0x08)
+        self.bm_clear = f(BMIBA + 2, 1, False, 0x06)
+        self.bm_prd = f(BMIBA + 4, 4, False, PRD_GPA)
+        self.bm_start = f(BMIBA, 1, False, 0x09)
+        self.bm_status = f(BMIBA + 2, 1, True)
+        self.ata_status = f(CMD + 7, 1, True)
+        self.inw = f(CMD, 2, True)
+        self.insw = f(CMD, 2, True, PIO_GPA, 256, ptr=True)
+
+    def taskfile(self, lba: int, nsect: int, cmd: int) -> list[bytearray]:
+        f = self.v.frame
+        regs = [(6, 0x40), (2, nsect >> 8), (3, lba >> 24), (4, lba >> 32), (5, lba >> 40),
+                (2, nsect), (3, lba), (4, lba >> 8), (5, lba >> 16), (7, cmd)]
+        return [f(CMD + r, 1, False, val & 0xFF) for r, val in regs]
+
+    def read_dma(self, lba: int, nsect: int) -> None:
+        io = self.v.io
+        io(self.bm_stop)
+        io(self.bm_clear)
+        io(self.bm_prd)
+        for fr in self.taskfile(lba, nsect, 0x25):
+            io(fr)
+        io(self.bm_start)
+        for _ in range(100000):
+            st = io(self.bm_status)
+            if st & 0x04 or not st & 0x01:
+                break
+        ata = io(self.ata_status)
+        io(self.bm_stop)
+        if st & 0x02 or ata & 0x01:
+            raise RuntimeError(f"DMA failed: bm status {st:#x}, ATA status {ata:#x}")
+
+    def read_pio(self, lba: int, nsect: int, rep: bool) -> None:
+        io = self.v.io
+        for fr in self.taskfile(lba, nsect, 0x24):
+            io(fr)
+        for _ in range(nsect):
+            for _ in range(100000):
+                st = io(self.ata_status)
+                if not st & 0x80:
+                    break
+            if not st & 0x08:
+                raise RuntimeError(f"PIO read: no DRQ (status {st:#x})")
+            if rep:
+                io(self.insw)
+            else:
+                for _ in range(256):
+                    io(self.inw)
+
+
+def setup_prd(mm, size: int) -> None:
+    n = -(-size // 65536)
+    table = bytearray()
+    for i in range(n):
+        count = min(65536, size - i * 65536)
+        table += struct.pack("<II", BUF_GPA + i * 65536, (count & 0xFFFF) | (0x80000000 if i == n - 1 else 0))
+    mm[PRD_GPA : PRD_GPA + len(table)] = table
+
+
+def measure(fn, seconds: float, warmup: float) -> tuple[float, int]:
+    """Calls fn(i) repeatedly; returns (elapsed, calls) for the measured part."""
+    i = 0
+    t0 = time.perf_counter()
+    while time.perf_counter() - t0 < warmup:
+        fn(i)
+        i += 1
+    n = 0
+    t0 = time.perf_counter()
+    while True:
+        fn(i + n)
+        n += 1
+        t = time.perf_counter() - t0
+        if t >= seconds:
+            return t, n
+
+
+def summarize(runs: list[float], unit: str) -> dict:
+    return {"median": statistics.median(runs), "min": min(runs), "max": max(runs), "runs": runs, "unit": unit}
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--seconds", type=float, default=1.0)
+    ap.add_argument("--rounds", type=int, default=3)
+    ap.add_argument("--warmup", type=float, default=0.2)
+    ap.add_argument("--image-mb", type=int, default=256)
+    ap.add_argument("--pin", action="store_true", help="both processes on CPU 0")
+    ap.add_argument("--sizes", default="64k,1m,4m")
+    args = ap.parse_args()
+    sizes = {k: SIZES[k] for k in args.sizes.split(",")}
+    tmp = tempfile.mkdtemp(prefix="devmodel-bench-ide-", dir=os.environ.get("BENCH_TMPDIR"))
+    img = Path(tmp) / "disk.img"
+    image_size = args.image_mb << 20
+    with open(img, "wb") as f:
+        block = os.urandom(1 << 20)
+        for _ in range(args.image_mb):
+            f.write(block)
+    fd = os.open(img, os.O_RDONLY)
+    os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_WILLNEED)
+    while os.read(fd, 1 << 22):  # into the page cache
+        pass
+    proc = DaemonProcess.start(["--memory", f"{RAM >> 20}M", "--disk", f"format=raw,vdev=hda,target={img}"])
+    figures: dict[str, list[float]] = {}
+    extra: dict[str, dict] = {}
+    try:
+        if args.pin:
+            os.sched_setaffinity(0, {0})
+            os.sched_setaffinity(proc.pid, {0})
+        hv = Hypervisor.connect(proc.socket_path, nr_vcpus=1)
+        ram = hv.add_ram(RAM)
+        hv.barrier()
+        hv.pci_program_bar(DEVFN, 4, BMIBA | 1)
+        hv.pci_enable(DEVFN, io=True, mem=False, master=True)
+        hv.pci_cfg_write(DEVFN, 0x40, 2, 0x8000)
+        vcpu = Vcpu(hv)
+        drv = IdeDriver(vcpu)
+        mm = ram.mm
+        mv = memoryview(mm)
+        mm[BUF_GPA : BUF_GPA + max(sizes.values())] = bytes(max(sizes.values()))  # pre-fault
+
+        # correctness once per size: the DMA puts exactly the file's bytes in guest RAM
+        for name, size in sizes.items():
+            setup_prd(mm, size)
+            lba = (3 * size) % image_size // SECTOR
+            drv.read_dma(lba, size // SECTOR)
+            if bytes(mv[BUF_GPA : BUF_GPA + size]) != os.pread(fd, size, lba * SECTOR):
+                raise RuntimeError(f"DMA {name}: guest RAM does not hold the image's data")
+            before = vcpu.count
+            drv.read_dma(lba, size // SECTOR)
+            extra[f"dma_{name}"] = {"ioreqs_per_command": vcpu.count - before}
+        before = vcpu.count
+        drv.read_pio(0, 1, rep=True)
+        pio_rep_ioreqs = vcpu.count - before
+        if bytes(mv[PIO_GPA : PIO_GPA + SECTOR]) != os.pread(fd, SECTOR, 0):
+            raise RuntimeError("PIO rep insw: guest RAM does not hold sector 0")
+        before = vcpu.count
+        drv.read_pio(0, 1, rep=False)
+        pio_inw_ioreqs = vcpu.count - before
+
+        for _ in range(args.rounds):
+            for name, size in sizes.items():
+                nslots = image_size // size
+                setup_prd(mm, size)
+                nsect = size // SECTOR
+
+                def dma(i: int, nsect=nsect, nslots=nslots, size=size) -> None:
+                    drv.read_dma((i % nslots) * size // SECTOR, nsect)
+
+                t, n = measure(dma, args.seconds, args.warmup)
+                figures.setdefault(f"dma_{name}", []).append(n * size / t / 1e9)
+                figures.setdefault(f"dma_{name}_commands", []).append(n / t)
+                dst = [mv[BUF_GPA : BUF_GPA + size]]
+
+                def pread(i: int, nslots=nslots, size=size, dst=dst) -> None:
+                    os.preadv(fd, dst, (i % nslots) * size)
+
+                t, n = measure(pread, args.seconds, args.warmup)
+                figures.setdefault(f"preadv_{name}", []).append(n * size / t / 1e9)
+            alt = vcpu.frame(CTL, 1, True)  # alternate status: no side effect, one round trip
+            t, n = measure(lambda i, alt=alt: vcpu.io(alt), args.seconds / 2, args.warmup / 2)
+            figures.setdefault("ioreq_roundtrip", []).append(n / t)
+            for rep in (True, False):
+                per = 8 if rep else 1
+
+                def pio(i: int, rep=rep, per=per) -> None:
+                    drv.read_pio((i * per) % (image_size // SECTOR - per), per, rep)
+
+                t, n = measure(pio, args.seconds / 2, args.warmup / 2)
+                figures.setdefault("pio_rep_insw" if rep else "pio_inw", []).append(n * per / t)
+        hv.ram = None  # views of the mapping are still alive: the process exit unmaps it
+        hv.sock.close()
+    finally:
+        os.close(fd)
+        proc.stop()
+        try:
+            img.unlink()
+            os.rmdir(tmp)
+        except OSError:
+            pass
+
+    out_fig = {}
+    for name, runs in figures.items():
+        unit = ("GB/s" if name.startswith(("dma_", "preadv_")) and not name.endswith("_commands")
+                else "commands/s" if name.endswith("_commands")
+                else "ioreqs/s" if name == "ioreq_roundtrip" else "sectors/s")
+        out_fig[name] = summarize(runs, unit)
+        out_fig[name].update(extra.get(name, {}))
+    out_fig["pio_rep_insw"]["ioreqs_per_sector"] = (pio_rep_ioreqs - 10)
+    out_fig["pio_inw"]["ioreqs_per_sector"] = (pio_inw_ioreqs - 10)
+    ratios = {}
+    for name in sizes:
+        value = out_fig[f"dma_{name}"]["median"] / out_fig[f"preadv_{name}"]["median"]
+        target = TARGETS.get(name)
+        ratios[f"dma_vs_preadv_{name}"] = {"value": value, "target": target,
+                                           "met": None if target is None else value >= target}
+    rt = out_fig["ioreq_roundtrip"]["median"]
+    for name, size in sizes.items():
+        # What the DMA could reach if the copy were free: the strict ioreq rate of this run
+        # divided by the ioreqs a command needs (machine-limits.md: the IDE rate is ioreq-bound).
+        ceiling = rt / out_fig[f"dma_{name}"]["ioreqs_per_command"] * size / 1e9
+        ratios[f"dma_vs_ioreq_ceiling_{name}"] = {"value": out_fig[f"dma_{name}"]["median"] / ceiling,
+                                                  "ceiling_GBps": ceiling, "target": None, "met": None}
+    ratios["pio_rep_vs_inw"] = {"value": out_fig["pio_rep_insw"]["median"] / out_fig["pio_inw"]["median"],
+                                "target": None, "met": None}
+    result = {
+        "config": {"seconds": args.seconds, "rounds": args.rounds, "pin": args.pin,
+                   "image_mb": args.image_mb, "sizes": list(sizes), "pid": os.getpid(),
+                   "cpus": os.cpu_count()},
+        "figures": out_fig,
+        "ratios": ratios,
+    }
+    for name, fig in out_fig.items():
+        print(f"{name:24s} {fig['median']:12.3f} {fig['unit']:10s} "
+              f"({fig['min']:.3f} - {fig['max']:.3f})", file=sys.stderr)
+    for name, r in ratios.items():
+        print(f"{name:24s} {r['value']:12.3f}  target {r['target']}  met {r['met']}", file=sys.stderr)
+    json.dump(result, sys.stdout, indent=1)
+    print()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
