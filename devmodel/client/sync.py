@@ -40,6 +40,8 @@ from .process import DaemonProcess
 from .state import HypervisorState
 
 DEFAULT_FEATURES = FEATURE_BUFIOREQ | FEATURE_MEMFD_RAM | FEATURE_PCI_CONFIG
+# Bytes of held-back NO_REPLY messages (CLOCK, BUFIOREQ) after which they are sent anyway.
+MAX_PENDING = 1 << 16
 
 
 class ProtocolError(Exception):
@@ -73,6 +75,10 @@ class Hypervisor:
         self.unmatched: list[Message] = []
         self.hello_reply: tuple[int, ...] | None = None
         self.cf8 = 0
+        # NO_REPLY messages held back (queue()) to go out in the same sendall as the next
+        # message, so that a CLOCK and the IOREQ it precedes cost one system call.
+        self._pending = bytearray()
+        self.socket_writes = 0  # sendall/sendmsg calls, for tests and benchmarks
         if handshake:
             self.hello()
             self.wait_enabled()
@@ -105,6 +111,10 @@ class Hypervisor:
 
     def close(self) -> None:
         try:
+            try:
+                self.flush()  # posted writes and the last CLOCK still reach the daemon
+            except OSError:
+                pass
             self.sock.close()
         finally:
             if self.ram is not None:
@@ -124,20 +134,56 @@ class Hypervisor:
         tag = self.tag() if tag is None else tag
         data = codec.frame(mtype, payload, tag=tag, chan=chan, flags=flags)
         if fds:
+            # An fd-carrying message goes whole in its own sendmsg (docs/protocol.md 1), so
+            # what is held back goes first, on its own.
+            self.flush()
+            self.socket_writes += 1
             self.sock.sendmsg([data], [(socket.SOL_SOCKET, socket.SCM_RIGHTS,
                                         array.array("i", fds))])
         else:
-            self.sock.sendall(data)
+            self._write(data)
         return tag
 
-    def send_raw(self, data: bytes) -> None:
+    def queue(self, mtype: int, payload: bytes = b"", *, chan: int = 0,
+              flags: int = FLAG_NO_REPLY) -> int:
+        """Hold a NO_REPLY message back: it goes out in front of whatever is sent next, in
+        the same sendall, or at ``flush()``, or before this client waits for the daemon
+        (``recv``, ``poll``). The order of messages on the socket is the order of the calls,
+        so a CLOCK still precedes the IOREQ it was queued before (docs/protocol.md 4.2, 4.6)."""
+        tag = self.tag()
+        self._pending += codec.frame(mtype, payload, tag=tag, chan=chan, flags=flags)
+        if len(self._pending) >= MAX_PENDING:
+            self.flush()
+        return tag
+
+    def flush(self) -> None:
+        """Send the messages ``queue`` held back."""
+        if self._pending:
+            data = bytes(self._pending)
+            self._pending.clear()
+            self.socket_writes += 1
+            self.sock.sendall(data)
+
+    def _write(self, data: bytes) -> None:
+        """One sendall: the held-back messages, then ``data``."""
+        if self._pending:
+            self._pending += data
+            data = bytes(self._pending)
+            self._pending.clear()
+        self.socket_writes += 1
         self.sock.sendall(data)
+
+    def send_raw(self, data: bytes) -> None:
+        self._write(data)
 
     def send_raw_fd(self, data: bytes, fd: int) -> None:
         """A pre-framed message with one fd, in a single sendmsg (docs/protocol.md §1)."""
+        self.flush()
+        self.socket_writes += 1
         self.sock.sendmsg([data], [(socket.SOL_SOCKET, socket.SCM_RIGHTS, array.array("i", [fd]))])
 
     def _recv_some(self) -> None:
+        self.flush()  # never wait for an answer to something still held back
         data, anc, _, _ = self.sock.recvmsg(1 << 18, socket.CMSG_SPACE(4 * 4))
         fds: list[int] = []
         for level, kind, cdata in anc:
@@ -172,7 +218,9 @@ class Hypervisor:
                 raise TimeoutError(f"no reply to tag {tag}")
 
     def poll(self, timeout: float = 0.0) -> None:
-        """Process whatever the daemon has sent (dm_ops: IRQs, range maps) without blocking."""
+        """Process whatever the daemon has sent (dm_ops: IRQs, range maps) without blocking.
+        Held-back messages are sent first (while the socket still blocks)."""
+        self.flush()
         self.sock.settimeout(timeout)
         try:
             while True:
@@ -191,7 +239,7 @@ class Hypervisor:
             if msg.type == MsgType.DMOP:
                 reply = self.state.handle_dmop(msg)
                 if reply is not None:
-                    self.sock.sendall(reply)
+                    self._write(reply)
             elif msg.type == MsgType.MEM_ADD:
                 self.state.handle_mem_add(msg)
             else:
@@ -233,10 +281,12 @@ class Hypervisor:
 
     def clock(self, now_ns: int, sync: bool = False) -> None:
         """CLOCK (NO_REPLY): the daemon's virtual time moves to `now_ns` and its timers that
-        fall due fire. With `sync`, also wait until it has processed it: the dm_ops of those
-        timers (IRQs) are then applied. The barrier is an INVALIDATE ioreq, the one ioreq with
-        no device effect: the daemon answers in order, after the CLOCK's dm_ops."""
-        self.send(MsgType.CLOCK, codec.CLOCK.pack(now_ns), flags=FLAG_NO_REPLY)
+        fall due fire. It is queued (``queue``): it goes out in the same sendall as the next
+        message, typically the IOREQ it precedes. With `sync`, also wait until the daemon has
+        processed it: the dm_ops of those timers (IRQs) are then applied. The barrier is an
+        INVALIDATE ioreq, the one ioreq with no device effect: the daemon answers in order,
+        after the CLOCK's dm_ops."""
+        self.queue(MsgType.CLOCK, codec.CLOCK.pack(now_ns))
         if sync:
             self.barrier()
 
@@ -313,7 +363,7 @@ class Hypervisor:
             t = self.tag()
             tags.append(t)
             buf += codec.frame(MsgType.IOREQ, r.pack(), tag=t, chan=chan)
-        self.sock.sendall(buf)
+        self._write(bytes(buf))
         return [Ioreq.unpack(self.recv_reply(t).payload) for t in tags]
 
     def _io(self, typ: int, addr: int, size: int, dir: int, data: int = 0, count: int = 1,
@@ -372,8 +422,15 @@ class Hypervisor:
         self._io(IOREQ_TYPE_PIO, port, size, IOREQ_WRITE, gpa, count, 1, int(df))
 
     def bufioreq(self, writes: Iterable[tuple[int, int, int, int]]) -> None:
-        """Posted writes (type, addr, size, data), NO_REPLY, as Xen batches VGA-window stores."""
-        self.send(MsgType.BUFIOREQ, codec.encode_bufioreq(list(writes)), flags=FLAG_NO_REPLY)
+        """Posted writes (type, addr, size, data) as one BUFIOREQ (NO_REPLY), as Xen batches
+        VGA-window stores. Queued like CLOCK: sent with the next message or wait."""
+        self.queue(MsgType.BUFIOREQ, codec.encode_bufioreq(list(writes)))
+
+    @property
+    def buffered(self) -> bool:
+        """Whether the daemon's ioreq server has a buffered ring (it accepted the BUFIOREQ
+        feature): only then does a hypervisor post writes (xen-protocol.md 2.2)."""
+        return self.state.bufioreq_mode != 0
 
     # ---- the IoreqPort interface of devmodel.hvsim ----------------------------------------
     def pio_read(self, port: int, size: int) -> int:

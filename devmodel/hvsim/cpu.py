@@ -7,7 +7,17 @@
 - Interrupts: Unicorn delivers none (every ``int n`` and exception goes to UC_HOOK_INTR,
   obstacle 2). ``deliver_real`` does the real-mode sequence of the Intel SDM vol. 3, 20.1.4:
   push FLAGS, CS, IP; clear IF, TF and AC; load CS:IP from the IVT at vector*4.
-  Protected-mode (IDT) delivery is not implemented.
+  ``deliver_protected`` does the protected-mode sequence of SDM vol. 3, 6.12 through the IDT:
+  interrupt and trap gates (32- and 16-bit), the stack switch to the TSS's SS0:ESP0 when the
+  handler is more privileged, and the error code of the exceptions that have one. What it
+  cannot do (task gates, a missing or bad gate, a fault while delivering, ring 1/2 stacks,
+  virtual-8086 mode) raises DeliveryError; on hardware most of these would be a #GP, #NP, #TS
+  or #DF, and the simulator stops instead. Unicorn does not report the error code of the
+  exceptions it raises (#GP's selector, #PF's bits): 0 is pushed, except that #PF gets the
+  P and U/S bits rebuilt (``page_fault_error_code``). #UD never reaches the hook: Unicorn
+  ends emu_start with UC_ERR_INSN_INVALID instead.
+- Paging: Unicorn's mem_read/mem_write take physical addresses; ``translate`` walks the
+  guest's page tables (32-bit and PAE) so that linear accesses work with CR0.PG set.
 - Reset (obstacle 14): no API, so the architectural reset state (SDM vol. 3, table 9-1) is
   written register by register. The hidden CS base should be 0xFFFF0000; it cannot be set, so
   CS = F000 with base 0xF0000 is used, where the bytes are the same (the ROM's low alias).
@@ -28,17 +38,52 @@ from unicorn.unicorn_py3.unicorn import uccallback
 
 CR0_PE = 1 << 0
 CR0_PG = 1 << 31
+CR4_PSE = 1 << 4
+CR4_PAE = 1 << 5
 EFLAGS_TF = 1 << 8
 EFLAGS_IF = 1 << 9
 EFLAGS_DF = 1 << 10
-EFLAGS_AC = 1 << 18
+EFLAGS_NT = 1 << 14
+EFLAGS_RF = 1 << 16
 EFLAGS_VM = 1 << 17
+EFLAGS_AC = 1 << 18
+PAGE = 0x1000
+
+# Exceptions that push an error code (SDM vol. 3, table 6-1): #DF, #TS, #NP, #SS, #GP, #PF, #AC.
+ERROR_CODE_VECTORS = frozenset({8, 10, 11, 12, 13, 14, 17})
+# IDT gate types (SDM vol. 3, 6.11, table 3-2).
+GATE_TASK = 0x5
+GATE_INT16, GATE_TRAP16 = 0x6, 0x7
+GATE_INT32, GATE_TRAP32 = 0xE, 0xF
+TSS16_TYPES = frozenset({0x1, 0x3})
+TSS32_TYPES = frozenset({0x9, 0xB})
 RESET_CR0 = 0x6000_0010  # CD, NW, ET
 RESET_EDX = 0x0000_0663  # family 6 model 6 stepping 3, as QEMU's default 32-bit CPU
 
 SEG_REGS = (x86.UC_X86_REG_ES, x86.UC_X86_REG_CS, x86.UC_X86_REG_SS, x86.UC_X86_REG_DS,
             x86.UC_X86_REG_FS, x86.UC_X86_REG_GS)
 _DESC = struct.Struct("<Q")
+
+
+class DeliveryError(Exception):
+    """An interrupt or exception the simulator cannot deliver (a bad or unsupported gate)."""
+
+
+def _desc_base(desc: int) -> int:
+    return (desc >> 16 & 0xFFFFFF) | (desc >> 56 & 0xFF) << 24
+
+
+def _desc_limit(desc: int) -> int:
+    limit = (desc & 0xFFFF) | (desc >> 48 & 0xF) << 16
+    return limit << 12 | 0xFFF if desc >> 55 & 1 else limit
+
+
+def _desc_dpl(desc: int) -> int:
+    return desc >> 45 & 3
+
+
+def _desc_present(desc: int) -> bool:
+    return bool(desc >> 47 & 1)
 
 
 class Cpu:
@@ -75,9 +120,8 @@ class Cpu:
         index = selector & ~7
         if index + 7 > limit:
             return None
-        try:
-            raw = self.uc.mem_read(base + index, 8)
-        except UcError:
+        raw = self.read_linear(base + index, 8)
+        if raw is None:
             return None
         return int(_DESC.unpack(raw)[0])
 
@@ -107,14 +151,81 @@ class Cpu:
         base = self.seg_base(1)
         return ((base or 0) + self.eip) & 0xFFFFFFFF
 
-    def read_linear(self, addr: int, length: int) -> bytes | None:
-        """Bytes at a linear address (paging off), or None if not readable memory."""
-        if self.paging():
-            return None
+    def _phys(self, addr: int, length: int) -> int | None:
         try:
-            return bytes(self.uc.mem_read(addr, length))
+            return int.from_bytes(self.uc.mem_read(addr, length), "little")
         except UcError:
             return None
+
+    def translate(self, linear: int) -> int | None:
+        """The physical address of ``linear`` through the guest's page tables (32-bit paging
+        with 4 MiB pages under CR4.PSE, or PAE; SDM vol. 3, 4.3 and 4.4), None if not mapped.
+        Accessed/dirty bits are not set."""
+        linear &= 0xFFFFFFFF
+        if not self.paging():
+            return linear
+        cr3 = self.reg(x86.UC_X86_REG_CR3)
+        cr4 = self.reg(x86.UC_X86_REG_CR4)
+        if cr4 & CR4_PAE:
+            addr_mask = 0x000F_FFFF_FFFF_F000
+            pdpte = self._phys((cr3 & 0xFFFFFFE0) + (linear >> 30) * 8, 8)
+            if pdpte is None or not pdpte & 1:
+                return None
+            pde = self._phys((pdpte & addr_mask) + (linear >> 21 & 0x1FF) * 8, 8)
+            if pde is None or not pde & 1:
+                return None
+            if pde & 0x80:
+                return (pde & 0x000F_FFFF_FFE0_0000) | (linear & 0x1FFFFF)
+            pte = self._phys((pde & addr_mask) + (linear >> 12 & 0x1FF) * 8, 8)
+            if pte is None or not pte & 1:
+                return None
+            return (pte & addr_mask) | (linear & 0xFFF)
+        pde = self._phys((cr3 & 0xFFFFF000) + (linear >> 22) * 4, 4)
+        if pde is None or not pde & 1:
+            return None
+        if pde & 0x80 and cr4 & CR4_PSE:
+            return (pde & 0xFFC00000) | (linear & 0x3FFFFF)
+        pte = self._phys((pde & 0xFFFFF000) + (linear >> 12 & 0x3FF) * 4, 4)
+        if pte is None or not pte & 1:
+            return None
+        return (pte & 0xFFFFF000) | (linear & 0xFFF)
+
+    def _pieces(self, addr: int, length: int) -> list[tuple[int, int]] | None:
+        """(physical address, length) runs covering a linear range, split at pages."""
+        if not self.paging():
+            return [(addr & 0xFFFFFFFF, length)]
+        out = []
+        while length > 0:
+            n = min(length, PAGE - (addr & (PAGE - 1)))
+            phys = self.translate(addr)
+            if phys is None:
+                return None
+            out.append((phys, n))
+            addr, length = (addr + n) & 0xFFFFFFFF, length - n
+        return out
+
+    def read_linear(self, addr: int, length: int) -> bytes | None:
+        """Bytes at a linear address, or None if not readable memory."""
+        pieces = self._pieces(addr, length)
+        if pieces is None:
+            return None
+        try:
+            return b"".join(bytes(self.uc.mem_read(p, n)) for p, n in pieces)
+        except UcError:
+            return None
+
+    def write_linear(self, addr: int, data: bytes) -> bool:
+        pieces = self._pieces(addr, len(data))
+        if pieces is None:
+            return False
+        try:
+            pos = 0
+            for p, n in pieces:
+                self.uc.mem_write(p, data[pos : pos + n])
+                pos += n
+        except UcError:
+            return False
+        return True
 
     # ---- interrupts ------------------------------------------------------------------------
     def deliver_real(self, vector: int, return_ip: int | None = None) -> None:
@@ -135,6 +246,165 @@ class Cpu:
         uc.reg_write(x86.UC_X86_REG_EFLAGS, flags & ~(EFLAGS_IF | EFLAGS_TF | EFLAGS_AC))
         uc.reg_write(x86.UC_X86_REG_CS, new_cs)
         uc.reg_write(x86.UC_X86_REG_EIP, new_ip)
+
+    def page_fault_error_code(self) -> int:
+        """#PF's error code as far as it can be rebuilt (Unicorn keeps the real one to itself):
+        P from a walk of CR2, U/S from the CPL; W/R and I/D are not known and read as 0."""
+        present = self.translate(self.reg(x86.UC_X86_REG_CR2)) is not None
+        return int(present) | (4 if self.reg(x86.UC_X86_REG_CS) & 3 == 3 else 0)
+
+    def deliver_protected(self, vector: int, *, software: bool = False,
+                          error_code: int | None = None) -> None:
+        """Protected-mode interrupt or exception through the IDT (SDM vol. 3, 6.12.1).
+
+        ``software``: INT n / INT3 / INTO, for which the gate's DPL must be >= CPL (6.12.1.1)
+        and EIP is already past the instruction; for an exception EIP is the faulting
+        instruction (a fault's return address) and for an external interrupt the next one.
+        ``error_code`` is pushed last when given (exceptions in ERROR_CODE_VECTORS).
+        Raises DeliveryError when the delivery would fault; the registers are then untouched
+        (the frame may already be on the stack) unless loading SS or CS itself failed.
+        """
+        uc = self.uc
+        where = f"vector {vector:#x}"
+        if self.eflags & EFLAGS_VM:
+            raise DeliveryError(f"{where}: virtual-8086 mode delivery is not implemented")
+        _sel, idt_base, idt_limit, _flags = uc.reg_read(x86.UC_X86_REG_IDTR)
+        if vector * 8 + 7 > idt_limit:  # 6.10: beyond the limit is a #GP
+            raise DeliveryError(f"{where}: beyond the IDT limit {idt_limit:#x}")
+        raw = self.read_linear(idt_base + vector * 8, 8)
+        if raw is None:
+            raise DeliveryError(f"{where}: IDT entry at {idt_base + vector * 8:#x} not in memory")
+        lo, hi = struct.unpack("<II", raw)
+        gate_type = hi >> 8 & 0x1F  # with the S bit: system descriptors only
+        gate_dpl = hi >> 13 & 3
+        if gate_type == GATE_TASK:
+            raise DeliveryError(f"{where}: task gates are not implemented")
+        if gate_type not in (GATE_INT16, GATE_TRAP16, GATE_INT32, GATE_TRAP32):
+            raise DeliveryError(f"{where}: IDT entry {hi:08x}{lo:08x} is not an interrupt or "
+                                f"trap gate (#GP)")
+        if not hi >> 15 & 1:
+            raise DeliveryError(f"{where}: gate not present (#NP)")
+        cs = self.reg(x86.UC_X86_REG_CS)
+        cpl = cs & 3
+        if software and gate_dpl < cpl:  # 6.12.1.1: only INT n, INT3, INTO are checked
+            raise DeliveryError(f"{where}: software interrupt through a gate of DPL {gate_dpl} "
+                                f"from CPL {cpl} (#GP)")
+        wide = bool(gate_type & 0x8)  # 32-bit gate: 32-bit pushes and offset
+        selector = lo >> 16
+        offset = (lo & 0xFFFF) | ((hi & 0xFFFF0000) if wide else 0)
+        if selector & 0xFFFC == 0:
+            raise DeliveryError(f"{where}: gate selector is null (#GP)")
+        code = self._descriptor(selector)
+        if code is None:
+            raise DeliveryError(f"{where}: gate selector {selector:#x} outside the GDT (#GP)")
+        if code >> 43 & 3 != 3:  # S = 1 and type bit 3: a code segment
+            raise DeliveryError(f"{where}: gate selector {selector:#x} is not a code segment")
+        if not _desc_present(code):
+            raise DeliveryError(f"{where}: code segment {selector:#x} not present (#NP)")
+        dpl = _desc_dpl(code)
+        if dpl > cpl:
+            raise DeliveryError(f"{where}: handler segment DPL {dpl} > CPL {cpl} (#GP)")
+        if offset > _desc_limit(code):
+            raise DeliveryError(f"{where}: handler offset {offset:#x} beyond its segment (#GP)")
+        conforming = bool(code >> 42 & 1)
+        inner = not conforming and dpl < cpl
+
+        eflags = self.eflags
+        eip = self.eip
+        ss = self.reg(x86.UC_X86_REG_SS)
+        esp = self.reg(x86.UC_X86_REG_ESP)
+        frame = [eflags, cs, eip]
+        if inner:
+            # 6.12.1 (stack switch): SS:ESP for the new CPL from the current TSS; the old
+            # SS:ESP is pushed on the new stack first.
+            new_ss, new_esp = self._tss_stack(dpl, where)
+            stack_desc = self._stack_descriptor(new_ss, dpl, where)
+            frame = [ss, esp, *frame]
+            sp = new_esp
+        else:
+            new_ss = ss
+            stack_desc = self._descriptor(ss)
+            if stack_desc is None:
+                raise DeliveryError(f"{where}: stack segment {ss:#x} unreadable")
+            sp = esp
+        if error_code is not None:
+            frame.append(error_code)
+        width = 4 if wide else 2
+        big = bool(stack_desc >> 54 & 1)  # the B flag: ESP, else SP
+        sp_mask = 0xFFFFFFFF if big else 0xFFFF
+        stack_base = _desc_base(stack_desc)
+        for value in frame:  # each push wraps within the stack pointer's width
+            sp = (sp & ~sp_mask) | ((sp - width) & sp_mask)
+            data = (value & ((1 << 8 * width) - 1)).to_bytes(width, "little")
+            if not self.write_linear((stack_base + (sp & sp_mask)) & 0xFFFFFFFF, data):
+                raise DeliveryError(f"{where}: stack at {new_ss:#x}:{sp:#x} not writable (#SS)")
+
+        try:
+            if inner:
+                self._enter_ring(dpl, new_ss)
+            uc.reg_write(x86.UC_X86_REG_ESP, sp)
+            # Unicorn loads the hidden part of CS from the GDT (a protected-mode load).
+            uc.reg_write(x86.UC_X86_REG_CS, (selector & ~3) | (cpl if conforming else dpl))
+        except UcError as exc:
+            raise DeliveryError(f"{where}: loading {selector:#x} failed: {exc}") from None
+        # 6.12.1.3: TF, VM, RF and NT are cleared; IF too for an interrupt gate (not a trap
+        # gate).
+        cleared = EFLAGS_TF | EFLAGS_VM | EFLAGS_RF | EFLAGS_NT
+        if not gate_type & 1:
+            cleared |= EFLAGS_IF
+        uc.reg_write(x86.UC_X86_REG_EFLAGS, eflags & ~cleared)
+        uc.reg_write(x86.UC_X86_REG_EIP, offset)
+
+    def _tss_stack(self, dpl: int, where: str) -> tuple[int, int]:
+        """(SS, ESP) for privilege level ``dpl`` from the task register's TSS (SDM vol. 3,
+        7.2.1 for the 32-bit layout, 7.6 for the 16-bit one)."""
+        tr, base, limit, flags = self.uc.reg_read(x86.UC_X86_REG_TR)
+        tss_type = flags >> 8 & 0xF
+        if tr & 0xFFFC == 0:
+            raise DeliveryError(f"{where}: a stack switch needs a TSS, and none is loaded (ltr)")
+        if tss_type in TSS32_TYPES:
+            off, size = 4 + 8 * dpl, 4
+        elif tss_type in TSS16_TYPES:
+            off, size = 2 + 4 * dpl, 2
+        else:
+            raise DeliveryError(f"{where}: task register {tr:#x} is not a TSS (type {tss_type})")
+        if off + 2 * size - 1 > limit:
+            raise DeliveryError(f"{where}: TSS limit {limit:#x} too small for ring {dpl} (#TS)")
+        raw = self.read_linear(base + off, 2 * size)
+        if raw is None:
+            raise DeliveryError(f"{where}: TSS at {base:#x} not in memory")
+        esp = int.from_bytes(raw[:size], "little")
+        ss = int.from_bytes(raw[size : size + 2], "little")
+        return ss, esp
+
+    def _stack_descriptor(self, ss: int, dpl: int, where: str) -> int:
+        """The new stack segment's descriptor, checked as SDM vol. 3, 6.12.1 says (#TS)."""
+        desc = self._descriptor(ss) if ss & 0xFFFC else None
+        if desc is None or ss & 3 != dpl:
+            raise DeliveryError(f"{where}: TSS stack selector {ss:#x} unusable for ring {dpl} "
+                                f"(#TS)")
+        writable_data = desc >> 44 & 1 and not desc >> 43 & 1 and desc >> 41 & 1
+        if not writable_data or _desc_dpl(desc) != dpl or not _desc_present(desc):
+            raise DeliveryError(f"{where}: TSS stack segment {ss:#x} is not a present, "
+                                f"writable ring-{dpl} data segment (#TS)")
+        return desc
+
+    def _enter_ring(self, dpl: int, new_ss: int) -> None:
+        """Load SS for a more privileged ring. Unicorn's register writes check privileges as
+        MOV to a segment register would (new SS: RPL = DPL = CPL; CS: DPL >= CPL), and its
+        CPL follows SS's DPL. So CPL is brought to 0 first by a real-mode load of SS (CR0.PE
+        cleared for that one write), after which the protected-mode load of the ring-0 SS
+        passes its check and sets CPL = 0 (and the hidden base, limit and B flag)."""
+        if dpl != 0:
+            raise DeliveryError(f"a stack switch to ring {dpl} is not implemented (only ring 0)")
+        uc = self.uc
+        cr0 = self.reg(x86.UC_X86_REG_CR0)
+        uc.reg_write(x86.UC_X86_REG_CR0, cr0 & ~CR0_PE)
+        try:
+            uc.reg_write(x86.UC_X86_REG_SS, 0)
+        finally:
+            uc.reg_write(x86.UC_X86_REG_CR0, cr0)
+        uc.reg_write(x86.UC_X86_REG_SS, new_ss)
 
     # ---- reset -----------------------------------------------------------------------------
     def reset(self) -> None:

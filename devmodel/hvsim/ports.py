@@ -7,6 +7,11 @@ MEM_ADDs (firmware, docs/protocol.md 4.7) come back as callbacks that the simula
 the port (they may fire from inside any call, because a device model raises an IRQ before it
 answers the ioreq that caused it, 7.4). Install them before the device model's handshake, so
 that its MEM_ADDs, sent right after HELLO, find them.
+
+Posted writes (posted.py) are optional: a port whose ``buffered`` attribute is true (its device
+model has a buffered ring) receives them through ``bufioreq`` and may hold messages back until
+``flush``, ``poll`` or its next synchronous call. Ports without these members get every write
+synchronously.
 """
 
 from __future__ import annotations
@@ -47,6 +52,21 @@ class IoreqPort(Protocol):
         """The virtual time moved to ``now_ns`` (a CLOCK message). With ``sync``, return only
         once the device model has processed it, so the IRQs of the timers that fell due have
         come back through the callbacks (the simulator asks for that while halted)."""
+        ...
+
+
+class BufferedPort(IoreqPort, Protocol):
+    """An IoreqPort that also takes posted writes (BUFIOREQ)."""
+
+    buffered: bool  # the device model has a buffered ring (BUFIOREQ negotiated)
+
+    def bufioreq(self, writes: list[tuple[int, int, int, int]]) -> None:
+        """Posted writes (type, addr, size, value) as one BUFIOREQ; may be held back until the
+        next synchronous call, ``flush`` or ``poll``, but never reordered with them."""
+        ...
+
+    def flush(self) -> None:
+        """Send whatever is held back."""
         ...
 
 

@@ -12,6 +12,9 @@ The rules are Xen's (xen-protocol.md 1.5):
 - any other access goes to the device model only if the whole access lies inside a range it
   claimed; otherwise reads are all-ones and writes are dropped.
 - LAPIC 0xFEE00000 and IO-APIC 0xFEC00000 pages are the simulator's.
+- a single MMIO write the device model claims in the VGA window 0xA0000-0xBFFFF is posted
+  (``post``, posted.py) rather than sent synchronously, when the device model takes posted
+  writes.
 """
 
 from __future__ import annotations
@@ -24,6 +27,7 @@ from .apic import IOAPIC_BASE, LAPIC_BASE, IoapicStub, LapicStub
 from .pic import DualPic
 from .pit import Pit
 from .ports import IoreqPort
+from .posted import bufferable
 
 PCI_CF8 = 0xCF8
 PCI_CFC = 0xCFC
@@ -73,6 +77,9 @@ class IoRouter:
         # Called right before every access that goes to the device model (the simulator
         # sends the virtual time there, docs/protocol.md 4.6).
         self.before_dm = before_dm if before_dm is not None else _nothing
+        # Posts a bufferable write (gpa, size, value); returns False if it cannot (no buffered
+        # ring), and the write then goes synchronously.
+        self.post: Callable[[int, int, int], bool] | None = None
         self.cf8 = 0
         self.pio_counts: Counter[int] = Counter()
         self.mmio_counts: Counter[int] = Counter()  # by 4 KiB page
@@ -214,6 +221,8 @@ class IoRouter:
         elif IOAPIC_BASE <= gpa < IOAPIC_BASE + APIC_PAGE:
             self.ioapic.write(gpa - IOAPIC_BASE, size, value)
         elif self.port.claims_mmio(gpa, size):
+            if self.post is not None and bufferable(gpa, size) and self.post(gpa, size, value):
+                return
             self.before_dm()
             self.port.mmio_write(gpa, size, value)
         else:

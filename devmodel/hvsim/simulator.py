@@ -14,6 +14,10 @@ port or MMIO exit and per RDTSC, and jumps to the next timer deadline while halt
 model gets the same time (``port.clock``, a CLOCK message, docs/protocol.md 4.6): before an
 access it serves whenever the clock moved since the last one, and after each halted jump, then
 synchronously, so the IRQs of its timers that fell due are in before the vCPU goes on.
+
+Posted writes (posted.py): single writes to the VGA window that the device model claims go out
+batched as BUFIOREQ, as Xen buffers them, flushed before any synchronous access or CLOCK, when
+the batch is full, and at the end of every slice (HLT included) and of every run.
 """
 
 from __future__ import annotations
@@ -41,13 +45,14 @@ from ..wire.constants import MEM_READONLY
 from . import strings
 from .apic import IOAPIC_BASE, LAPIC_BASE, IoapicStub, LapicStub
 from .clock import VirtualClock
-from .cpu import EFLAGS_DF, EFLAGS_IF, Cpu
+from .cpu import CR0_PE, EFLAGS_DF, EFLAGS_IF, ERROR_CODE_VECTORS, Cpu, DeliveryError
 from .firmware import HVMMEM_RAM_RO, SharedRegion, check_region, map_fd, unmap
 from .irq import SRC_PIT, IrqRouter
 from .memory import HIGH_START, SHADOW_START, VGA_START, GuestRam
 from .pic import DualPic
 from .pit import Pit
 from .ports import IoreqPort
+from .posted import PostedWrites
 from .routing import APIC_PAGE, IoRouter, Route
 
 PAGE = 0x1000
@@ -103,6 +108,8 @@ class Stats:
     rom_writes_dropped: int = 0
     lazy_mmio_pages: int = 0
     clock_msgs: int = 0  # CLOCK messages sent to the device model
+    posted_writes: int = 0  # VGA-window writes sent as BUFIOREQ slots
+    posted_batches: int = 0  # BUFIOREQ messages
 
 
 class Simulator:
@@ -143,7 +150,10 @@ class Simulator:
         self.mem_types: dict[int, tuple[int, int]] = {}
         self._lazy_pages: set[int] = set()
         self.router = IoRouter(port, self.pic, self.pit, self.lapic, self.ioapic,
-                               self._send_clock if sync_clock else None)
+                               self._before_dm)
+        self.posted = PostedWrites(self._send_posted)
+        if callable(getattr(port, "bufioreq", None)):
+            self.router.post = self._post
         self.cpu = Cpu()
         self._stop: Stop | None = None
         self._kicked = False
@@ -269,6 +279,7 @@ class Simulator:
 
     # ---- the loop --------------------------------------------------------------------------
     def _finish(self, stop: Stop) -> Stop:
+        self._flush_posted()
         cs = self.cpu.reg(x86.UC_X86_REG_CS)
         eip = self.cpu.eip
         stop = Stop(stop.reason, stop.detail, stop.code, cs, eip)
@@ -294,6 +305,10 @@ class Simulator:
         except UcError as exc:
             self._latch(Stop(StopReason.ERROR, f"unicorn: {exc}"))
             return
+        finally:
+            # Nothing posted waits past the slice (or the HLT that ended it); the port sends
+            # it with its next message or poll(), which the run loop calls next.
+            self.posted.flush()
         if self._stop is not None:
             return
         if self._just_halted():  # checked even after a kick: the block may have run into HLT
@@ -327,12 +342,9 @@ class Simulator:
             self._run_slice(1)
             if self._stop is not None or self._halted:
                 return self._stop
-        if cpu.protected():
-            self._latch(Stop(StopReason.ERROR, "interrupt with IF=1 in protected mode: "
-                             "IDT delivery is not implemented"))
-            return self._stop
         vector = self.pic.acknowledge()
-        cpu.deliver_real(vector)
+        if not self._deliver(vector, software=False, error_code=None, kind="IRQ"):
+            return self._stop
         self._halted = False
         self.stats.irqs += 1
         return None
@@ -430,9 +442,35 @@ class Simulator:
                 return region
         return None
 
+    def _before_dm(self) -> None:
+        """Right before an access the device model serves synchronously: what was posted goes
+        first, then the time."""
+        self.posted.flush()
+        if self.sync_clock:
+            self._send_clock()
+
+    def _post(self, gpa: int, size: int, value: int) -> bool:
+        if not getattr(self.port, "buffered", False):
+            return False
+        self.posted.add(gpa, size, value)
+        return True
+
+    def _send_posted(self, writes: list[tuple[int, int, int, int]]) -> None:
+        self.stats.posted_writes += len(writes)
+        self.stats.posted_batches += 1
+        self.port.bufioreq(writes)  # type: ignore[attr-defined]
+
+    def _flush_posted(self) -> None:
+        """Hand over the batch and make the port send it (a run is ending)."""
+        self.posted.flush()
+        flush = getattr(self.port, "flush", None)
+        if flush is not None:
+            flush()
+
     def _send_clock(self, sync: bool = False) -> None:
         """Tell the device model the time, if it moved since we last did (one CLOCK at most
-        per access it serves)."""
+        per access it serves). Posted writes go before it."""
+        self.posted.flush()
         now = self.clock.ns
         if now != self._clock_sent:
             self._clock_sent = now
@@ -536,14 +574,34 @@ class Simulator:
                     or (intno == 4 and before[-1:] == b"\xce"))
         counts = self.stats.soft_ints if software else self.stats.exceptions
         counts[intno] = counts.get(intno, 0) + 1
-        if cpu.protected():
-            kind = "int" if software else "exception"
-            self._latch(Stop(StopReason.ERROR, f"{kind} {intno:#x} in protected mode: "
-                             "IDT delivery is not implemented", intno))
-            return
         # Software ints: EIP is past the instruction, which is the return address. Faults:
-        # EIP is the faulting instruction, which is also the return address.
-        cpu.deliver_real(intno)
+        # EIP is the faulting instruction, which is also the return address. Unicorn does not
+        # tell the exception's error code; 0 stands in for it (cpu.py).
+        error_code = 0 if not software and intno in ERROR_CODE_VECTORS else None
+        if intno == 14 and not software:
+            error_code = cpu.page_fault_error_code()
+        self._deliver(intno, software=software, error_code=error_code,
+                      kind="int" if software else "exception")
+
+    def _deliver(self, vector: int, *, software: bool, error_code: int | None,
+                 kind: str) -> bool:
+        """Deliver through the IVT (real mode) or the IDT (protected mode, SDM vol. 3, 6.12);
+        latch an ERROR stop and return False if the CPU would fault doing it."""
+        cpu = self.cpu
+        if not cpu.protected():
+            if cpu.reg(x86.UC_X86_REG_CR0) & CR0_PE:
+                self._latch(Stop(StopReason.ERROR, f"{kind} {vector:#x} in virtual-8086 mode: "
+                                 "not implemented", vector))
+                return False
+            cpu.deliver_real(vector)
+            return True
+        try:
+            cpu.deliver_protected(vector, software=software, error_code=error_code)
+        except DeliveryError as exc:
+            self._latch(Stop(StopReason.ERROR, f"{kind} {vector:#x} in protected mode: {exc}",
+                             vector))
+            return False
+        return True
 
     # ---- memory hooks ----------------------------------------------------------------------
     def _mmio_read_cb(self, uc: Uc, offset: int, size: int, base: int) -> int:

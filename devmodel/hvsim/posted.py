@@ -1,0 +1,69 @@
+"""Posted (buffered) writes: what Xen puts in the buffered ioreq ring instead of waiting.
+
+Xen turns single, non-pointer, count-1 writes to the legacy VGA window 0xA0000-0xBFFFF that an
+ioreq server claims into ``buf_ioreq_t`` slots, and the vCPU goes on at once (xen-protocol.md
+1.5 and 2.2; xen/arch/x86/hvm/ioreq.c ``ioreq_send_buffered``). The device model applies them
+before the next synchronous request it handles. Here a batch of such writes is collected and
+handed to the port as one BUFIOREQ message (docs/protocol.md 3.2), flushed:
+
+- before any access the device model serves synchronously, and before every CLOCK message
+  (so the device model sees writes and time in the order the vCPU made them);
+- when the batch fills the 511 slots of Xen's ring (an 8-byte value takes two);
+- at HLT and at the end of every run slice (the simulator's stand-in for Xen's "notify the
+  buffered event channel": nothing posted waits longer than one slice), and when a run stops.
+
+TIMEOFFSET, the other buffered request, comes from Xen's RTC; the RTC is the device model's
+here, so the simulator never produces it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+from ..wire.constants import IOREQ_TYPE_COPY
+
+VGA_WINDOW_START = 0xA0000
+VGA_WINDOW_END = 0xC0000  # exclusive
+BUFFER_SLOTS = 511  # IOREQ_BUFFER_SLOT_NUM: the slots of Xen's buffered_iopage
+
+PostedWrite = tuple[int, int, int, int]  # (type, addr, size, value), as Hypervisor.bufioreq
+
+
+def bufferable(gpa: int, size: int) -> bool:
+    """Whether Xen would buffer a single MMIO write of ``size`` bytes at ``gpa`` (to a claimed
+    range; the caller checks the claim)."""
+    return VGA_WINDOW_START <= gpa and gpa + size <= VGA_WINDOW_END and size in (1, 2, 4, 8)
+
+
+class PostedWrites:
+    """The batch of posted writes not yet handed to the device model."""
+
+    def __init__(self, send: Callable[[list[PostedWrite]], None]) -> None:
+        self._send = send
+        self.writes: list[PostedWrite] = []
+        self.slots = 0
+        self.total = 0  # writes posted
+        self.batches = 0  # BUFIOREQ messages handed over
+
+    def add(self, gpa: int, size: int, value: int) -> None:
+        need = 2 if size == 8 else 1
+        if self.slots + need > BUFFER_SLOTS:  # Xen's "ring full" check, qword-aware
+            self.flush()
+        self.writes.append((IOREQ_TYPE_COPY, gpa, size, value))
+        self.slots += need
+        self.total += 1
+        if self.slots >= BUFFER_SLOTS:
+            self.flush()
+
+    def flush(self) -> None:
+        if not self.writes:
+            return
+        batch = self.writes
+        self.writes = []
+        self.slots = 0
+        self.batches += 1
+        self._send(batch)
+
+    def clear(self) -> None:
+        self.writes = []
+        self.slots = 0

@@ -1,0 +1,174 @@
+"""Posted writes: single writes to the VGA window 0xA0000-0xBFFFF that the device model claims
+reach it as BUFIOREQ batches (xen-protocol.md 2.2), in order, flushed before a synchronous
+access, when 511 slots are full, and at HLT. The device model is the real daemon (in a thread,
+on a real socket) with a RAM-like test device on the VGA window, since the VGA device itself
+is a later issue. What the client sends is recorded at its socket: CLOCK and IOREQ go out in
+one sendall.
+"""
+
+from __future__ import annotations
+
+import struct
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from hvsim_fakes import ENTRY, make_rom
+
+from devmodel.client import Hypervisor, InProcessDaemon
+from devmodel.core.bus import ALL_SIZES, Range
+from devmodel.core.device import Device
+from devmodel.daemon import DaemonConfig
+from devmodel.hvsim import Simulator, StopReason
+from devmodel.hvsim.posted import BUFFER_SLOTS
+from devmodel.pc import PcOptions, build_pc
+from devmodel.wire import codec
+from devmodel.wire.constants import MsgType
+from devmodel.wire.framing import Deframer
+
+VGA_WINDOW, VGA_SIZE = 0xA0000, 0x20000
+
+# real mode at 0000:7C00 (GNU as, .code16):
+#   xor ax, ax ; mov ds, ax ; mov ax, 0xB800 ; mov es, ax ; xor di, di ; mov cx, 600 ; xor al, al
+#   L: stosb ; inc al ; loop L                      -> 600 byte writes, values 0, 1, 2, ...
+#   mov word [es:0x300], 0x4241 ; mov dword [es:0x304], 0x48474645
+#   mov ax, [es:0x300] ; mov [0x600], ax            -> a read: flushes, must see 0x4241
+#   mov byte [es:0x310], 'X' ; ... 'Y' ; ... 'Z'    -> flushed at the HLT
+#   cli ; hlt
+PROGRAM = bytes.fromhex(
+    "31c08ed8b800b88ec031ffb9580230c0aafec0e2fb26c706000341422666c70604034546474826a10003"
+    "a3000626c60610035826c60611035926c60612035afaf4")
+
+
+class VgaWindowDevice(Device):
+    """RAM-like MMIO over the whole legacy VGA window, recording every access."""
+
+    SNAPSHOT_FIELDS = ("mem",)
+
+    def __init__(self) -> None:
+        super().__init__("vgawindow")
+        self.mem = bytearray(VGA_SIZE)
+        self.log: list[tuple[str, int, int, int]] = []
+
+    def mmio_ranges(self) -> list[Range]:
+        return [Range(VGA_WINDOW, VGA_SIZE, self._read, self._write, self.name, self, ALL_SIZES)]
+
+    def _read(self, off: int, size: int) -> int:
+        value = int.from_bytes(self.mem[off : off + size], "little")
+        self.log.append(("r", off, size, value))
+        return value
+
+    def _write(self, off: int, size: int, value: int) -> None:
+        self.mem[off : off + size] = value.to_bytes(size, "little")
+        self.log.append(("w", off, size, value))
+
+
+class CountingSocket:
+    """Wraps the client's socket to count its sendall calls and keep what they sent."""
+
+    def __init__(self, sock) -> None:
+        self._sock = sock
+        self.sendalls: list[bytes] = []
+
+    def sendall(self, data: bytes) -> None:
+        self.sendalls.append(bytes(data))
+        self._sock.sendall(data)
+
+    def __getattr__(self, name: str):
+        return getattr(self._sock, name)
+
+
+@pytest.fixture
+def machine(tmp_path: Path) -> Iterator[tuple[Simulator, Hypervisor, InProcessDaemon,
+                                              CountingSocket]]:
+    rom = make_rom(tmp_path / "rom.bin")
+
+    def factory():
+        m = build_pc(PcOptions(virtual_clock=True, bios=str(rom), serial=[]))
+        m.add(VgaWindowDevice())
+        return m
+
+    daemon = InProcessDaemon(factory, DaemonConfig(domid=1, virtual_clock=True))
+    hv = Hypervisor.connect(daemon.socket_path, handshake=False)
+    sock = CountingSocket(hv.sock)
+    hv.sock = sock  # type: ignore[assignment]
+    sim = Simulator(hv, 4 << 20)
+    try:
+        hv.hello()
+        for rid, region in enumerate(sim.ram.regions()):
+            hv.mem_add(rid, region.gpa, region.size, sim.ram.fd, region.offset, region.flags)
+        hv.wait_enabled()
+        assert hv.buffered and hv.claims_mmio(0xB8000, 1)
+        sock.sendalls.clear()
+        yield sim, hv, daemon, sock
+    finally:
+        sim.close()
+        hv.close()
+        daemon.stop()
+
+
+def frames(data: bytes) -> list:
+    deframer = Deframer()
+    deframer.feed(data)
+    return list(deframer.messages())
+
+
+def hv_messages(sock: CountingSocket) -> list:
+    """Every message the client sent since the set-up (no fds then), in order."""
+    return frames(b"".join(sock.sendalls))
+
+
+def test_vga_writes_are_posted_in_batches_and_in_order(machine) -> None:
+    sim, hv, daemon, sock = machine
+    sim.ram.write(ENTRY, PROGRAM)
+    stop = sim.run(max_insns=100_000)
+    assert stop.reason is StopReason.HALTED, stop
+    hv.barrier()  # the daemon has applied everything sent
+    dev = daemon.machine.device("vgawindow")
+
+    expected = [("w", 0x18000 + i, 1, i & 0xFF) for i in range(600)]
+    expected += [("w", 0x18300, 2, 0x4241), ("w", 0x18304, 4, 0x48474645),
+                 ("r", 0x18300, 2, 0x4241),
+                 ("w", 0x18310, 1, 0x58), ("w", 0x18311, 1, 0x59), ("w", 0x18312, 1, 0x5A)]
+    assert dev.log == expected
+    assert sim.ram.read(0x600, 2) == b"AB"  # the read after the posted writes saw them
+
+    # 511 slots fill the first batch; the rest goes before the read; the last three at HLT.
+    batches = [codec.decode_bufioreq(m.payload) for m in hv_messages(sock)
+               if m.type == MsgType.BUFIOREQ]
+    assert [len(b) for b in batches] == [BUFFER_SLOTS, 91, 3]
+    assert sim.stats.posted_batches == 3 and sim.stats.posted_writes == 605
+    # ... and nothing in the window went as a synchronous write.
+    ioreqs = [codec.Ioreq.unpack(m.payload) for m in hv_messages(sock) if m.type == MsgType.IOREQ]
+    assert not [r for r in ioreqs if 0xA0000 <= r.addr < 0xC0000 and r.dir == 0]
+
+
+def test_clock_and_posted_writes_share_the_ioreqs_sendall(machine) -> None:
+    sim, hv, _daemon, sock = machine
+    sim.ram.write(ENTRY, PROGRAM)
+    assert sim.run(max_insns=100_000).reason is StopReason.HALTED
+    # The read: both BUFIOREQs (the client holds NO_REPLY messages back until its next
+    # message), the CLOCK and the IOREQ in one sendall, in that order.
+    read_send = [data for data in sock.sendalls
+                 if MsgType.IOREQ in [m.type for m in frames(data)]]
+    assert len(read_send) == 1
+    assert [m.type for m in frames(read_send[0])] == [MsgType.BUFIOREQ, MsgType.BUFIOREQ,
+                                                       MsgType.CLOCK, MsgType.IOREQ]
+    # The last batch went out on its own at the HLT, before the run returned.
+    assert [m.type for m in frames(sock.sendalls[-1])] == [MsgType.BUFIOREQ]
+    # Throughout, every CLOCK is followed by the message it was queued before.
+    types = [m.type for m in hv_messages(sock)]
+    for i, t in enumerate(types):
+        if t == MsgType.CLOCK:
+            assert types[i + 1] in (MsgType.IOREQ, MsgType.BUFIOREQ), types[i - 2 : i + 2]
+
+
+def test_no_posting_without_a_buffered_ring(machine) -> None:
+    sim, hv, daemon, _sock = machine
+    hv.state.bufioreq_mode = 0  # as if the daemon had refused the BUFIOREQ feature
+    sim.ram.write(ENTRY, PROGRAM)
+    assert sim.run(max_insns=100_000).reason is StopReason.HALTED
+    assert sim.stats.posted_batches == 0
+    hv.barrier()
+    assert len(daemon.machine.device("vgawindow").log) == 606
+    assert struct.unpack("<H", sim.ram.read(0x600, 2))[0] == 0x4241
