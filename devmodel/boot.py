@@ -17,8 +17,10 @@ Options the daemon does not have are left out (its parser is asked), and then 0x
 taken from the vCPU side too, so the firmware banner shows either way.
 
 A run ends when TEXT (`--until`) appears in any output (exit 0), when the guest halts with
-interrupts off (exit 0), when it powers off (exit 0), or at the wall-clock timeout (exit 1,
-saying where the guest was). Reboots the guest asks for are followed, up to MAX_REBOOTS.
+interrupts off (exit 0), when it powers off (exit 0), at the guest's first write to
+`BootConfig.stop_at_port` if one is set (exit 0; bench/boot.py stops at the boot sector's
+first write to 0xE9 this way), or at the wall-clock timeout (exit 1, saying where the guest
+was). Reboots the guest asks for are followed, up to MAX_REBOOTS.
 Time is virtual: the simulator's clock drives the daemon's device timers (CLOCK messages), so
 a run is deterministic.
 """
@@ -63,12 +65,14 @@ class BootConfig:
     max_reboots: int = MAX_REBOOTS
     daemon_log_level: str = "info"
     daemon_args: list[str] = field(default_factory=list)  # more `devmodel run` options
+    # End the run (exit 0, outcome "port") at the guest's first write to this I/O port.
+    stop_at_port: int | None = None
 
 
 @dataclass
 class BootResult:
     exit_code: int
-    outcome: str  # halted, until, poweroff, timeout, idle, error, shutdown, reboots
+    outcome: str  # halted, until, port, poweroff, timeout, idle, error, shutdown, reboots
     message: str
     stop: Stop | None
     outputs: dict[str, bytes]  # debugcon, e9, com1 (the last MAX_KEPT bytes of each)
@@ -79,6 +83,10 @@ class BootResult:
     exits: int
     daemon_log: str
     notes: list[str]
+    # time.monotonic() stamps: "start" (BootSession created), "daemon_up" (its socket is
+    # there), "ready" (handshake done, ioreq server enabled), "run" (reset: the vCPU starts),
+    # "port" (the first write to stop_at_port), "end".
+    timings: dict[str, float] = field(default_factory=dict)
 
     def text(self, channel: str) -> str:
         return self.outputs.get(channel, b"").decode("utf-8", "replace")
@@ -184,6 +192,7 @@ class BootSession:
         self.sim: Simulator | None = None
         self._observe_debugcon = True
         self._found = False
+        self.timings: dict[str, float] = {"start": time.monotonic()}
         try:
             self._start()
         except BaseException:
@@ -237,6 +246,7 @@ class BootSession:
             raise ValueError(f"--bios {c.bios}: no such file (apt-get install seabios)")
         args = self._daemon_args()
         self.proc = DaemonProcess.start(args)
+        self.timings["daemon_up"] = time.monotonic()
         # Attach the simulator before the handshake: the daemon shares the firmware
         # (MEM_ADD) and sends the PAM types right after its HELLO.
         self.hv = Hypervisor.connect(self.proc.socket_path, process=self.proc, handshake=False)
@@ -247,10 +257,15 @@ class BootSession:
             self.hv.mem_add(rid, region.gpa, region.size, self.sim.ram.fd, region.offset,
                             region.flags)
         self.hv.wait_enabled()
+        self.timings["ready"] = time.monotonic()
 
     def _observe(self, kind: str, addr: int, size: int, value: int, is_write: bool) -> None:
         if kind != "pio" or not is_write:
             return
+        if addr == self.config.stop_at_port and "port" not in self.timings:
+            self.timings["port"] = time.monotonic()
+            assert self.sim is not None
+            self.sim.request_stop(f"write to port {addr:#x}")
         if addr == E9_PORT:
             self.outputs["e9"].feed(bytes((value & 0xFF,)))
         elif addr == POST_PORT:
@@ -272,7 +287,7 @@ class BootSession:
         c = self.config
         sim = self.sim
         assert sim is not None
-        start = time.monotonic()
+        start = self.timings["run"] = time.monotonic()
         deadline = start + c.timeout
         needle = c.until.encode() if c.until else None
         reboots = 0
@@ -294,6 +309,9 @@ class BootSession:
             r = stop.reason
             if r is StopReason.REQUESTED and state["until"]:
                 return self._result(0, "until", f"found {c.until!r}", stop, reboots, start)
+            if r is StopReason.REQUESTED and "port" in self.timings:
+                return self._result(0, "port", f"the guest wrote to port {c.stop_at_port:#x}",
+                                    stop, reboots, start)
             if r is StopReason.REQUESTED and state["timeout"]:
                 return self._result(1, "timeout", self._where(f"timeout after {c.timeout:g} s",
                                                               stop), stop, reboots, start)
@@ -339,12 +357,14 @@ class BootSession:
         for o in self.outputs.values():
             o.finish()
         sim = self.sim
+        self.timings["end"] = time.monotonic()
         return BootResult(
             exit_code=code, outcome=outcome, message=message, stop=stop,
             outputs={k: bytes(o.data) for k, o in self.outputs.items()},
             post_code=self.post_code, reboots=reboots, wall_s=time.monotonic() - start,
             virtual_ns=sim.clock.ns if sim else 0, exits=sim.stats.exits if sim else 0,
-            daemon_log=self.proc.log() if self.proc else "", notes=list(self.notes))
+            daemon_log=self.proc.log() if self.proc else "", notes=list(self.notes),
+            timings=dict(self.timings))
 
     # ---- teardown -----------------------------------------------------------------------
     def close(self) -> None:
