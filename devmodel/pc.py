@@ -78,16 +78,30 @@ def _read(path: str, what: str, limit: int = 256 << 20) -> bytes:
 
 class TeeSink:
     """Debug-console bytes to the bounded in-memory buffer (and the log) and, optionally, to a
-    character backend (`--debugcon`)."""
+    character backend (`--debugcon`). Firmware logs one byte per port write; the backend gets
+    whole lines (or 4 KiB), not a system call per byte."""
+
+    LINE_MAX = 4096
 
     def __init__(self, buffer, backend=None) -> None:
         self.buffer = buffer
         self.backend = backend
+        self._pending = bytearray()
 
     def write(self, channel: str, data: bytes) -> None:
         self.buffer.write(channel, data)
         if self.backend is not None and channel != "post":
-            self.backend.write(data)
+            self._pending += data
+            if b"\n" in data or len(self._pending) >= self.LINE_MAX:
+                self.flush()
+
+    def flush(self) -> None:
+        if self._pending and self.backend is not None:
+            self.backend.write(bytes(self._pending))
+            self._pending.clear()
+
+    def close(self) -> None:
+        self.flush()
 
 
 def build_pc(opts: PcOptions) -> Machine:
@@ -140,7 +154,9 @@ def _populate(machine: Machine, opts: PcOptions) -> None:
     if debug_backend is not None:
         machine.backends.append(debug_backend)
     machine.debug_sink = BufferSink()
-    machine.add(DebugPorts(TeeSink(machine.debug_sink, debug_backend)))
+    tee = TeeSink(machine.debug_sink, debug_backend)
+    machine.backends.append(tee)  # after its backend: closed (flushed) first
+    machine.add(DebugPorts(tee))
 
     machine.add(I8042())
     for n, spec in enumerate(opts.serial, start=1):
