@@ -1,6 +1,6 @@
 """Reset to boot sector: devmodel (`devmodel boot`) against QEMU (TCG) in the same run.
 
-    .venv/bin/python bench/boot.py [--rounds 3] [--bios FILE] [--no-qemu] [--profile]
+    .venv/bin/python bench/boot.py [--rounds 3] [--bios FILE] [--no-qemu] [--no-pin] [--profile]
 
 Both boot the same SeaBIOS image (default Debian's bios-256k.bin) with 128 MiB of RAM and the
 embedded demo disk (devmodel/demo_disk.py) as the IDE primary master, and are stopped at the
@@ -19,6 +19,11 @@ boot sector's first write to port 0xE9 (SeaBIOS itself writes its log to 0x402, 
   isa-debugcon devices, at 0x402 and 0xE9, each writing to a FIFO that this process reads:
   the first byte on each is timestamped as it arrives. Measured from the exec to the first
   0xE9 byte; QEMU is killed then.
+
+CPU pinning (default, as `devmodel boot` runs; `--no-pin` turns it off for both columns):
+devmodel's daemon and simulator share one CPU (devmodel/boot.py explains why), and QEMU is
+pinned to one CPU too (sched_setaffinity before its exec, inherited by all its threads), for
+fairness: its TCG vCPU is a single thread here, so one CPU is what it uses anyway.
 
 Figures, each a median with min-max over interleaved rounds (devmodel and QEMU alternate
 which goes first):
@@ -56,7 +61,7 @@ ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
-from devmodel.boot import BootConfig, BootSession  # noqa: E402
+from devmodel.boot import BootConfig, BootSession, current_cpu  # noqa: E402
 from devmodel.demo_disk import write_image  # noqa: E402
 from devmodel.hvsim.firmware import DEFAULT_BIOS  # noqa: E402
 from devmodel.wire.constants import IOREQ_TYPE_INVALIDATE  # noqa: E402
@@ -84,9 +89,11 @@ def proc_cpu_s(pid: int) -> float | None:
         return None
 
 
-def run_devmodel(bios: str, timeout: float, profile: object | None = None) -> dict:
+def run_devmodel(bios: str, timeout: float, profile: object | None = None,
+                 pin: bool = True) -> dict:
     """One boot to the first 0xE9 write; times in seconds, counters at that write."""
-    config = BootConfig(bios=bios, memory=MEMORY_MIB << 20, timeout=timeout, stop_at_port=E9)
+    config = BootConfig(bios=bios, memory=MEMORY_MIB << 20, timeout=timeout, stop_at_port=E9,
+                        pin=pin)
     session = BootSession(config)
     try:
         hv, sim = session.hv, session.sim
@@ -115,7 +122,9 @@ def run_devmodel(bios: str, timeout: float, profile: object | None = None) -> di
                              halts=sim.stats.halts, irqs=sim.stats.irqs,
                              rep_batches=sim.stats.rep_batches,
                              rep_elements=sim.stats.rep_elements,
-                             posted_batches=sim.stats.posted_batches)
+                             posted_batches=sim.stats.posted_batches,
+                             posted_writes=sim.stats.posted_writes,
+                             pm_timer_local=sim.pm_timer.reads)
 
         sim.observers.append(observe)
         daemon_cpu0 = proc_cpu_s(session.proc.pid)
@@ -130,6 +139,8 @@ def run_devmodel(bios: str, timeout: float, profile: object | None = None) -> di
         cpu1 = time.process_time()
         daemon_cpu1 = proc_cpu_s(session.proc.pid)
         top_ports = sim.router.pio_counts.most_common(12)
+        pinned = session.pinned_cpu
+        notes = list(session.notes)
     finally:
         session.close()
     if result.outcome != "port" or not at_e9:
@@ -149,6 +160,8 @@ def run_devmodel(bios: str, timeout: float, profile: object | None = None) -> di
                          if daemon_cpu0 is not None and daemon_cpu1 is not None else None),
         "counters": at_e9,
         "top_ports": {f"{p:#x}": n for p, n in top_ports},
+        "pinned_cpu": pinned,
+        "notes": notes,
     }
 
 
@@ -211,8 +224,16 @@ def qemu_command(qemu: str, bios: str, image: str, dbg_fifo: str, e9_fifo: str) 
     ]
 
 
-def run_qemu(qemu: str, bios: str, image: str, timeout: float) -> dict:
-    """One QEMU boot from exec to the first byte on 0xE9, then kill it."""
+def qemu_cpu() -> int:
+    """The CPU QEMU is pinned to: the one this process runs on, else the lowest allowed."""
+    allowed = os.sched_getaffinity(0)
+    here = current_cpu()
+    return here if here in allowed else min(allowed)
+
+
+def run_qemu(qemu: str, bios: str, image: str, timeout: float, pin: bool = True) -> dict:
+    """One QEMU boot from exec to the first byte on 0xE9, then kill it (pinned to one CPU
+    with `pin`)."""
     tmp = tempfile.mkdtemp(prefix="bench-boot-qemu-")
     fds: dict[int, str] = {}
     proc = None
@@ -225,9 +246,15 @@ def run_qemu(qemu: str, bios: str, image: str, timeout: float) -> dict:
         cmd = qemu_command(qemu, bios, image, paths["402"], paths["e9"])
         first: dict[str, float] = {}
         got = {"402": bytearray(), "e9": bytearray()}
+        cpu = qemu_cpu() if pin else None
+
+        def pin_child() -> None:  # in the child, before exec: every QEMU thread inherits it
+            if cpu is not None:
+                os.sched_setaffinity(0, {cpu})
+
         t0 = time.monotonic()
         proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
-                                stderr=subprocess.PIPE)
+                                stderr=subprocess.PIPE, preexec_fn=pin_child)
         deadline = t0 + timeout
         while "e9" not in first:
             left = deadline - time.monotonic()
@@ -252,6 +279,7 @@ def run_qemu(qemu: str, bios: str, image: str, timeout: float) -> dict:
             "bios_402_to_e9_s": first["e9"] - first["402"] if "402" in first else None,
             "total_s": first["e9"] - t0,
             "debug_bytes": len(got["402"]),
+            "pinned_cpu": cpu,
         }
     finally:
         if proc is not None:
@@ -284,12 +312,12 @@ def ratio(num: dict | None, den: dict | None, target: float | None) -> dict | No
             "per_round": [round(r, 3) for r in per_round]}
 
 
-def profile_devmodel(bios: str, timeout: float, top: int) -> None:
+def profile_devmodel(bios: str, timeout: float, top: int, pin: bool = True) -> None:
     import cProfile
     import pstats
 
     prof = cProfile.Profile()
-    res = run_devmodel(bios, timeout, profile=prof)
+    res = run_devmodel(bios, timeout, profile=prof, pin=pin)
     log(f"cProfile of the simulator side, reset to 0xE9 ({res['reset_to_e9_s']:.3f} s under "
         f"the profiler; it inflates every Python call): {res['counters']}")
     stats = pstats.Stats(prof, stream=sys.stderr)
@@ -308,6 +336,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--no-qemu", action="store_true", help="devmodel only: skip the QEMU column")
     p.add_argument("--qemu", metavar="BIN", help=f"the QEMU binary (default {QEMU_BIN}, "
                    f"apt-get install {QEMU_DEB} if missing)")
+    p.add_argument("--no-pin", action="store_true",
+                   help="run devmodel's daemon and simulator, and QEMU, unpinned (default: "
+                        "each side pinned to one CPU)")
     p.add_argument("--profile", action="store_true",
                    help="after the rounds, cProfile one devmodel boot (simulator side, stderr)")
     p.add_argument("--profile-top", type=int, default=25, help=argparse.SUPPRESS)
@@ -331,17 +362,18 @@ def main(argv: list[str] | None = None) -> int:
     dm_runs: list[dict] = []
     q_runs: list[dict] = []
     try:
+        pin = not args.no_pin
         for _ in range(args.warmup):
-            run_devmodel(bios, args.timeout)
+            run_devmodel(bios, args.timeout, pin=pin)
             if qemu:
-                run_qemu(qemu, bios, image, args.timeout)
+                run_qemu(qemu, bios, image, args.timeout, pin=pin)
         for r in range(args.rounds):
             order = ["devmodel", "qemu"] if r % 2 == 0 else ["qemu", "devmodel"]
             for who in order:
                 if who == "devmodel":
-                    dm_runs.append(run_devmodel(bios, args.timeout))
+                    dm_runs.append(run_devmodel(bios, args.timeout, pin=pin))
                 elif qemu:
-                    q_runs.append(run_qemu(qemu, bios, image, args.timeout))
+                    q_runs.append(run_qemu(qemu, bios, image, args.timeout, pin=pin))
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
 
@@ -353,11 +385,14 @@ def main(argv: list[str] | None = None) -> int:
     devmodel["counters_at_e9"] = counters
     devmodel["counters_vary"] = any(run["counters"] != counters for run in dm_runs)
     devmodel["top_ports"] = dm_runs[-1]["top_ports"]
+    devmodel["pinned_cpu"] = [run["pinned_cpu"] for run in dm_runs]
+    devmodel["notes"] = sorted({n for run in dm_runs for n in run["notes"]})
     if qemu:
         q = {k: summary([run[k] for run in q_runs])
              for k in ("startup_s", "bios_402_to_e9_s", "total_s")}
         q["ioreqs"] = "n/a"
         q["debug_bytes"] = q_runs[-1]["debug_bytes"]
+        q["pinned_cpu"] = [run["pinned_cpu"] for run in q_runs]
         ratios = {
             "bios_402_to_e9": ratio(devmodel["bios_402_to_e9_s"], q["bios_402_to_e9_s"],
                                     TARGET_RATIO),
@@ -376,6 +411,11 @@ def main(argv: list[str] | None = None) -> int:
                    "memory_mib": MEMORY_MIB, "disk": "devmodel.demo_disk (IDE primary master)",
                    "stop": "first write to port 0xe9 (the boot sector)",
                    "qemu": qemu_note,
+                   "pinned": not args.no_pin,
+                   "pinning": ("devmodel: daemon (all threads) and simulator on one CPU, as "
+                               "`devmodel boot` runs; qemu: pinned to one CPU before exec "
+                               "(its TCG vCPU is single-threaded here), for fairness"
+                               if not args.no_pin else "none (--no-pin): both unpinned"),
                    "qemu_command": (qemu_command(qemu, bios, "IMG", "FIFO402", "FIFOE9")
                                     if qemu else None),
                    "python": sys.version.split()[0], "cpus": os.cpu_count(),
@@ -407,7 +447,7 @@ def main(argv: list[str] | None = None) -> int:
         verdict = "" if r["met"] is None else "ok" if r["met"] else "MISSED"
         print(f"ratio devmodel/qemu {k:26} {r['value']:>8} {tgt} {verdict}", file=sys.stderr)
     if args.profile:
-        profile_devmodel(bios, args.timeout, args.profile_top)
+        profile_devmodel(bios, args.timeout, args.profile_top, pin=not args.no_pin)
     print(json.dumps(result))
     return 0
 

@@ -23,6 +23,15 @@ first write to 0xE9 this way), or at the wall-clock timeout (exit 1, saying wher
 was). Reboots the guest asks for are followed, up to MAX_REBOOTS.
 Time is virtual: the simulator's clock drives the daemon's device timers (CLOCK messages), so
 a run is deterministic.
+
+CPU pinning (default; `--no-pin`, `BootConfig.pin = False` to disable): the daemon (all its
+threads) and the simulator's thread are pinned to one and the same CPU of the allowed set
+(the one this process is running on when the daemon is up). The two strictly alternate: the
+vCPU waits for every synchronous ioreq's answer and the daemon has nothing to do until the
+next one, so one core loses no parallelism, while two cores cost a cross-core wake-up on each
+side of every exit (about 20-25 us each way on the development VM, against a few us for a
+same-core switch; ../shared/docs/machine-limits.md). This process's previous affinity is
+restored when the session closes. Pinning that the system refuses is noted and skipped.
 """
 
 from __future__ import annotations
@@ -67,6 +76,10 @@ class BootConfig:
     daemon_args: list[str] = field(default_factory=list)  # more `devmodel run` options
     # End the run (exit 0, outcome "port") at the guest's first write to this I/O port.
     stop_at_port: int | None = None
+    # Pin the daemon and the simulator to one CPU (see the module's docstring); pin_cpu picks
+    # it (default: the CPU this process runs on, else the lowest allowed).
+    pin: bool = True
+    pin_cpu: int | None = None
 
 
 @dataclass
@@ -168,6 +181,39 @@ class FileTail:
         os.close(self.fd)
 
 
+def current_cpu() -> int | None:
+    """The CPU this process last ran on (/proc/self/stat field 39), None if unknown."""
+    try:
+        with open("/proc/self/stat") as f:
+            return int(f.read().rsplit(")", 1)[1].split()[36])
+    except (OSError, IndexError, ValueError):
+        return None
+
+
+def pin_to_one_cpu(pid: int, cpu: int | None = None) -> tuple[int, set[int]]:
+    """Pin the calling thread and every thread of process `pid` to one CPU: `cpu`, or the
+    one this thread is running on, or the lowest allowed to both. Returns (cpu, the calling
+    thread's previous affinity); raises OSError if the system refuses."""
+    mine = os.sched_getaffinity(0)
+    allowed = mine & os.sched_getaffinity(pid)
+    if cpu is None:
+        here = current_cpu()
+        cpu = here if here in allowed else min(allowed or mine)
+    if cpu not in allowed:
+        raise OSError(f"CPU {cpu} is not allowed to both processes ({sorted(allowed)})")
+    try:
+        tids = [int(t) for t in os.listdir(f"/proc/{pid}/task")]
+    except OSError:
+        tids = [pid]
+    for tid in tids:
+        try:
+            os.sched_setaffinity(tid, {cpu})
+        except ProcessLookupError:  # a thread that just ended
+            pass
+    os.sched_setaffinity(0, {cpu})
+    return cpu, mine
+
+
 def daemon_options() -> set[str]:
     """The option strings `devmodel run` accepts (this tree's parser, which the daemon uses)."""
     return set(_subparser("run")._option_string_actions)
@@ -192,6 +238,8 @@ class BootSession:
         self.sim: Simulator | None = None
         self._observe_debugcon = True
         self._found = False
+        self.pinned_cpu: int | None = None  # the CPU both run on, if pinned
+        self._saved_affinity: set[int] | None = None
         self.timings: dict[str, float] = {"start": time.monotonic()}
         try:
             self._start()
@@ -247,6 +295,11 @@ class BootSession:
         args = self._daemon_args()
         self.proc = DaemonProcess.start(args)
         self.timings["daemon_up"] = time.monotonic()
+        if c.pin:
+            try:
+                self.pinned_cpu, self._saved_affinity = pin_to_one_cpu(self.proc.pid, c.pin_cpu)
+            except (OSError, ValueError) as e:
+                self.notes.append(f"could not pin the daemon and the simulator to one CPU: {e}")
         # Attach the simulator before the handshake: the daemon shares the firmware
         # (MEM_ADD) and sends the PAM types right after its HELLO.
         self.hv = Hypervisor.connect(self.proc.socket_path, process=self.proc, handshake=False)
@@ -368,6 +421,12 @@ class BootSession:
 
     # ---- teardown -----------------------------------------------------------------------
     def close(self) -> None:
+        if self._saved_affinity is not None:
+            try:
+                os.sched_setaffinity(0, self._saved_affinity)
+            except OSError:
+                pass
+            self._saved_affinity = None
         if self.sim is not None:
             self.sim.close()
             self.sim = None
@@ -415,6 +474,10 @@ def add_boot_options(p: argparse.ArgumentParser, add_machine_options: Callable) 
                         "VGA device, which devmodel does not have)")
     p.add_argument("--max-reboots", type=int, default=MAX_REBOOTS, metavar="N",
                    help=f"guest reboots to follow (default {MAX_REBOOTS})")
+    p.add_argument("--no-pin", action="store_true",
+                   help="do not pin the daemon and the simulator to one CPU (they strictly "
+                        "alternate, so by default they share one and save a cross-core wake-up "
+                        "per exit)")
     p.add_argument("--log-level", default="info", choices=("debug", "info", "warning", "error"),
                    help="the daemon's log level (its log is shown if the boot fails)")
     add_machine_options(p)
@@ -496,7 +559,7 @@ def run_boot(args: argparse.Namespace, argv: list[str]) -> int:
         bios=args.bios or str(DEFAULT_BIOS), disks=list(args.disk), memory=args.memory,
         vcpus=args.vcpus, name=args.name, uuid=args.uuid, timeout=args.timeout,
         until=args.until, max_reboots=max(0, args.max_reboots), daemon_log_level=args.log_level,
-        daemon_args=forward,
+        daemon_args=forward, pin=not args.no_pin,
     )
     try:
         result = boot(config, echo=sys.stdout)

@@ -3,8 +3,18 @@
 Xen turns single, non-pointer, count-1 writes to the legacy VGA window 0xA0000-0xBFFFF that an
 ioreq server claims into ``buf_ioreq_t`` slots, and the vCPU goes on at once (xen-protocol.md
 1.5 and 2.2; xen/arch/x86/hvm/ioreq.c ``ioreq_send_buffered``). The device model applies them
-before the next synchronous request it handles. Here a batch of such writes is collected and
-handed to the port as one BUFIOREQ message (docs/protocol.md 3.2), flushed:
+before the next synchronous request it handles.
+
+The simulator also posts single port writes whose effect the guest cannot observe before its
+next synchronous access (``POSTED_PORTS``, docs/protocol.md 4.2): the debug consoles 0x402 and
+0xE9 and POST port 0x80 (write-only logs), and the CMOS index 0x70 (it only selects what the
+next 0x71 access, which is synchronous and goes after the flush, reaches). Xen emulates 0x70
+and 0xE9 itself and never forwards them at all (xen-protocol.md 1.5); here the device model
+owns them, so they reach it, but without a round trip each. They travel as slots of type PIO
+(0), which Xen's ring format allows and the daemon applies like COPY slots.
+
+A batch of such writes is collected and handed to the port as one BUFIOREQ message
+(docs/protocol.md 3.2), flushed:
 
 - before any access the device model serves synchronously, and before every CLOCK message
   (so the device model sees writes and time in the order the vCPU made them);
@@ -25,6 +35,8 @@ from ..wire.constants import IOREQ_TYPE_COPY
 VGA_WINDOW_START = 0xA0000
 VGA_WINDOW_END = 0xC0000  # exclusive
 BUFFER_SLOTS = 511  # IOREQ_BUFFER_SLOT_NUM: the slots of Xen's buffered_iopage
+# Ports whose single writes may be posted when the device model claims them (see above).
+POSTED_PORTS = frozenset({0x70, 0x80, 0xE9, 0x402})
 
 PostedWrite = tuple[int, int, int, int]  # (type, addr, size, value), as Hypervisor.bufioreq
 
@@ -33,6 +45,12 @@ def bufferable(gpa: int, size: int) -> bool:
     """Whether Xen would buffer a single MMIO write of ``size`` bytes at ``gpa`` (to a claimed
     range; the caller checks the claim)."""
     return VGA_WINDOW_START <= gpa and gpa + size <= VGA_WINDOW_END and size in (1, 2, 4, 8)
+
+
+def postable_port(port: int, size: int) -> bool:
+    """Whether a single (non-string) write of ``size`` bytes to ``port`` may be posted (to a
+    port the device model claims; the caller checks the claim)."""
+    return port in POSTED_PORTS and size in (1, 2, 4)
 
 
 class PostedWrites:
@@ -45,11 +63,13 @@ class PostedWrites:
         self.total = 0  # writes posted
         self.batches = 0  # BUFIOREQ messages handed over
 
-    def add(self, gpa: int, size: int, value: int) -> None:
+    def add(self, gpa: int, size: int, value: int, type_: int = IOREQ_TYPE_COPY) -> None:
+        """Post a write: ``type_`` IOREQ_TYPE_COPY (``gpa`` a guest-physical address) or
+        IOREQ_TYPE_PIO (``gpa`` a port)."""
         need = 2 if size == 8 else 1
         if self.slots + need > BUFFER_SLOTS:  # Xen's "ring full" check, qword-aware
             self.flush()
-        self.writes.append((IOREQ_TYPE_COPY, gpa, size, value))
+        self.writes.append((type_, gpa, size, value))
         self.slots += need
         self.total += 1
         if self.slots >= BUFFER_SLOTS:

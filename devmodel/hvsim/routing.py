@@ -12,9 +12,13 @@ The rules are Xen's (xen-protocol.md 1.5):
 - any other access goes to the device model only if the whole access lies inside a range it
   claimed; otherwise reads are all-ones and writes are dropped.
 - LAPIC 0xFEE00000 and IO-APIC 0xFEC00000 pages are the simulator's.
+- a 4-byte read of the ACPI PM timer, where the device model's PIIX4 PM block sits (found by
+  snooping its PCI config, pmtimer.py), is answered from the virtual clock, as Xen's
+  pmtimer.c does, when ``pm_timer`` is set.
 - a single MMIO write the device model claims in the VGA window 0xA0000-0xBFFFF is posted
   (``post``, posted.py) rather than sent synchronously, when the device model takes posted
-  writes.
+  writes; so is a single write to a claimed port of posted.POSTED_PORTS (0x70, 0x80, 0xE9,
+  0x402), as a PIO slot. Reads of those ports stay synchronous (and flush what was posted).
 """
 
 from __future__ import annotations
@@ -23,11 +27,13 @@ import enum
 from collections import Counter
 from collections.abc import Callable
 
+from ..wire.constants import IOREQ_TYPE_COPY, IOREQ_TYPE_PIO
 from .apic import IOAPIC_BASE, LAPIC_BASE, IoapicStub, LapicStub
 from .pic import DualPic
 from .pit import Pit
+from .pmtimer import PmTimer
 from .ports import IoreqPort
-from .posted import bufferable
+from .posted import bufferable, postable_port
 
 PCI_CF8 = 0xCF8
 PCI_CFC = 0xCFC
@@ -77,9 +83,11 @@ class IoRouter:
         # Called right before every access that goes to the device model (the simulator
         # sends the virtual time there, docs/protocol.md 4.6).
         self.before_dm = before_dm if before_dm is not None else _nothing
-        # Posts a bufferable write (gpa, size, value); returns False if it cannot (no buffered
-        # ring), and the write then goes synchronously.
-        self.post: Callable[[int, int, int], bool] | None = None
+        # Posts a bufferable write (gpa or port, size, value, IOREQ type); returns False if it
+        # cannot (no buffered ring), and the write then goes synchronously.
+        self.post: Callable[[int, int, int, int], bool] | None = None
+        # The ACPI PM timer answered locally (pmtimer.py), or None to forward every read.
+        self.pm_timer: PmTimer | None = None
         self.cf8 = 0
         self.pio_counts: Counter[int] = Counter()
         self.mmio_counts: Counter[int] = Counter()  # by 4 KiB page
@@ -115,8 +123,12 @@ class IoRouter:
         self.pio_counts[port] += 1
         route = self.port_route(port, size)
         if route is Route.DM:
-            self.before_dm()
-            value = self.port.pio_read(port, size) & ones(size)
+            pm = self.pm_timer
+            if pm is not None and port == pm.tmr_port and size == 4:
+                value = pm.read()
+            else:
+                self.before_dm()
+                value = self.port.pio_read(port, size) & ones(size)
         elif route is Route.PLATFORM:
             value = self._platform_read(port, size)
         elif route is Route.PCI:
@@ -137,6 +149,9 @@ class IoRouter:
             self.cf8 = value  # latched, and forwarded below as an ordinary port write
         route = self.port_route(port, size)
         if route is Route.DM:
+            if (self.post is not None and postable_port(port, size)
+                    and self.post(port, size, value, IOREQ_TYPE_PIO)):
+                return
             self.before_dm()
             self.port.pio_write(port, size, value)
         elif route is Route.PLATFORM:
@@ -177,6 +192,8 @@ class IoRouter:
             return ones(size)
         self.before_dm()
         value = self.port.pci_cfg_read(sbdf, reg, size) & ones(size)
+        if self.pm_timer is not None:
+            self.pm_timer.config_read(sbdf, reg, size, value)
         if self.observers:
             self._notify("pci", sbdf << 32 | reg, size, value, False)
         return value
@@ -191,6 +208,8 @@ class IoRouter:
             return
         if self.observers:
             self._notify("pci", sbdf << 32 | reg, size, value, True)
+        if self.pm_timer is not None:
+            self.pm_timer.config_write(sbdf, reg, size, value)
         self.before_dm()
         self.port.pci_cfg_write(sbdf, reg, size, value)
 
@@ -221,7 +240,8 @@ class IoRouter:
         elif IOAPIC_BASE <= gpa < IOAPIC_BASE + APIC_PAGE:
             self.ioapic.write(gpa - IOAPIC_BASE, size, value)
         elif self.port.claims_mmio(gpa, size):
-            if self.post is not None and bufferable(gpa, size) and self.post(gpa, size, value):
+            if (self.post is not None and bufferable(gpa, size)
+                    and self.post(gpa, size, value, IOREQ_TYPE_COPY)):
                 return
             self.before_dm()
             self.port.mmio_write(gpa, size, value)

@@ -16,8 +16,14 @@ access it serves whenever the clock moved since the last one, and after each hal
 synchronously, so the IRQs of its timers that fell due are in before the vCPU goes on.
 
 Posted writes (posted.py): single writes to the VGA window that the device model claims go out
-batched as BUFIOREQ, as Xen buffers them, flushed before any synchronous access or CLOCK, when
-the batch is full, and at the end of every slice (HLT included) and of every run.
+batched as BUFIOREQ, as Xen buffers them, and so do single writes to the claimed ports of
+posted.POSTED_PORTS (debug consoles, POST codes, CMOS index); flushed before any synchronous
+access or CLOCK, when the batch is full, and at the end of every slice (HLT included) and of
+every run.
+
+The ACPI PM timer (pmtimer.py): 4-byte reads of PM_TMR in the device model's PIIX4 PM block,
+found by snooping its PCI config, are answered from the virtual clock with the device model's
+formula, as Xen answers PM_TMR itself; everything else in the block stays the device model's.
 """
 
 from __future__ import annotations
@@ -45,12 +51,22 @@ from ..wire.constants import MEM_READONLY
 from . import strings
 from .apic import IOAPIC_BASE, LAPIC_BASE, IoapicStub, LapicStub
 from .clock import VirtualClock
-from .cpu import CR0_PE, EFLAGS_DF, EFLAGS_IF, ERROR_CODE_VECTORS, Cpu, DeliveryError
+from .cpu import (
+    CR0_PE,
+    CR0_PG,
+    EFLAGS_DF,
+    EFLAGS_IF,
+    EFLAGS_VM,
+    ERROR_CODE_VECTORS,
+    Cpu,
+    DeliveryError,
+)
 from .firmware import HVMMEM_RAM_RO, SharedRegion, check_region, map_fd, unmap
 from .irq import SRC_PIT, IrqRouter
 from .memory import HIGH_START, SHADOW_START, VGA_START, GuestRam
 from .pic import DualPic
 from .pit import Pit
+from .pmtimer import PmTimer
 from .ports import IoreqPort
 from .posted import PostedWrites
 from .routing import APIC_PAGE, IoRouter, Route
@@ -108,7 +124,7 @@ class Stats:
     rom_writes_dropped: int = 0
     lazy_mmio_pages: int = 0
     clock_msgs: int = 0  # CLOCK messages sent to the device model
-    posted_writes: int = 0  # VGA-window writes sent as BUFIOREQ slots
+    posted_writes: int = 0  # VGA-window and POSTED_PORTS writes sent as BUFIOREQ slots
     posted_batches: int = 0  # BUFIOREQ messages
 
 
@@ -126,9 +142,12 @@ class Simulator:
         ns_per_insn: int = 1,
         exit_ns: int = 1_000,
         sync_clock: bool = True,
+        local_pm_timer: bool | None = None,
     ) -> None:
         """``sync_clock``: send the virtual time to the device model (it must run with
-        ``--clock virtual``); off for a device model on the host's clock."""
+        ``--clock virtual``); off for a device model on the host's clock.
+        ``local_pm_timer``: answer ACPI PM_TMR reads here (pmtimer.py), as Xen does; by
+        default on exactly when ``sync_clock`` is (both sides must share one clock)."""
         self.port = port
         self.ram = ram if ram is not None else GuestRam(ram_size)
         self.clock = VirtualClock(tsc_hz)
@@ -151,10 +170,16 @@ class Simulator:
         self._lazy_pages: set[int] = set()
         self.router = IoRouter(port, self.pic, self.pit, self.lapic, self.ioapic,
                                self._before_dm)
+        self.pm_timer = PmTimer(self.clock)
+        if sync_clock if local_pm_timer is None else local_pm_timer:
+            self.router.pm_timer = self.pm_timer
         self.posted = PostedWrites(self._send_posted)
         if callable(getattr(port, "bufioreq", None)):
             self.router.post = self._post
         self.cpu = Cpu()
+        # Protected-mode CS selector -> base, for the cheap REP check (_rep_string); emptied at
+        # every slice and reset, since the guest may rewrite its GDT.
+        self._cs_bases: dict[int, int] = {}
         self._stop: Stop | None = None
         self._kicked = False
         self._halted = False
@@ -209,7 +234,9 @@ class Simulator:
         self.lapic.reset()
         self.ioapic.reset()
         self.router.reset()
+        self.pm_timer.reset()
         self.clock.reset_tsc()
+        self._cs_bases.clear()
         self._halted = False
         self.stats.resets += 1
 
@@ -299,6 +326,7 @@ class Simulator:
 
     def _run_slice(self, count: int) -> None:
         self._kicked = False
+        self._cs_bases.clear()
         self.stats.slices += 1
         try:
             self.cpu.uc.emu_start(self.cpu.eip, 0xFFFFFFFF, count=count)
@@ -449,10 +477,10 @@ class Simulator:
         if self.sync_clock:
             self._send_clock()
 
-    def _post(self, gpa: int, size: int, value: int) -> bool:
+    def _post(self, gpa: int, size: int, value: int, type_: int) -> bool:
         if not getattr(self.port, "buffered", False):
             return False
-        self.posted.add(gpa, size, value)
+        self.posted.add(gpa, size, value, type_)
         return True
 
     def _send_posted(self, writes: list[tuple[int, int, int, int]]) -> None:
@@ -513,7 +541,28 @@ class Simulator:
         Returns None to fall back to a single-element access.
         """
         cpu = self.cpu
-        if cpu.paging():
+        # Cheap filter first (this runs on every exit the device model serves): one batched
+        # register read, the CS base from a cache in protected mode, one memory read, and a
+        # look at the opcode byte after the prefixes. Only REP INS/OUTS get past it. A stale
+        # cached base can only make it miss a batch (the element-wise path is then taken,
+        # still correct) or let a non-string instruction through to the full decode below.
+        eip, cs, cr0, eflags = cpu.pc_state()
+        if cr0 & CR0_PG:
+            return None
+        if cr0 & CR0_PE and not eflags & EFLAGS_VM:
+            cs_base = self._cs_bases.get(cs)
+            if cs_base is None:
+                cs_base = cpu.seg_base(strings.SEG_CS)
+                if cs_base is None:
+                    return None
+                self._cs_bases[cs] = cs_base
+        else:
+            cs_base = cs << 4
+        try:
+            head = cpu.uc.mem_read((cs_base + eip) & 0xFFFFFFFF, 15)
+        except UcError:
+            return None
+        if not strings.is_rep_string(head):
             return None
         code = cpu.read_linear(cpu.linear_pc(), 15)
         if code is None:

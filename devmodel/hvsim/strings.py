@@ -55,6 +55,25 @@ def decode_string_insn(code: bytes, default32: bool) -> StringInsn | None:
     return None
 
 
+_REP_PREFIX = frozenset({0xF3, 0xF2})
+_ANY_PREFIX = frozenset({0xF3, 0xF2, 0x67, 0xF0, 0x66, *_SEG_PREFIX})
+
+
+def is_rep_string(code: bytes) -> bool:
+    """Cheap filter: whether ``code`` starts with INS/OUTS (0x6C-0x6F) after prefixes that
+    include a REP. Only such an instruction can be batched; ``decode_string_insn`` then does
+    the full decode. Most exits are plain IN/OUT, rejected at the first byte."""
+    rep = False
+    for byte in code[: MAX_PREFIXES + 1]:
+        if 0x6C <= byte <= 0x6F:
+            return rep
+        if byte not in _ANY_PREFIX:
+            return False
+        if byte in _REP_PREFIX:
+            rep = True
+    return False
+
+
 @dataclass(frozen=True, slots=True)
 class StringPlan:
     """One batch: ``count`` elements with element 0 at ``gpa``; the new register values are
