@@ -65,6 +65,15 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--log-file", metavar="FILE", help="log here instead of stderr")
     run.add_argument("--strict", action="store_true",
                      help="a device exception stops the daemon (for fuzzing and tests)")
+    run.add_argument("--qmp", action="append", default=[], metavar="PATH",
+                     help="serve a QMP monitor on this Unix socket (mode 0600; one client at a "
+                          "time, as QEMU; repeatable for more monitors)")
+    run.add_argument("--paused", action="store_true",
+                     help="start with the ioreq server disabled until QMP cont (QEMU's -S; "
+                          "query-status says prelaunch)")
+    run.add_argument("--restore", metavar="FILE",
+                     help="start from a device-state file written by xen-save-devices-state; "
+                          "the daemon starts paused (QMP cont runs it)")
     add_machine_options(run)
 
     from devmodel.boot import add_boot_options
@@ -76,6 +85,10 @@ def build_parser() -> argparse.ArgumentParser:
                     "they come. Exit 0 when TEXT appears or the guest halts with interrupts "
                     "off, 1 at the timeout or on a guest error, 2 on bad options.")
     add_boot_options(boot, add_machine_options)
+
+    from devmodel.fuzz.cli import add_parsers as add_fuzz_parsers
+
+    add_fuzz_parsers(sub)
 
     demo = sub.add_parser("demo", help="start a daemon and drive it as a hypervisor would")
     demo.add_argument("--log-level", default="warning",
@@ -194,12 +207,42 @@ def cmd_run(args: argparse.Namespace) -> int:
     except (ValueError, OSError) as e:
         raise SystemExit(f"devmodel: {e}") from None
     try:
-        return _serve(args, machine, log)
+        controller = _controller(args, opts, machine)
+        return _serve(args, machine, log, controller)
     finally:
         machine.close_backends()  # idempotent; covers exits before the daemon takes over
 
 
-def _serve(args: argparse.Namespace, machine, log: logging.Logger) -> int:
+def _controller(args: argparse.Namespace, opts, machine):
+    """The QMP facade; with --restore the state file is checked and applied here, before any
+    socket exists: a bad file ends start-up with its reason, nothing half restored."""
+    import dataclasses
+
+    from devmodel.controller import MAX_STATE_FILE, Controller
+    from devmodel.pc import build_pc
+    from devmodel.statefile import StateFileError
+
+    # Scratch machines (to validate a state file before applying it) are built like this one
+    # but without the backends that must stay unique: ptys, sockets, the debug console.
+    scratch_opts = dataclasses.replace(
+        opts, serial=["none" if sp == "none" else "null" for sp in opts.serial], debugcon=None)
+    state = "paused" if args.restore else ("prelaunch" if args.paused else "running")
+    controller = Controller(machine, run_state=state, vcpus=opts.vcpus, name=opts.name,
+                            uuid=opts.uuid, scratch_factory=lambda: build_pc(scratch_opts))
+    if args.restore:
+        try:
+            with open(args.restore, "rb") as f:
+                data = f.read(MAX_STATE_FILE + 1)
+            if len(data) > MAX_STATE_FILE:
+                raise StateFileError("file is larger than any device-state file")
+            controller.load_state(data)
+        except (OSError, StateFileError) as e:
+            raise SystemExit(f"devmodel: --restore {args.restore}: {e}") from None
+        logging.getLogger("devmodel").info("device state restored from %s", args.restore)
+    return controller
+
+
+def _serve(args: argparse.Namespace, machine, log: logging.Logger, controller=None) -> int:
     from devmodel.daemon import Daemon, DaemonConfig, listen_unix
 
     config = DaemonConfig(domid=args.domid, virtual_clock=args.clock == "virtual",
@@ -209,6 +252,16 @@ def _serve(args: argparse.Namespace, machine, log: logging.Logger) -> int:
             open(args.trace, "ab").close()
         except OSError as e:
             raise SystemExit(f"devmodel: --trace {args.trace}: {e}") from None
+    # QMP sockets first: whoever waits for the hypervisor socket finds them ready.
+    qmp_paths = list(getattr(args, "qmp", []) or [])
+    qmp_listeners = []
+    try:
+        for path in qmp_paths:
+            qmp_listeners.append(listen_unix(path))
+    except OSError as e:
+        for ls in qmp_listeners:
+            ls.close()
+        raise SystemExit(f"devmodel: --qmp {path}: {e}") from None
     if args.socket:
         try:
             listener, connected = listen_unix(args.socket), None
@@ -216,7 +269,7 @@ def _serve(args: argparse.Namespace, machine, log: logging.Logger) -> int:
             raise SystemExit(f"devmodel: --socket {args.socket}: {e}") from None
     else:
         listener, connected = _inherited_socket(args.fd)
-    daemon = Daemon(lambda: machine, config)
+    daemon = Daemon(lambda: machine, config, controller=controller, qmp_listeners=qmp_listeners)
     try:
         import uvloop
 
@@ -229,9 +282,9 @@ def _serve(args: argparse.Namespace, machine, log: logging.Logger) -> int:
         why = runner(daemon.serve(listener, connected,
                                   ready=lambda: log.info("ready for the hypervisor")))
     finally:
-        if args.socket:
+        for path in ([args.socket] if args.socket else []) + qmp_paths:
             try:
-                os.unlink(args.socket)
+                os.unlink(path)
             except OSError:
                 pass
     log.info("exiting: %s", why)
@@ -250,6 +303,10 @@ def main(argv: list[str] | None = None) -> int:
         return cmd_run(args)
     if args.command == "boot":
         return cmd_boot(args, sys.argv[1:] if argv is None else list(argv))
+    if args.command in ("fuzz", "replay"):
+        from devmodel.fuzz import cli as fuzz_cli
+
+        return fuzz_cli.cmd_fuzz(args) if args.command == "fuzz" else fuzz_cli.cmd_replay(args)
     if args.command == "demo":
         from devmodel.demo import main as demo_main
 

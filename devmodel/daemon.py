@@ -62,6 +62,10 @@ _MSG_CTRUNC = int(socket.MSG_CTRUNC)
 _IORESP_HDR = (MsgType.IORESP, 0, 32)
 _U64 = 0xFFFFFFFFFFFFFFFF
 _DMOP_REPLY_RC = struct.Struct("<i")
+# modified_memory reports (dirty logging for live migration): extents per dm_op, and pages per
+# extent (Xen's extent count is 32-bit; a bound keeps one report small).
+MAX_DIRTY_EXTENTS = 256
+MAX_EXTENT_PAGES = 1 << 20
 
 
 @dataclass
@@ -94,6 +98,11 @@ class Connection:
         self._timer_handle: asyncio.TimerHandle | None = None
         self.trace = TraceWriter(config.trace_path) if config.trace_path else None
         self.server_enabled = False
+        self.server_created = False
+        # Set by the Controller: the server is enabled only while this says so (QEMU's
+        # run-state handler), and guest poweroff/reboot requests are reported to it.
+        self.run_gate: Callable[[], bool] | None = None
+        self.on_remote_shutdown: Callable[[int], None] | None = None
         self.nr_vcpus = 0
         sock.setblocking(False)
         self._resume_reading()
@@ -131,6 +140,8 @@ class Connection:
         try:
             self._process()
         finally:
+            if self.machine.memory.dirty_log:
+                self.report_dirty()
             self._flush()
             self._schedule_timer()
 
@@ -325,18 +336,38 @@ class Connection:
         _, server_id = codec.DMOP_BODY[DmOp.CREATE_IOREQ_SERVER].unpack_from(union, 0)
         m = self.machine
         m.server_id = server_id
+        self.server_created = True
         for kind, start, end in m.claimed():
             self.request_dmop(DmOp.MAP_IO_RANGE_TO_IOREQ_SERVER, (server_id, 0, kind, start, end))
         m.start_announcing()
-        self.request_dmop(DmOp.SET_IOREQ_SERVER_STATE, (server_id, 1, ), self._on_enabled)
+        if self.run_gate is None or self.run_gate():
+            self.request_dmop(DmOp.SET_IOREQ_SERVER_STATE, (server_id, 1, ), self._on_enabled)
+        else:
+            log.info("ioreq server %d created; stays disabled until the guest runs", server_id)
         self._drain_outbox()
 
     def _on_enabled(self, rc: int, union: bytes) -> None:
+        self._on_state(True, rc)
+
+    def _on_state(self, enabled: bool, rc: int) -> None:
         if rc == 0:
-            self.server_enabled = True
-            log.info("ioreq server %d enabled", self.machine.server_id)
+            self.server_enabled = enabled
+            log.info("ioreq server %d %s", self.machine.server_id,
+                     "enabled" if enabled else "disabled")
         else:
-            log.error("set_ioreq_server_state(enabled) failed: rc=%d", rc)
+            log.error("set_ioreq_server_state(%s) failed: rc=%d",
+                      "enabled" if enabled else "disabled", rc)
+
+    def set_server_state(self, enabled: bool) -> None:
+        """Enable or disable the ioreq server (QMP cont/stop, xen-protocol.md 4.5). Pending
+        effects and dirty-page reports go first; `server_enabled` follows the reply."""
+        if self._closed or not self.server_created:
+            return  # before creation: _on_server_created consults run_gate
+        self._drain_outbox()
+        self.report_dirty()
+        self.request_dmop(DmOp.SET_IOREQ_SERVER_STATE, (self.machine.server_id, int(enabled)),
+                          lambda rc, _u: self._on_state(enabled, rc))
+        self._flush()
 
     def _on_ioreq(self, tag: int, chan: int, payload: bytes, flags: int) -> None:
         if len(payload) != 32:
@@ -419,6 +450,34 @@ class Connection:
         self.machine.outbox = []
         for op, fields, buf1 in box:
             self.request_dmop(op, fields, None, buf1)
+            if op == DmOp.REMOTE_SHUTDOWN and self.on_remote_shutdown is not None:
+                try:
+                    self.on_remote_shutdown(fields[0])
+                except Exception:
+                    log.exception("remote_shutdown listener failed")
+
+    def report_dirty(self) -> None:
+        """Pages devices wrote by DMA while dirty logging is on (QMP
+        xen-set-global-dirty-log), as modified_memory extents: runs of consecutive pfns,
+        at most MAX_DIRTY_EXTENTS per dm_op (xen-protocol.md 4.7)."""
+        dirty = self.machine.memory.dirty_log
+        if not dirty or self._closed:
+            return
+        pages = sorted(dirty)
+        dirty.clear()
+        extents: list[tuple[int, int]] = []
+        first = prev = pages[0]
+        for pfn in pages[1:]:
+            if pfn == prev + 1 and pfn - first < MAX_EXTENT_PAGES:
+                prev = pfn
+                continue
+            extents.append((first, prev - first + 1))
+            first = prev = pfn
+        extents.append((first, prev - first + 1))
+        for i in range(0, len(extents), MAX_DIRTY_EXTENTS):
+            chunk = extents[i : i + MAX_DIRTY_EXTENTS]
+            buf1 = b"".join(codec.MODIFIED_MEMORY_EXTENT.pack(n, 0, pfn) for pfn, n in chunk)
+            self.request_dmop(DmOp.MODIFIED_MEMORY, (len(chunk), 0), None, buf1)
 
     def _on_dmop_reply(self, tag: int, payload: bytes) -> None:
         if len(payload) < 8 + 32:
@@ -436,8 +495,9 @@ class Connection:
     def flush_effects(self) -> None:
         """Send what the machine queued outside an ioreq (a backend pushed bytes into a
         device, which raised an IRQ)."""
-        if self.machine.outbox and not self._closed:
+        if (self.machine.outbox or self.machine.memory.dirty_log) and not self._closed:
             self._drain_outbox()
+            self.report_dirty()
             self._flush()
             self._schedule_timer()
 
@@ -461,6 +521,8 @@ class Connection:
         self.machine.clock.changed = True
         if self.machine.outbox:
             self._drain_outbox()
+        if self.machine.memory.dirty_log:
+            self.report_dirty()
         self._flush()
         self._schedule_timer()
 
@@ -469,7 +531,7 @@ class Connection:
         """Orderly end (SIGTERM): disable and destroy the server, flush, close."""
         if self._closed:
             return
-        if self.server_enabled:
+        if self.server_created:
             sid = self.machine.server_id
             self.request_dmop(DmOp.SET_IOREQ_SERVER_STATE, (sid, 0))
             self.request_dmop(DmOp.DESTROY_IOREQ_SERVER, (sid,))
@@ -509,13 +571,20 @@ class Connection:
 
 
 class Daemon:
-    """Accepts one hypervisor connection and serves it until it goes, then returns."""
+    """Accepts one hypervisor connection and serves it until it goes, then returns.
 
-    def __init__(self, machine_factory: Callable[[], Machine], config: DaemonConfig) -> None:
+    With a `controller` (devmodel.controller) the daemon also serves QMP monitors on the
+    given listening sockets from the start, before any hypervisor connects."""
+
+    def __init__(self, machine_factory: Callable[[], Machine], config: DaemonConfig,
+                 controller=None, qmp_listeners: list[socket.socket] | None = None) -> None:
         self.machine_factory = machine_factory
         self.config = config
         self.machine: Machine | None = None
         self.connection: Connection | None = None
+        self.controller = controller
+        self.qmp_listeners = list(qmp_listeners or [])
+        self.qmp_servers: list = []
         self._done: asyncio.Future[str] | None = None
 
     async def serve(self, listener: socket.socket | None = None,
@@ -528,6 +597,12 @@ class Daemon:
         if handle_signals:
             for sig in (signal.SIGTERM, signal.SIGINT):
                 loop.add_signal_handler(sig, self.stop, sig.name)
+        if self.controller is not None:
+            from devmodel.qmp.server import QmpServer
+
+            self.controller.on_quit = lambda why: loop.call_soon(self.stop, why)
+            self.qmp_servers = [QmpServer(ls, self.controller, loop) for ls in self.qmp_listeners]
+            self.controller.monitor_paths = [str(qs.path) for qs in self.qmp_servers]
         try:
             if connected is None:
                 assert listener is not None
@@ -550,6 +625,8 @@ class Daemon:
                     ready()
             log.info("hypervisor connected")
             self.connection = Connection(conn_sock, self.machine, self.config, loop, self._closed)
+            if self.controller is not None:
+                self.controller.attach(self.connection)
             attached = [hook(loop, self.connection.flush_effects) for hook in self.machine.io_hooks]
             try:
                 return await self._done
@@ -570,6 +647,10 @@ class Daemon:
             if handle_signals:
                 for sig in (signal.SIGTERM, signal.SIGINT):
                     loop.remove_signal_handler(sig)
+            for qs in self.qmp_servers:
+                qs.close()
+            if self.controller is not None:
+                self.controller.detach()
             self.machine.close_backends()
             self.machine.memory.close()
 

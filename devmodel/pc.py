@@ -47,6 +47,11 @@ class PcOptions:
     rtc_base: int | None = None  # seconds since the epoch (UTC) at start; default: now
     acpi: bool = True
     disks: list[str] = field(default_factory=list)  # xl DISKSPECs for the IDE function
+    xen_platform: bool = True  # the Xen platform device at 00:02.0 (xl xen_platform_pci)
+    vga: str = "std"  # std (PCI VGA 1234:1111 with Bochs VBE) or none
+    vga_mem: int = 16  # MiB of VRAM
+    unplug_policy: str = "honour"  # honour | ignore the PV drivers' unplug requests
+    xen_blacklist: list[str] = field(default_factory=list)  # PRODUCT[/BUILD] refused unplug
 
 
 def parse_size(text: str) -> int:
@@ -147,7 +152,7 @@ def _populate(machine: Machine, opts: PcOptions) -> None:
 
     below_4g = min(opts.memory, BELOW_4G_RAM_END)
     base = opts.rtc_base if opts.rtc_base is not None else int(time.time())
-    machine.add(Rtc(base, CmosConfig(ram_size=opts.memory, boot_order=opts.boot_order,
+    rtc = machine.add(Rtc(base, CmosConfig(ram_size=opts.memory, boot_order=opts.boot_order,
                                      nr_cpus=opts.vcpus, below_4g=below_4g)))
 
     debug_backend = open_chardev(opts.debugcon) if opts.debugcon else None
@@ -169,11 +174,30 @@ def _populate(machine: Machine, opts: PcOptions) -> None:
             lambda loop, flush, b=backend, u=uart: SerialPump(loop, b, u, on_effects=flush))
 
     # QEMU's pc machine always has the IDE function, with or without disks.
-    build_ide(machine, open_disks([parse_diskspec(d) for d in opts.disks]))
+    ide = build_ide(machine, open_disks([parse_diskspec(d) for d in opts.disks]))
+    # QEMU pc_cmos_init_late: geometry and translation of the IDE hard disks in the CMOS.
+    for drive, cyls, heads, secs, trans in ide.cmos_hd_geometry():
+        rtc.set_hd_geometry(drive, cyls, heads, secs, trans)
 
     if opts.acpi:
         pm = machine.add(PiixPm(), slot=1, fn=3)
         _wire_pm_block(machine, pm)
+
+    if opts.xen_platform:
+        from devmodel.xen import build_xen_platform, parse_blacklist_entry
+
+        if opts.unplug_policy not in ("honour", "ignore"):
+            raise ValueError(f"unplug policy {opts.unplug_policy!r}: expected honour or ignore")
+        build_xen_platform(machine, policy=opts.unplug_policy,
+                           blacklist=[parse_blacklist_entry(e) for e in opts.xen_blacklist])
+
+    # VGA after the platform device: 00:02.0 alone, 00:03.0 in the Xen layout.
+    if opts.vga == "std":
+        from devmodel.vga import build_vga
+
+        build_vga(machine, vram_mb=opts.vga_mem)
+    elif opts.vga != "none":
+        raise ValueError(f"vga {opts.vga!r}: expected std or none")
 
     fw_opts = dict(ram_size=opts.memory, nr_cpus=opts.vcpus, uuid=opts.uuid, name=opts.name,
                    boot_menu=opts.boot_menu, boot_fail_wait_s=opts.boot_fail_wait,
@@ -211,3 +235,16 @@ def _wire_pm_block(machine: Machine, pm) -> None:
             mapped.append(r)
 
     pm.on_remap = remap
+
+
+def build_machine_none(opts: PcOptions) -> Machine:
+    """`--machine none`: the device model of a PVH or PV domain (docs/machine-none.md).
+
+    Such a domain has no emulated devices and no PCI config space routed to us: the machine
+    claims no port, MMIO range or PCI function, so Xen forwards no access. What remains is the
+    machine itself: the ioreq-server lifecycle, TIMEOFFSET accounting (the RTC offset the
+    toolstack persists), INVALIDATE, QMP control (stop/cont/quit, save/restore of an empty
+    device state). Device options (disks, serial, BIOS, --xen-platform) do not apply."""
+    if not 1 <= opts.vcpus <= 128:
+        raise ValueError(f"vcpus {opts.vcpus} must be 1-128")
+    return Machine(clock=Clock(virtual=opts.virtual_clock), strict=opts.strict)

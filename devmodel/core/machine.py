@@ -68,6 +68,11 @@ class Machine:
         self.announcing = False  # once the hypervisor knows our ranges, changes are reported
         self.rtc_offset = 0  # accumulated TIMEOFFSET seconds
         self.timeoffset_listeners: list[Callable[[int], None]] = []
+        # Unplug (design rule 12): `resources` maps a device (or an IDE drive) to the backends
+        # and closeables only it uses, released when it is unplugged; `unplug_listeners` hear
+        # (device_id, kind) for each device or drive removed (QMP: DEVICE_DELETED).
+        self.resources: dict[object, list[Any]] = {}
+        self.unplug_listeners: list[Callable[[str, str], None]] = []
         self._pending_shutdown: int | None = None
         self._port_map = self.pio.port_map
         assert self._port_map is not None
@@ -95,6 +100,12 @@ class Machine:
             self.mmio.add(r)
         dev.reset()
         return dev
+
+    def own(self, owner: object, resource: Any) -> Any:
+        """Record that `resource` (a backend, a pump: anything with close(), optionally flush()
+        and drain()) serves only `owner`; unplugging the owner releases it. Returns it."""
+        self.resources.setdefault(owner, []).append(resource)
+        return resource
 
     def device(self, name: str) -> Device:
         for d in self.devices:
@@ -361,6 +372,68 @@ class Machine:
             except Exception:
                 log.exception("closing backend %r failed", b)
         self.backends.clear()
+
+    # ---- unplug (design rule 12) ----------------------------------------------------------
+    def release_backend(self, b: Any) -> None:
+        """Finish with one backend now: in-flight requests complete (drain), completed writes
+        become durable (flush: fdatasync for a file), then close. It leaves `backends`, so
+        nothing reaches the image or the tap through us afterwards. Never raises."""
+        try:
+            if hasattr(b, "drain"):
+                b.drain()
+            if hasattr(b, "flush"):
+                b.flush()
+        except Exception:
+            log.exception("flushing %r at unplug failed", b)
+        try:
+            b.close()
+        except Exception:
+            log.exception("closing %r at unplug failed", b)
+        self.backends[:] = [x for x in self.backends if x is not b]
+
+    def release_resources(self, owner: object) -> None:
+        """Release what `own()` recorded for `owner`, last registered first (a pump before
+        the backend it pumps)."""
+        for r in reversed(self.resources.pop(owner, [])):
+            self.release_backend(r)
+
+    def notify_unplugged(self, device_id: str, kind: str) -> None:
+        log.info("unplugged %s %s", kind, device_id)
+        self.counters["unplugged"] += 1
+        for fn in list(self.unplug_listeners):
+            try:
+                fn(device_id, kind)
+            except Exception:
+                log.exception("unplug listener failed")
+
+    def unplug(self, dev: Device, kind: str = "device", device_id: str | None = None) -> bool:
+        """Remove a device from the running machine. Its resources are released first (no
+        more frames from the tap, writes flushed), its IRQ lowered, every range it decodes
+        unmapped (UNMAP_IO_RANGE dm_ops through the address-space listeners), its PCI function
+        gone from config space (reads all-ones; unmap_pcidev as QEMU's device listener does),
+        its armed timers cancelled. False if it is not (or no longer) in the machine."""
+        if not any(d is dev for d in self.devices):
+            return False
+        self.release_resources(dev)
+        if isinstance(dev, PciDevice):
+            if dev.irq_line is not None:
+                dev.irq_line.lower()
+                dev.irq_line = None
+            devfn = dev.devfn
+            self.pci.remove(dev)
+            if self.announcing:
+                self.emit_dmop(DmOp.UNMAP_IO_RANGE_FROM_IOREQ_SERVER,
+                               (self.server_id, 0, IO_RANGE_PCI, devfn, devfn))
+        for space in (self.pio, self.mmio):
+            for r in space:
+                if r.owner is dev:
+                    space.remove(r)
+        for _, _, t in list(self.clock._heap):
+            if getattr(t.callback, "__self__", None) is dev:
+                t.cancel()
+        self.devices[:] = [d for d in self.devices if d is not dev]
+        self.notify_unplugged(device_id or dev.name, kind)
+        return True
 
     # ---- snapshot -----------------------------------------------------------------------
     def snapshot(self) -> dict[str, Any]:

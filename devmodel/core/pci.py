@@ -313,6 +313,14 @@ class PciBus:
         if fn != 0 and (f0 := self.devices.get(slot << 3)) is not None:
             f0.config[HEADER_TYPE] |= HEADER_MULTIFUNCTION
 
+    def remove(self, dev: PciDevice) -> None:
+        """Hot-unplug: the BARs are unmapped and the function leaves config space (reads
+        all-ones from now on, as an empty slot)."""
+        self.unmap_all(dev)
+        if self.devices.get(dev.devfn) is dev:
+            del self.devices[dev.devfn]
+        dev.bus = None
+
     def get(self, devfn: int) -> PciDevice | None:
         return self.devices.get(devfn)
 

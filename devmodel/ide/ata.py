@@ -92,6 +92,35 @@ CMD_READ_NATIVE_MAX = 0xF8
 FEAT_WCACHE_ON = 0x02
 FEAT_XFER_MODE = 0x03
 FEAT_WCACHE_OFF = 0x82
+FEAT_REVERT_ON = 0xCC  # reverting to power-on defaults (CHS translation) at reset: enable
+FEAT_REVERT_OFF = 0x66  # ... disable
+
+# DATA SET MANAGEMENT (06h) features: bit 0 = TRIM (ACS-2 7.10)
+DSM_TRIM = 0x01
+
+# SMART (B0h): features register subcommands, and the key in LBA mid/high (ACS-2 7.52)
+SMART_READ_DATA = 0xD0
+SMART_READ_THRESH = 0xD1
+SMART_ATTR_AUTOSAVE = 0xD2
+SMART_SAVE_ATTR = 0xD3
+SMART_EXECUTE_OFFLINE = 0xD4
+SMART_READ_LOG = 0xD5
+SMART_ENABLE = 0xD8
+SMART_DISABLE = 0xD9
+SMART_STATUS = 0xDA
+SMART_LCYL = 0x4F
+SMART_HCYL = 0xC2
+SMART_LCYL_EXCEEDED = 0xF4  # RETURN STATUS: a threshold was exceeded
+SMART_HCYL_EXCEEDED = 0x2C
+
+# ATAPI: interrupt reason in the sector count register (ATA-6 9.10 / QEMU ATAPI_INT_REASON_*)
+ATAPI_INT_REASON_CD = 0x01  # CoD: command (packet or status), not data
+ATAPI_INT_REASON_IO = 0x02  # IO: to the host
+ATAPI_INT_REASON_REL = 0x04
+ATAPI_SIG_LCYL = 0x14  # packet device signature in LBA mid/high (ATA-6 9.12)
+ATAPI_SIG_HCYL = 0xEB
+ATAPI_FEAT_DMA = 0x01  # PACKET features: data phase by DMA
+ATAPI_FEAT_OVL = 0x02  # ... overlapped (not supported: aborts, as QEMU)
 
 # Bus-master IDE (BAR4), per channel at +0 (primary) / +8 (secondary)
 BM_CMD = 0

@@ -26,7 +26,7 @@ from devmodel.core.irq import IrqLine
 
 from . import ata
 from .bmdma import BusMaster
-from .drive import DMA_NONE, DMA_READ, AtaDrive
+from .drive import DMA_NONE, AtaDrive
 
 if TYPE_CHECKING:
     from .piix import PiixIde
@@ -296,22 +296,22 @@ class IdeChannel:
         self.set_irq()
 
     def run_dma(self) -> None:
-        """Move a whole READ/WRITE DMA command between the disk and guest RAM: one PRD walk,
-        then one preadv/pwritev through the backend straight into/from the RAM mapping."""
+        """Move a whole DMA command between the device and guest RAM: one PRD walk, then
+        the device's own transfer (AtaDrive.dma_io: one preadv/pwritev through the backend
+        straight into/from the RAM mapping; ATAPI: the medium or the reply buffer)."""
         d = self.drives[self.dma_unit]
-        is_read = d.dma_cmd == DMA_READ
         if not d.present or d.dma_cmd == DMA_NONE or not d.status & ata.DRQ_STAT:
             self.dma_unit = -1
             return
-        if bool(self.bm.cmd & ata.BM_CMD_READ) != is_read:
+        to_memory = d.dma_to_memory()
+        if bool(self.bm.cmd & ata.BM_CMD_READ) != to_memory:
             self.dev.guest_error("bus-master direction does not match the ATA command")
         if not self.dev.bus_master:
             self._dma_bus_error(d, "DMA with PCI bus mastering disabled", master_abort=False)
             return
         assert self.dev.ctx is not None
         memory = self.dev.ctx.memory
-        n = d.nsector
-        need = n * ata.SECTOR_SIZE
+        need = d.dma_length()
         walk = self.bm.walk_prd(memory, need)
         if walk is None:
             self._dma_bus_error(d, "PRD table outside guest RAM", master_abort=True)
@@ -325,41 +325,28 @@ class IdeChannel:
             self.bm.status |= ata.BM_STATUS_ERROR
             self._dma_finish(d, more=False)
             return
-        lba = d.get_sector()
-        if not d.range_ok(lba, n):
-            d.abort_command()  # QEMU ide_dma_error
-            self._dma_finish(d, more=False)
-            self.set_irq()
+        if not d.dma_check():
+            self._dma_finish(d, more=False)  # the device reported it (IDNF and an interrupt)
             return
         views: list[memoryview] = []
         for base, length in walk.sg:
-            vs = memory.views(base, length, write=is_read)
+            vs = memory.views(base, length, write=to_memory)
             if vs is None:
                 # Constant text: guest_error keys its counter by it, and a guest must not be
                 # able to mint new counter keys with addresses.
                 self._dma_bus_error(d, "DMA to memory that is not guest RAM", master_abort=True)
                 return
             views.extend(vs)
-        backend = d.backend
-        assert backend is not None
         try:
-            if is_read:
-                backend.read_into(lba * ata.SECTOR_SIZE, views)
-            else:
-                backend.write_from(lba * ata.SECTOR_SIZE, views)
-                if not d.write_cache:
-                    backend.flush()
+            d.dma_io(views)
         except OSError:
+            d.dma_io_error()
             self._dma_finish(d, more=False)
-            d.io_error(is_read)
             return
-        if is_read:
+        if to_memory:
             for base, length in walk.sg:
                 memory.mark_dirty(base, length)
-        d.set_sector(lba + n)
-        d.nsector = 0
-        d.status = ata.READY_STAT | ata.SEEK_STAT
-        self.set_irq()
+        d.dma_complete()
         self._dma_finish(d, walk.more)
 
     # ---- snapshot -------------------------------------------------------------------------

@@ -8,9 +8,12 @@ else fills the next unspecified positional parameter (target, format, vdev, acce
 empty item leaves its positional parameter at the default. `target=` swallows the rest of
 the string, commas included, so it must come last. Leading whitespace of an item is ignored.
 
-Only what the emulated IDE controller can use is accepted: format raw, vdev hda-hdd (or
-xvda-xvdd, which libxl also gives an HVM guest as emulated IDE disks 0-3), access rw/ro.
-Anything else is a ValueError saying what was wrong.
+Only what the emulated IDE controller can use is accepted: a format QEMU knows (raw is
+opened directly; the others need the NBD backend, which open_disks reports), vdev hda-hdd
+(or xvda-xvdd, which libxl also gives an HVM guest as emulated IDE disks 0-3), access rw/ro,
+devtype=cdrom (or the bare `cdrom` flag) for an ATAPI CD-ROM, whose target may be empty (an
+empty drive, as xl's `,,hdc,cdrom`) and which is always read-only. Anything else is a
+ValueError saying what was wrong.
 """
 
 from __future__ import annotations
@@ -22,6 +25,9 @@ _NAMED = {"target", "format", "vdev", "access", "devtype", "backendtype", "scrip
 _FLAGS = {"cdrom": ("devtype", "cdrom")}
 _ACCESS = {"rw": False, "w": False, "ro": True, "r": True}
 _VDEV_INDEX = {"a": 0, "b": 1, "c": 2, "d": 3}
+# xl-disk-configuration(5) formats, and the other images qemu-nbd opens.
+FORMATS = frozenset({"raw", "qcow2", "qcow", "qed", "vmdk", "vdi", "vpc", "vhd", "vhdx",
+                     "luks", "parallels", "dmg", "cloop", "bochs"})
 
 
 @dataclass(frozen=True)
@@ -85,23 +91,30 @@ def parse_diskspec(text: str) -> DiskSpec:
         else:
             values.setdefault(key, "")  # explicitly left at its default
 
-    target = values.get("target", "")
-    if not target:
-        raise ValueError(f"disk spec {text!r}: no target (path of the image)")
-    fmt = (values.get("format") or "raw").lower()
-    if fmt != "raw":
-        raise ValueError(f"disk spec {text!r}: format {fmt!r} is not supported (only raw)")
-    vdev = values.get("vdev", "")
-    if not vdev:
-        raise ValueError(f"disk spec {text!r}: no vdev (hda, hdb, hdc or hdd)")
-    position = vdev_position(vdev)
     devtype = values.get("devtype", "") or "disk"
     if devtype not in ("disk", "cdrom"):
         raise ValueError(f"disk spec {text!r}: devtype {devtype!r} is not disk or cdrom")
     cdrom = devtype == "cdrom"
+    target = values.get("target", "")
+    if not target and not cdrom:
+        raise ValueError(f"disk spec {text!r}: no target (path of the image)")
+    fmt = (values.get("format") or "raw").lower()
+    if fmt not in FORMATS:
+        raise ValueError(f"disk spec {text!r}: format {fmt!r} is not a disk image format "
+                         f"({', '.join(sorted(FORMATS))})")
+    vdev = values.get("vdev", "")
+    if not vdev:
+        hint = ""
+        if any(f",{k}=" in target for k in _NAMED):
+            hint = ("; target= takes the rest of the spec, commas included, so it must come "
+                    "last (e.g. devtype=cdrom,vdev=hdc,target=/path/x.iso)")
+        raise ValueError(f"disk spec {text!r}: no vdev (hda, hdb, hdc or hdd){hint}")
+    position = vdev_position(vdev)
     access = (values.get("access") or ("ro" if cdrom else "rw")).lower()
     if access not in _ACCESS:
         raise ValueError(f"disk spec {text!r}: access {access!r} is not rw or ro")
+    if cdrom and not _ACCESS[access]:
+        raise ValueError(f"disk spec {text!r}: a CD-ROM is read-only (access=ro)")
     backendtype = values.get("backendtype", "")
     if backendtype not in ("", "qdisk"):
         raise ValueError(f"disk spec {text!r}: backendtype {backendtype!r} is not supported")

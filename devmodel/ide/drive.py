@@ -1,14 +1,25 @@
 """One device position on an IDE channel: an ATA hard disk, or nothing (QEMU's IDEState).
 
 The task-file registers, the command table and the PIO transfer state of QEMU hw/ide/core.c,
-for the `ide-hd` kind only. The drive calls its `DiskBackend` port synchronously (see
-devmodel/backends/disk.py for why); every command finishes inside the ioreq that started it
-or that moved its last data word, so there is never I/O in flight to cancel or snapshot.
+for the `ide-hd` kind (the ATAPI CD-ROM, devmodel/ide/atapi.py, subclasses it). The drive
+calls its `DiskBackend` port synchronously (see devmodel/backends/disk.py for why); every
+command finishes inside the ioreq that started it or that moved its last data word, so there
+is never I/O in flight to cancel or snapshot.
 
 Where this model departs from QEMU, on purpose:
+- an address outside the medium (or a CHS address under an invalid translation) reports ERR
+  with IDNF (ATA-6 8.27.6, "ID not found"); QEMU's ide_rw_error gives ABRT;
 - a backend read error reports ERR with UNC (uncorrectable data, ATA-6 8.27.6), a write or
   flush error ERR with ABRT; QEMU's rerror=report gives ABRT for both;
-- SMART and DATA SET MANAGEMENT abort, and IDENTIFY does not advertise them;
+- SMART has no self-test, offline collection or logs: EXECUTE OFFLINE IMMEDIATE and the log
+  commands abort (hostile-guest-catalog entry 6 is about exactly that ring buffer); word 85
+  bit 0 follows SMART ENABLE/DISABLE;
+- DATA SET MANAGEMENT takes its range list by DMA (as QEMU and ACS-2) or, as the issue asks,
+  through the data port: both paths are open and the one the host uses first wins; at most
+  MAX_DSM_BLOCKS blocks (advertised in word 105, which QEMU leaves 0);
+- INITIALIZE DEVICE PARAMETERS with a sector count of 0 sets an invalid translation (CHS
+  commands then fail with IDNF, ATA-6 8.16) instead of dividing by zero later; IDENTIFY words
+  53-58 follow the current translation (QEMU leaves them stale);
 - a command to an empty master position aborts (QEMU runs a few housekeeping commands);
 - data-port reads outside a PIO data phase return all-ones (hostile-guest-catalog entry 4).
 """
@@ -22,14 +33,20 @@ from devmodel.backends.disk import DiskBackend
 
 from . import ata
 from .identify import (
+    CMDSET1_SMART,
+    CMDSET1_WCACHE,
+    MAX_DSM_BLOCKS,
     MAX_MULT_SECTORS,
     W_CMDSET_ENABLED1,
     W_MULT_SETTING,
     W_MWDMA,
     W_SWDMA,
     W_UDMA,
+    W_VALIDITY,
     Geometry,
     build_identify,
+    chs_words,
+    get_word,
     guess_geometry,
     set_word,
 )
@@ -44,10 +61,35 @@ PIO_BUFFER_SIZE = MAX_MULT_SECTORS * ata.SECTOR_SIZE
 END_STOP = 0  # ide_transfer_stop: the data phase is over
 END_SECTOR_READ = 1  # ide_sector_read: fetch the next block of a read
 END_SECTOR_WRITE = 2  # ide_sector_write: store the block just received
+END_DSM = 3  # DATA SET MANAGEMENT range list received through the data port
+END_PACKET = 4  # ATAPI: the 12-byte command packet received (ide_atapi_cmd)
+END_ATAPI_REPLY = 5  # ATAPI: next DRQ block of a reply (ide_atapi_cmd_reply_end)
+END_MAX = END_ATAPI_REPLY
+# Data phases in which the host writes the data port (the others are reads).
+WRITE_END_FNS = frozenset({END_SECTOR_WRITE, END_DSM, END_PACKET})
 
 DMA_NONE = 0
 DMA_READ = 1
 DMA_WRITE = 2
+DMA_TRIM = 3  # DATA SET MANAGEMENT payload, memory to device
+DMA_ATAPI = 4  # an ATAPI data-in phase, device to memory
+DMA_MAX = DMA_ATAPI
+
+# DSM LBA range entry (ACS-2 7.10.3.2): bits 47:0 LBA, 63:48 sector count (0 = unused).
+DSM_ENTRY_SIZE = 8
+DSM_MAX_ENTRIES = MAX_DSM_BLOCKS * ata.SECTOR_SIZE // DSM_ENTRY_SIZE
+
+# SMART attributes of QEMU's ide-hd (id, flags, hflags, value, worst, raw[6], threshold).
+SMART_ATTRIBUTES = (
+    (0x01, 0x03, 0x00, 0x64, 0x64, 0, 0, 0, 0, 0, 0, 0x06),  # raw read error rate
+    (0x03, 0x03, 0x00, 0x64, 0x64, 0, 0, 0, 0, 0, 0, 0x00),  # spin-up time
+    (0x04, 0x02, 0x00, 0x64, 0x64, 0, 0, 0, 0, 0, 0, 0x14),  # start/stop count
+    (0x05, 0x03, 0x00, 0x64, 0x64, 0, 0, 0, 0, 0, 0, 0x24),  # reallocated sectors
+    (0x09, 0x03, 0x00, 0x64, 0x64, 0, 0, 0, 0, 0, 0, 0x00),  # power-on hours
+    (0x0C, 0x03, 0x00, 0x64, 0x64, 0, 0, 0, 0, 0, 0, 0x00),  # power cycle count
+    (190, 0x03, 0x00, 0x45, 0x45, 0x1F, 0x00, 0x1F, 0x1F, 0, 0, 0x32),  # airflow temperature
+)
+SMART_ENTRY_SIZE = 12
 
 # Command-table flags (QEMU ide_cmd_table): set DSC in the status on success.
 SET_DSC = 1
@@ -59,6 +101,9 @@ FIRMWARE = "2.5+"  # qemu_hw_version()
 class AtaDrive:
     """Task file + command engine of one device. `backend is None` means no device here."""
 
+    COMMANDS: dict[int, tuple[Callable[[AtaDrive, int], bool], int]]
+    is_cd = False
+
     def __init__(self, channel: IdeChannel, unit: int, backend: DiskBackend | None,
                  serial: str, geometry: Geometry | None = None) -> None:
         self.channel = channel
@@ -68,27 +113,40 @@ class AtaDrive:
         self.nb_sectors = backend.size // ata.SECTOR_SIZE if backend is not None else 0
         self.geometry = geometry or guess_geometry(self.nb_sectors)
         self.serial = serial
+        # TRIM is advertised when the medium can take it (QEMU: discard_granularity set).
+        self.trim = backend is not None and not backend.readonly
         # PIO data buffer and its fast views: the data port reads a 16-bit word by indexing
         # a memoryview cast, the cheapest per-access path Python has (no struct, no slicing).
-        self.buf = bytearray(PIO_BUFFER_SIZE)
+        self.buf = bytearray(self.BUFFER_SIZE)
         self.w16 = memoryview(self.buf).cast("H")
         self.w32 = memoryview(self.buf).cast("I")
         self.power_on()
 
+    BUFFER_SIZE = PIO_BUFFER_SIZE
+
     # ---- power-on / reset -----------------------------------------------------------------
     def power_on(self) -> None:
         self.write_cache = True
+        self.smart_enabled = True
+        self.smart_autosave = True
         self.mult_sectors = MAX_MULT_SECTORS
+        # The CHS translation (INITIALIZE DEVICE PARAMETERS): the default one at power-on.
+        self.chs_heads = self.geometry.heads
+        self.chs_sectors = self.geometry.sectors
+        self.reset_reverts = False
         self.identify = self._build_identify()
         self.reset()
 
     def _build_identify(self) -> bytearray:
         return build_identify(
             self.nb_sectors, self.geometry, serial=self.serial, model=MODEL, firmware=FIRMWARE,
-            mult_sectors=self.mult_sectors, write_cache=self.write_cache)
+            mult_sectors=self.mult_sectors, write_cache=self.write_cache, trim=self.trim)
 
     def reset(self) -> None:
         """QEMU ide_reset: registers, signature, no data phase, no DMA."""
+        if self.reset_reverts:  # SET FEATURES CCh: the translation reverts at reset
+            self.reset_reverts = False
+            self._set_translation(self.geometry.heads, self.geometry.sectors)
         self.mult_sectors = MAX_MULT_SECTORS
         self.feature = self.error = 0
         self.nsector = self.sector = self.lcyl = self.hcyl = 0
@@ -117,15 +175,16 @@ class AtaDrive:
         self._diagnose()
 
     # ---- PIO data phase -------------------------------------------------------------------
-    def transfer_start(self, size: int, end_fn: int) -> None:
-        """Open a data phase of `size` bytes of `buf` (QEMU ide_transfer_start)."""
-        self.pos = 0
-        self.end = size
+    def transfer_start(self, size: int, end_fn: int, start: int = 0) -> None:
+        """Open a data phase of buf[start:start+size] (QEMU ide_transfer_start)."""
+        assert 0 <= start and 0 <= size and start + size <= len(self.buf)
+        self.pos = start
+        self.end = start + size
         self.end_fn = end_fn
-        if end_fn == END_SECTOR_WRITE:
-            self.rd_end, self.wr_end = 0, size
+        if end_fn in WRITE_END_FNS:
+            self.rd_end, self.wr_end = 0, self.end
         else:
-            self.rd_end, self.wr_end = size, 0
+            self.rd_end, self.wr_end = self.end, 0
         if not self.status & ata.ERR_STAT:
             self.status |= ata.DRQ_STAT
 
@@ -141,10 +200,18 @@ class AtaDrive:
         self.status &= ~ata.DRQ_STAT & 0xFF
         fn = self.end_fn
         self.rd_end = self.wr_end = 0
+        self.end_transfer(fn)
+
+    def end_transfer(self, fn: int) -> None:
         if fn == END_SECTOR_READ:
             self.sector_read()
         elif fn == END_SECTOR_WRITE:
             self.sector_write()
+        elif fn == END_DSM:
+            self.dma_cmd = DMA_NONE  # the range list came by PIO: the DMA path closes
+            if self.channel.dma_unit == self.unit:
+                self.channel.dma_unit = -1
+            self.dsm_execute(self.end)
         else:
             self.transfer_stop()
 
@@ -155,10 +222,13 @@ class AtaDrive:
                 return (self.hob_hcyl << 40 | self.hob_lcyl << 32 | self.hob_sector << 24
                         | self.hcyl << 16 | self.lcyl << 8 | self.sector)
             return (self.select & ata.DEV_HS) << 24 | self.hcyl << 16 | self.lcyl << 8 | self.sector
-        g = self.geometry
-        # CHS; sector 0 is invalid and gives -1, which the range check refuses.
-        return ((self.hcyl << 8 | self.lcyl) * g.heads * g.sectors
-                + (self.select & ata.DEV_HS) * g.sectors + self.sector - 1)
+        # CHS under the current translation; sector 0, a head or sector beyond the
+        # translation, or no valid translation give -1, which the range check refuses (IDNF).
+        heads, secs = self.chs_heads, self.chs_sectors
+        head = self.select & ata.DEV_HS
+        if not secs or not self.sector or self.sector > secs or head >= heads:
+            return -1
+        return (self.hcyl << 8 | self.lcyl) * heads * secs + head * secs + self.sector - 1
 
     def set_sector(self, lba: int) -> None:
         if self.select & ata.DEV_LBA:
@@ -175,13 +245,22 @@ class AtaDrive:
                 self.lcyl = (lba >> 8) & 0xFF
                 self.sector = lba & 0xFF
         else:
-            g = self.geometry
-            per_cyl = g.heads * g.sectors  # never 0: guess_geometry gives >= 1 head, sector
-            cyl, r = divmod(lba, per_cyl)
+            heads, secs = self.chs_heads, self.chs_sectors
+            if not heads or not secs:  # no valid translation: nothing to report (never / 0)
+                return
+            cyl, r = divmod(lba, heads * secs)
             self.hcyl = (cyl >> 8) & 0xFF
             self.lcyl = cyl & 0xFF
-            self.select = (self.select & ~ata.DEV_HS & 0xFF) | ((r // g.sectors) & ata.DEV_HS)
-            self.sector = (r % g.sectors) + 1
+            self.select = (self.select & ~ata.DEV_HS & 0xFF) | ((r // secs) & ata.DEV_HS)
+            self.sector = (r % secs) + 1
+
+    def _set_translation(self, heads: int, sectors: int) -> None:
+        """The CHS translation CHS-addressed commands use, and IDENTIFY words 53-58."""
+        self.chs_heads, self.chs_sectors = heads, sectors
+        for w, v in chs_words(self.nb_sectors, heads, sectors).items():
+            set_word(self.identify, w, v)
+        v = get_word(self.identify, W_VALIDITY)
+        set_word(self.identify, W_VALIDITY, (v | 1) if sectors else (v & ~1))
 
     def range_ok(self, lba: int, n: int) -> bool:
         return 0 <= lba <= self.nb_sectors and n <= self.nb_sectors - lba
@@ -204,8 +283,11 @@ class AtaDrive:
         self.error = ata.ABRT_ERR
 
     def rw_error(self) -> None:
-        """Address outside the medium (QEMU ide_rw_error: ABRT plus an interrupt)."""
-        self.abort_command()
+        """Address outside the medium: ERR with IDNF (ATA-6 8.27.6) plus an interrupt.
+        (QEMU's ide_rw_error reports ABRT; the issue asks for IDNF, as real disks do.)"""
+        self.transfer_stop()
+        self.status = ata.READY_STAT | ata.ERR_STAT
+        self.error = ata.IDNF_ERR
         self.channel.set_irq()
 
     def io_error(self, is_read: bool) -> None:
@@ -224,7 +306,7 @@ class AtaDrive:
         if self.status & (ata.BUSY_STAT | ata.DRQ_STAT):
             self.channel.dev.guest_error("command while BSY/DRQ")
             return
-        entry = _COMMANDS.get(cmd) if self.present else _ABSENT_COMMANDS.get(cmd)
+        entry = self.COMMANDS.get(cmd) if self.present else _ABSENT_COMMANDS.get(cmd)
         if entry is None:
             self.abort_command()
             self.channel.set_irq()
@@ -335,13 +417,19 @@ class AtaDrive:
         f = self.feature
         if f == ata.FEAT_WCACHE_ON:
             self.write_cache = True
-            set_word(self.identify, W_CMDSET_ENABLED1, (1 << 14) | (1 << 5))
+            self._cmdset1(CMDSET1_WCACHE, True)
             return True
         if f == ata.FEAT_WCACHE_OFF:
             self.write_cache = False
-            set_word(self.identify, W_CMDSET_ENABLED1, 1 << 14)
+            self._cmdset1(CMDSET1_WCACHE, False)
             self.flush_cache()
             return False
+        if f == ata.FEAT_REVERT_ON:
+            self.reset_reverts = True
+            return True
+        if f == ata.FEAT_REVERT_OFF:
+            self.reset_reverts = False
+            return True
         if f in _SET_FEATURES_ACCEPTED:
             return True
         if f == ata.FEAT_XFER_MODE:
@@ -363,6 +451,116 @@ class AtaDrive:
             return True
         self.abort_command()
         return True
+
+    def _cmdset1(self, bit: int, on: bool) -> None:
+        v = get_word(self.identify, W_CMDSET_ENABLED1)
+        set_word(self.identify, W_CMDSET_ENABLED1, (v | bit) if on else (v & ~bit))
+
+    def _specify(self, cmd: int) -> bool:
+        """INITIALIZE DEVICE PARAMETERS (ATA-6 8.16; QEMU cmd_specify): heads from the
+        device/head register + 1, sectors per track from the sector count. A count of 0 is
+        accepted and leaves no valid translation: CHS commands then fail with IDNF."""
+        self._set_translation((self.select & ata.DEV_HS) + 1, self.nsector & 0xFF)
+        return True
+
+    # ---- DATA SET MANAGEMENT ----------------------------------------------------------------
+    def _dsm(self, cmd: int) -> bool:
+        """DATA SET MANAGEMENT, TRIM only (QEMU cmd_data_set_management). The count register
+        pair holds the number of 512-byte blocks of range entries: 1..MAX_DSM_BLOCKS."""
+        blocks = (self.hob_nsector << 8) | (self.nsector & 0xFF)
+        if not self.feature & ata.DSM_TRIM or not self.trim or not 0 < blocks <= MAX_DSM_BLOCKS:
+            self.abort_command()
+            return True
+        self.nsector = blocks
+        self.status = ata.READY_STAT | ata.SEEK_STAT
+        # Both paths open: the data port (PIO) and the bus master (DMA, as ACS-2 defines it).
+        self.transfer_start(blocks * ata.SECTOR_SIZE, END_DSM)
+        self.dma_cmd = DMA_TRIM
+        self.channel.dma_requested(self)
+        return False
+
+    def dsm_execute(self, nbytes: int) -> None:
+        """Discard every range of the payload in buf[:nbytes] (QEMU ide_issue_trim_cb): an
+        entry with count 0 is skipped, one outside the medium aborts the command."""
+        assert 0 < nbytes <= DSM_MAX_ENTRIES * DSM_ENTRY_SIZE
+        ranges = []
+        for i in range(nbytes // DSM_ENTRY_SIZE):  # bounded by DSM_MAX_ENTRIES
+            entry = int.from_bytes(self.buf[i * DSM_ENTRY_SIZE : (i + 1) * DSM_ENTRY_SIZE], "little")
+            lba, count = entry & 0xFFFF_FFFF_FFFF, entry >> 48
+            if not count:
+                continue
+            if not self.range_ok(lba, count):
+                self.abort_command()
+                self.channel.set_irq()
+                return
+            ranges.append((lba, count))
+        assert self.backend is not None
+        try:
+            for lba, count in ranges:
+                self.backend.discard(lba * ata.SECTOR_SIZE, count * ata.SECTOR_SIZE)
+        except OSError:
+            self.io_error(is_read=False)
+            return
+        self.transfer_stop()
+        self.nsector = 0
+        self.status = ata.READY_STAT | ata.SEEK_STAT
+        self.channel.set_irq()
+
+    # ---- SMART ----------------------------------------------------------------------------
+    def _smart(self, cmd: int) -> bool:
+        """SMART basics (QEMU cmd_smart without the self-test log): the B0h key in LBA
+        mid/high, then ENABLE/DISABLE OPERATIONS, ATTRIBUTE AUTOSAVE, RETURN STATUS, READ
+        DATA, READ THRESHOLDS. Everything else, and anything but ENABLE while disabled,
+        aborts."""
+        f = self.feature
+        if self.hcyl != ata.SMART_HCYL or self.lcyl != ata.SMART_LCYL:
+            self.abort_command()
+            return True
+        if not self.smart_enabled and f != ata.SMART_ENABLE:
+            self.abort_command()
+            return True
+        if f in (ata.SMART_ENABLE, ata.SMART_DISABLE):
+            self.smart_enabled = f == ata.SMART_ENABLE
+            self._cmdset1(CMDSET1_SMART, self.smart_enabled)
+            return True
+        if f == ata.SMART_ATTR_AUTOSAVE:
+            if self.sector not in (0x00, 0xF1):
+                self.abort_command()
+            else:
+                self.smart_autosave = self.sector == 0xF1
+            return True
+        if f == ata.SMART_STATUS:
+            # No attribute is ever below its threshold: "threshold not exceeded".
+            self.lcyl, self.hcyl = ata.SMART_LCYL, ata.SMART_HCYL
+            return True
+        if f in (ata.SMART_READ_DATA, ata.SMART_READ_THRESH):
+            self._smart_page(f == ata.SMART_READ_DATA)
+            self.status = ata.READY_STAT | ata.SEEK_STAT
+            self.transfer_start(ata.SECTOR_SIZE, END_STOP)
+            self.channel.set_irq()
+            return False
+        self.abort_command()
+        return True
+
+    def _smart_page(self, data: bool) -> None:
+        """The 512-byte SMART data or threshold structure, with its checksum in byte 511."""
+        page = memoryview(self.buf)[: ata.SECTOR_SIZE]
+        page[:] = bytes(ata.SECTOR_SIZE)
+        page[0] = 0x01  # structure revision
+        for n, attr in enumerate(SMART_ATTRIBUTES):
+            base = 2 + n * SMART_ENTRY_SIZE
+            if data:
+                page[base : base + 11] = bytes(attr[:11])
+            else:
+                page[base], page[base + 1] = attr[0], attr[11]
+        if data:
+            page[362] = 0x02 | (0x80 if self.smart_autosave else 0)  # offline collection status
+            page[363] = 0  # self-test execution status: none run
+            page[364], page[365] = 0x20, 0x01  # offline collection time (s)
+            page[367] = 0x00  # offline collection capability: none (no self-test here)
+            page[368], page[369] = 0x03, 0x00  # SMART capability: autosave, saves on standby
+            page[370] = 0x00  # error logging not supported
+        page[511] = (-sum(page[:511])) & 0xFF
 
     # ---- sector transfers -----------------------------------------------------------------
     def sector_read(self) -> None:
@@ -433,6 +631,54 @@ class AtaDrive:
         self.dma_cmd = kind
         self.channel.dma_requested(self)
 
+    # ---- the bus master's side of a DMA command (called by IdeChannel.run_dma) --------------
+    def dma_to_memory(self) -> bool:
+        return self.dma_cmd == DMA_READ
+
+    def dma_length(self) -> int:
+        return self.nsector * ata.SECTOR_SIZE
+
+    def dma_check(self) -> bool:
+        """Before any data moves: False when the command failed (already reported)."""
+        if self.dma_cmd == DMA_TRIM:
+            self.transfer_halt()  # the PIO path of DSM closes: DMA won
+            return True
+        self.dma_lba = self.get_sector()
+        if not self.range_ok(self.dma_lba, self.nsector):
+            self.rw_error()
+            return False
+        return True
+
+    def dma_io(self, views: list[memoryview]) -> None:
+        """Move the data between the backend and guest RAM views; OSError on failure."""
+        backend = self.backend
+        assert backend is not None
+        if self.dma_cmd == DMA_TRIM:
+            pos = 0
+            for v in views:  # at most MAX_DSM_BLOCKS * 512 bytes in all (dma_length)
+                self.buf[pos : pos + len(v)] = v
+                pos += len(v)
+            return
+        if self.dma_cmd == DMA_READ:
+            backend.read_into(self.dma_lba * ata.SECTOR_SIZE, views)
+        else:
+            backend.write_from(self.dma_lba * ata.SECTOR_SIZE, views)
+            if not self.write_cache:
+                backend.flush()
+
+    def dma_io_error(self) -> None:
+        self.io_error(is_read=self.dma_cmd == DMA_READ)
+
+    def dma_complete(self) -> None:
+        if self.dma_cmd == DMA_TRIM:
+            self.dma_cmd = DMA_NONE
+            self.dsm_execute(self.nsector * ata.SECTOR_SIZE)
+            return
+        self.set_sector(self.dma_lba + self.nsector)
+        self.nsector = 0
+        self.status = ata.READY_STAT | ata.SEEK_STAT
+        self.channel.set_irq()
+
     # ---- snapshot -------------------------------------------------------------------------
     _REG_FIELDS = ("feature", "error", "sector", "lcyl", "hcyl", "hob_feature", "hob_nsector",
                    "hob_sector", "hob_lcyl", "hob_hcyl", "select", "status")
@@ -444,6 +690,9 @@ class AtaDrive:
             lba48=self.lba48, mult_sectors=self.mult_sectors, write_cache=self.write_cache,
             identify=bytes(self.identify), buf=bytes(self.buf), pos=self.pos, end=self.end,
             end_fn=self.end_fn, req_nb_sectors=self.req_nb_sectors, dma_cmd=self.dma_cmd,
+            smart_enabled=self.smart_enabled, smart_autosave=self.smart_autosave,
+            chs_heads=self.chs_heads, chs_sectors=self.chs_sectors,
+            reset_reverts=self.reset_reverts,
         )
         return st
 
@@ -458,13 +707,15 @@ class AtaDrive:
         _check_int(st, "lba48", 0, 1, bad)
         _check_int(st, "mult_sectors", 0, MAX_MULT_SECTORS, bad)
         _check_int(st, "req_nb_sectors", 0, MAX_MULT_SECTORS, bad)
-        _check_int(st, "end_fn", END_STOP, END_SECTOR_WRITE, bad)
-        _check_int(st, "dma_cmd", DMA_NONE, DMA_WRITE, bad)
-        _check_int(st, "end", 0, PIO_BUFFER_SIZE, bad)
+        _check_int(st, "end_fn", END_STOP, END_MAX, bad)
+        _check_int(st, "dma_cmd", DMA_NONE, DMA_MAX, bad)
+        _check_int(st, "end", 0, len(self.buf), bad)
         _check_int(st, "pos", 0, st["end"], bad)
+        _check_int(st, "chs_heads", 1, 16, bad)
+        _check_int(st, "chs_sectors", 0, 0xFF, bad)
         if st["pos"] & 1:
             raise bad(f"drive {self.unit}: odd PIO position")
-        for name, size in (("identify", 512), ("buf", PIO_BUFFER_SIZE)):
+        for name, size in (("identify", 512), ("buf", len(self.buf))):
             v = st.get(name)
             if not isinstance(v, (bytes, bytearray)) or len(v) != size:
                 raise bad(f"drive {self.unit}: {name} must be {size} bytes")
@@ -480,9 +731,13 @@ class AtaDrive:
         self.dma_cmd = st["dma_cmd"]
         self.end_fn = st["end_fn"]
         self.pos, self.end = st["pos"], st["end"]
+        self.smart_enabled = bool(st.get("smart_enabled", True))
+        self.smart_autosave = bool(st.get("smart_autosave", True))
+        self.chs_heads, self.chs_sectors = st["chs_heads"], st["chs_sectors"]
+        self.reset_reverts = bool(st.get("reset_reverts", False))
         # Derived: which direction the open data phase (if any) moves.
         live = self.end if self.status & ata.DRQ_STAT else 0
-        if self.end_fn == END_SECTOR_WRITE:
+        if self.end_fn in WRITE_END_FNS:
             self.rd_end, self.wr_end = 0, live
         else:
             self.rd_end, self.wr_end = live, 0
@@ -506,6 +761,7 @@ D = AtaDrive
 # aborts with ERR/ABRT (hostile-guest-catalog entry 5). NOP (00h) is absent on purpose: per
 # ATA-6 8.21 NOP always completes with ABRT.
 _COMMANDS: dict[int, tuple[_Handler, int]] = {
+    ata.CMD_DSM: (D._dsm, 0),
     ata.CMD_RECALIBRATE: (D._nop, SET_DSC),
     ata.CMD_READ: (D._read_pio, 0),
     ata.CMD_READ_ONCE: (D._read_pio, 0),
@@ -524,13 +780,14 @@ _COMMANDS: dict[int, tuple[_Handler, int]] = {
     ata.CMD_VERIFY_EXT: (D._verify, SET_DSC),
     ata.CMD_SEEK: (D._nop, SET_DSC),
     ata.CMD_DIAGNOSE: (D._diagnose, 0),
-    ata.CMD_SPECIFY: (D._nop, SET_DSC),
+    ata.CMD_SPECIFY: (D._specify, SET_DSC),
     ata.CMD_STANDBY_NOW2: (D._nop, 0),
     ata.CMD_IDLE_IMMEDIATE2: (D._nop, 0),
     ata.CMD_STANDBY2: (D._nop, 0),
     ata.CMD_SET_IDLE2: (D._nop, 0),
     ata.CMD_CHECK_POWER_MODE2: (D._check_power_mode, SET_DSC),
     ata.CMD_SLEEP_NOW2: (D._nop, 0),
+    ata.CMD_SMART: (D._smart, SET_DSC),
     ata.CMD_READ_MULTIPLE: (D._read_multiple, 0),
     ata.CMD_WRITE_MULTIPLE: (D._write_multiple, 0),
     ata.CMD_SET_MULTIPLE: (D._set_multiple, SET_DSC),
@@ -552,4 +809,5 @@ _COMMANDS: dict[int, tuple[_Handler, int]] = {
 }
 # An empty position answers only the diagnostic (which reports on the whole channel).
 _ABSENT_COMMANDS: dict[int, tuple[_Handler, int]] = {ata.CMD_DIAGNOSE: (D._diagnose, 0)}
+AtaDrive.COMMANDS = _COMMANDS
 del D

@@ -15,12 +15,30 @@ MAX_MULT_SECTORS = 16
 LBA28_LIMIT = (1 << 28) - 1
 MAX_CYLINDERS = 16383
 
+# Largest DATA SET MANAGEMENT payload, in 512-byte blocks of LBA range entries (advertised in
+# IDENTIFY word 105; bounds what one command parses: 8 blocks = 512 entries).
+MAX_DSM_BLOCKS = 8
+
+# BIOS CHS translation as CMOS byte 0x39 codes it (QEMU BIOS_ATA_TRANSLATION_* minus 1).
+TRANSLATION_NONE = 0
+TRANSLATION_LBA = 1
+TRANSLATION_LARGE = 2
+
 # Word numbers the device rewrites after IDENTIFY was built.
+W_VALIDITY = 53
+W_CUR_CYLS = 54
+W_CUR_HEADS = 55
+W_CUR_SECS = 56
+W_CUR_CAP_LO = 57
+W_CUR_CAP_HI = 58
 W_MULT_SETTING = 59
 W_SWDMA = 62
 W_MWDMA = 63
 W_CMDSET_ENABLED1 = 85
 W_UDMA = 88
+# Word 85 bits: SMART enabled (0), write cache enabled (5), NOP (14)
+CMDSET1_SMART = 1 << 0
+CMDSET1_WCACHE = 1 << 5
 
 _PARTITION = struct.Struct("<BBBBBBBBII")
 
@@ -69,6 +87,31 @@ def guess_geometry(nb_sectors: int, mbr: bytes | None = None) -> Geometry:
     return lchs
 
 
+def guess_translation(nb_sectors: int, mbr: bytes | None = None) -> int:
+    """The BIOS translation hd_geometry_guess picks alongside the geometry (as a CMOS 0x39
+    code): none when the geometry fits the INT 13h limits or comes from a <= 16-head table;
+    LARGE for a > 16-head table on a disk of <= 131072 cylinder-heads; LBA otherwise."""
+    lchs = _mbr_lchs(nb_sectors, mbr)
+    g = guess_geometry(nb_sectors, mbr)
+    if lchs is None:
+        fits = g.cylinders <= 1024 and g.heads <= 16 and g.sectors <= 63
+        return TRANSLATION_NONE if fits else TRANSLATION_LBA
+    if lchs.heads > 16:
+        return TRANSLATION_LARGE if g.cylinders * g.heads <= 131072 else TRANSLATION_LBA
+    return TRANSLATION_NONE
+
+
+def chs_words(nb_sectors: int, heads: int, sectors: int) -> dict[int, int]:
+    """IDENTIFY words 54-58 for the current CHS translation (ATA-6 8.15.33-8.15.36); all zero
+    when the translation is invalid (a sector count of 0), which word 53 bit 0 then denies."""
+    if not heads or not sectors:
+        return {W_CUR_CYLS: 0, W_CUR_HEADS: 0, W_CUR_SECS: 0, W_CUR_CAP_LO: 0, W_CUR_CAP_HI: 0}
+    cyls = min(nb_sectors // (heads * sectors), 0xFFFF)
+    cap = cyls * heads * sectors
+    return {W_CUR_CYLS: cyls, W_CUR_HEADS: heads, W_CUR_SECS: sectors,
+            W_CUR_CAP_LO: cap & 0xFFFF, W_CUR_CAP_HI: (cap >> 16) & 0xFFFF}
+
+
 def _ata_string(text: str, nbytes: int) -> bytes:
     """ATA strings: space padded, the two bytes of each word swapped (QEMU padstr)."""
     raw = text.encode("ascii", "replace")[:nbytes].ljust(nbytes, b" ")
@@ -79,9 +122,12 @@ def _ata_string(text: str, nbytes: int) -> bytes:
 
 
 def build_identify(nb_sectors: int, geometry: Geometry, *, serial: str, model: str,
-                   firmware: str, mult_sectors: int, write_cache: bool) -> bytearray:
-    """The 512-byte IDENTIFY DEVICE page of QEMU's ide-hd, minus SMART (not implemented
-    here, so not advertised: hostile-guest-catalog entry 6)."""
+                   firmware: str, mult_sectors: int, write_cache: bool,
+                   trim: bool = False) -> bytearray:
+    """The 512-byte IDENTIFY DEVICE page of QEMU's ide-hd: SMART supported and enabled
+    (words 82/85 bit 0; no self-test or error log, words 84/87 bits 0-1 clear), and with
+    `trim` the DATA SET MANAGEMENT TRIM bit (word 169), deterministic TRIM (word 69 bit 14)
+    and, unlike QEMU, the payload limit in word 105."""
     c, h, s = geometry.cylinders, geometry.heads, geometry.sectors
     chs_capacity = c * h * s
     lba28 = min(nb_sectors, LBA28_LIMIT)
@@ -117,10 +163,10 @@ def build_identify(nb_sectors: int, geometry: Geometry, *, serial: str, model: s
         68: 120,  # min PIO cycle with IORDY
         80: 0xF0,  # ATA-4 to ATA-7
         81: 0x16,  # minor version
-        82: (1 << 14) | (1 << 5),  # NOP, write cache supported
+        82: (1 << 14) | (1 << 5) | 1,  # NOP, write cache, SMART supported
         83: (1 << 14) | (1 << 13) | (1 << 12) | (1 << 10),  # FLUSH EXT, FLUSH, 48-bit
         84: 1 << 14,
-        85: (1 << 14) | ((1 << 5) if write_cache else 0),  # NOP; write cache enabled
+        85: (1 << 14) | ((1 << 5) if write_cache else 0) | 1,  # NOP; write cache; SMART on
         86: (1 << 13) | (1 << 12) | (1 << 10),  # FLUSH EXT, FLUSH, 48-bit enabled
         87: 1 << 14,
         88: 0x3F | (1 << 13),  # UDMA 0-5 supported, UDMA 5 selected
@@ -132,6 +178,10 @@ def build_identify(nb_sectors: int, geometry: Geometry, *, serial: str, model: s
     }
     if mult_sectors:
         words[W_MULT_SETTING] = 0x100 | mult_sectors
+    if trim:
+        words[69] = 1 << 14  # deterministic read after TRIM
+        words[105] = MAX_DSM_BLOCKS
+        words[169] = 1  # DATA SET MANAGEMENT TRIM supported
     page = bytearray(512)
     for w, v in words.items():
         struct.pack_into("<H", page, 2 * w, v & 0xFFFF)
@@ -147,3 +197,34 @@ def set_word(page: bytearray, word: int, value: int) -> None:
 
 def get_word(page: bytes | bytearray, word: int) -> int:
     return int.from_bytes(page[2 * word : 2 * word + 2], "little")
+
+
+def build_atapi_identify(*, serial: str, model: str, firmware: str) -> bytearray:
+    """IDENTIFY PACKET DEVICE of QEMU's ide-cd (ide_atapi_identify, USE_DMA_CDROM)."""
+    words: dict[int, int] = {
+        0: (2 << 14) | (5 << 8) | (1 << 7) | (2 << 5),  # ATAPI, CD-ROM, removable, 50us DRQ
+        20: 3,
+        21: 512,
+        22: 4,
+        48: 1,  # dword I/O (QEMU sets it on CD-ROMs too)
+        49: (1 << 9) | (1 << 8),  # LBA, DMA
+        53: 7,
+        62: 7,  # single-word DMA 0-2
+        63: 7,  # multiword DMA 0-2
+        64: 3,  # PIO 3-4
+        65: 0xB4,
+        66: 0xB4,
+        67: 0x12C,
+        68: 0xB4,
+        71: 30,
+        72: 30,
+        80: 0x1E,  # ATA/ATAPI-1 to -4
+        88: 0x3F | (1 << 13),  # UDMA 0-5 supported, UDMA 5 selected
+    }
+    page = bytearray(512)
+    for w, v in words.items():
+        struct.pack_into("<H", page, 2 * w, v & 0xFFFF)
+    page[20:40] = _ata_string(serial, 20)
+    page[46:54] = _ata_string(firmware, 8)
+    page[54:94] = _ata_string(model, 40)
+    return page

@@ -22,9 +22,16 @@ from devmodel.core.device import DeviceContext, SnapshotError
 from devmodel.core.pci import STATUS, STATUS_REC_MASTER_ABORT, Bar, PciDevice
 
 from . import ata
+from .atapi import AtapiDrive, Cdrom
 from .channel import IdeChannel
 from .drive import AtaDrive
-from .identify import Geometry, guess_geometry
+from .identify import Geometry, guess_geometry, guess_translation
+
+# What build_ide / PiixIde take per IDE position: a hard disk's backend, or a CD-ROM drive.
+Drive = DiskBackend | Cdrom
+# Formats QEMU opens that only the NBD path (qemu-nbd) can serve here.
+NBD_FORMATS = frozenset({"qcow2", "qcow", "qed", "vmdk", "vdi", "vpc", "vhdx", "vhd", "luks",
+                         "parallels", "dmg", "cloop", "bochs"})
 
 # (command block, control block, ISA IRQ) per channel
 LEGACY_PORTS = ((0x1F0, 0x3F6, 14), (0x170, 0x376, 15))
@@ -38,14 +45,16 @@ STATUS_RESET = 0x0280
 class PiixIde(PciDevice):
     SNAPSHOT_FIELDS = ("config", "irq_level", "ide_state")
 
-    def __init__(self, disks: dict[tuple[int, int], DiskBackend] | None = None,
-                 geometries: dict[tuple[int, int], Geometry] | None = None) -> None:
+    def __init__(self, disks: dict[tuple[int, int], Drive] | None = None,
+                 geometries: dict[tuple[int, int], Geometry] | None = None,
+                 translations: dict[tuple[int, int], int] | None = None) -> None:
         super().__init__("piix3-ide", vendor_id=0x8086, device_id=0x7010, class_code=0x010180)
         disks = dict(disks or {})
         for key in disks:
             if key not in ((0, 0), (0, 1), (1, 0), (1, 1)):
                 raise ValueError(f"IDE position {key} does not exist (channel 0-1, unit 0-1)")
         geometries = geometries or {}
+        self.translations = dict(translations or {})
         self.disks = disks
         self.add_bar(Bar(4, 16, True, self._bar_read, self._bar_write, "bmdma"))
         self.channels = [IdeChannel(self, 0), IdeChannel(self, 1)]
@@ -55,7 +64,11 @@ class PiixIde(PciDevice):
                 backend = disks.get((ch.index, unit))
                 # QEMU numbers serials per IDE position in creation order: QM00001..QM00004.
                 serial = f"QM{ch.index * 2 + unit + 1:05d}"
-                drives.append(AtaDrive(ch, unit, backend, serial, geometries.get((ch.index, unit))))
+                if isinstance(backend, Cdrom):
+                    drives.append(AtapiDrive(ch, unit, backend.medium, serial))
+                else:
+                    drives.append(AtaDrive(ch, unit, backend, serial,
+                                           geometries.get((ch.index, unit))))
             ch.set_drives(drives)
         self._status_reset()
 
@@ -128,6 +141,20 @@ class PiixIde(PciDevice):
     def drive(self, channel: int, unit: int) -> AtaDrive:
         return self.channels[channel].drives[unit]
 
+    def cmos_hd_geometry(self) -> list[tuple[int, int, int, int, int]]:
+        """(drive 0-3, cylinders, heads, sectors, CMOS translation code) of every hard disk,
+        for Rtc.set_hd_geometry: what QEMU's pc_cmos_init_late writes from ide_get_geometry
+        (the physical geometry, never a CD-ROM) and ide_get_bios_chs_trans."""
+        out = []
+        for ch in self.channels:
+            for d in ch.drives:
+                if d.present and not d.is_cd:
+                    g = d.geometry
+                    drive = ch.index * 2 + d.unit
+                    out.append((drive, g.cylinders, g.heads, g.sectors,
+                                self.translations.get((ch.index, d.unit), 0)))
+        return out
+
 
 def read_mbr(backend: DiskBackend) -> bytes | None:
     """Sector 0, for the geometry guess; None if it cannot be read."""
@@ -141,39 +168,83 @@ def read_mbr(backend: DiskBackend) -> bytes | None:
     return bytes(buf)
 
 
-def build_ide(machine, disks: dict[tuple[int, int], DiskBackend]) -> PiixIde:
-    """Add the PIIX3 IDE function at 00:01.1 with `disks` keyed by (channel, unit).
+def build_ide(machine, disks: dict[tuple[int, int], Drive]) -> PiixIde:
+    """Add the PIIX3 IDE function at 00:01.1 with `disks` keyed by (channel, unit): a
+    DiskBackend for a hard disk, a `Cdrom` for an ATAPI CD-ROM drive (empty or not).
 
-    The CHS geometry of each disk is guessed here, from its size and partition table, as
-    QEMU does when the drive is created; the device itself then never reads on its own.
-    The backends are registered in `machine.backends`, so the daemon flushes and closes them
-    at exit; do not register them again. QEMU's `pc` always has this function, disks or not.
+    The CHS geometry and BIOS translation of each disk are guessed here, from its size and
+    partition table, as QEMU does when the drive is created; the device itself then never
+    reads on its own. The backends (CD media included) are registered in `machine.backends`,
+    so the daemon flushes and closes them at exit; do not register them again. QEMU's `pc`
+    always has this function, disks or not.
     """
-    geometries = {}
+    geometries, translations = {}, {}
     for key, backend in disks.items():
-        geometries[key] = guess_geometry(backend.size // ata.SECTOR_SIZE, read_mbr(backend))
-    dev = PiixIde(disks, geometries)
+        if isinstance(backend, Cdrom):
+            continue
+        nb = backend.size // ata.SECTOR_SIZE
+        mbr = read_mbr(backend)
+        geometries[key] = guess_geometry(nb, mbr)
+        translations[key] = guess_translation(nb, mbr)
+    dev = PiixIde(disks, geometries, translations)
     machine.add(dev, slot=PCI_SLOT, fn=PCI_FN)
     backends = getattr(machine, "backends", None)
     if backends is not None:
-        backends.extend(disks[key] for key in sorted(disks))
+        for key in sorted(disks):
+            b = disks[key]
+            b = b.medium if isinstance(b, Cdrom) else b
+            if b is not None:
+                backends.append(b)
     return dev
 
 
-def open_disks(specs) -> dict[tuple[int, int], DiskBackend]:
-    """Open the raw files named by parsed `--disk` specs (devmodel.ide.diskspec.DiskSpec)."""
+def open_disks(specs) -> dict[tuple[int, int], Drive]:
+    """Open what parsed `--disk` specs (devmodel.ide.diskspec.DiskSpec) name: raw images
+    (read-write or read-only) and CD-ROM media (ISO images, read-only; an empty target is
+    an empty drive). A ValueError says which disk and what is wrong."""
     from devmodel.backends.disk import RawFileDisk
 
-    out: dict[tuple[int, int], DiskBackend] = {}
+    out: dict[tuple[int, int], Drive] = {}
+    vdevs: dict[tuple[int, int], str] = {}
+
+    def close_all() -> None:
+        for b in out.values():
+            b = b.medium if isinstance(b, Cdrom) else b
+            if b is not None:
+                b.close()
+
     try:
         for spec in specs:
             if spec.position in out:
-                raise ValueError(f"two disks at {spec.vdev}")
+                raise ValueError(f"two disks on one vdev: {vdevs[spec.position]} and {spec.vdev} "
+                                 f"are both IDE channel {spec.position[0]} unit {spec.position[1]}"
+                                 f" (two disks at {spec.vdev})")
+            if spec.format in NBD_FORMATS:
+                raise ValueError(f"{spec.vdev}: format {spec.format} needs the NBD backend "
+                                 "(qemu-nbd), which this daemon does not have yet; use a raw "
+                                 "image (qemu-img convert -O raw)")
+            if spec.format != "raw":
+                raise ValueError(f"{spec.vdev}: format {spec.format!r} is not supported")
+            vdevs[spec.position] = spec.vdev
+            if spec.cdrom and not spec.target:
+                out[spec.position] = Cdrom(None)
+                continue
+            what = "CD-ROM image" if spec.cdrom else "disk image"
+            try:
+                backend = RawFileDisk(os.fspath(spec.target), readonly=spec.readonly or spec.cdrom)
+            except OSError as e:
+                raise ValueError(f"{spec.vdev}: cannot open {what} {spec.target}: "
+                                 f"{e.strerror or e}") from None
             if spec.cdrom:
-                raise ValueError(f"{spec.vdev}: CD-ROM drives are not supported yet")
-            out[spec.position] = RawFileDisk(os.fspath(spec.target), readonly=spec.readonly)
+                out[spec.position] = Cdrom(backend)
+                if backend.size < 2048:
+                    raise ValueError(f"{spec.vdev}: {spec.target} is smaller than one 2048-byte "
+                                     "CD block; not an ISO image")
+            else:
+                out[spec.position] = backend
+                if backend.size < ata.SECTOR_SIZE:
+                    raise ValueError(f"{spec.vdev}: {spec.target} is smaller than one sector")
     except BaseException:
-        for b in out.values():
-            b.close()
+        close_all()
         raise
     return out

@@ -84,7 +84,7 @@ def machine(tmp_path: Path) -> Iterator[tuple[Simulator, Hypervisor, InProcessDa
     rom = make_rom(tmp_path / "rom.bin")
 
     def factory():
-        m = build_pc(PcOptions(virtual_clock=True, bios=str(rom), serial=[]))
+        m = build_pc(PcOptions(virtual_clock=True, bios=str(rom), serial=[], vga="none"))
         m.add(VgaWindowDevice())
         return m
 

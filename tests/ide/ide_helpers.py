@@ -209,5 +209,98 @@ def ata_string(page: bytes, first: int, last: int) -> str:
     return swapped.decode("ascii").rstrip()
 
 
-__all__ = ["Rig", "FailingDisk", "make_image", "pattern", "file_bytes", "words", "ata_string"
-           ]
+__all__ = ["Rig", "FailingDisk", "make_image", "pattern", "file_bytes", "words", "ata_string",
+           "make_iso", "iso_bytes", "cdb", "send_packet", "atapi_pio", "request_sense",
+           "AtapiResult", "CD_BLOCK"]
+
+
+# ---- ATAPI ------------------------------------------------------------------------------
+CD_BLOCK = 2048
+MAX_DRQ_BLOCKS = 4096  # a driver's bound on one command's data phase, for these tests
+
+
+def iso_bytes(nblocks: int, seed: int = 0) -> bytes:
+    """Distinct content per 2048-byte block: block number, seed, byte ramp."""
+    out = bytearray()
+    for b in range(nblocks):
+        out += struct.pack("<II", b, seed) + bytes((b * 13 + seed + i) & 0xFF for i in range(2040))
+    return bytes(out)
+
+
+def make_iso(path: Path, nblocks: int, seed: int = 0) -> Path:
+    path.write_bytes(iso_bytes(nblocks, seed))
+    return path
+
+
+class AtapiResult:
+    def __init__(self, data: bytes, blocks: list[int], status: int, error: int, reason: int,
+                 irqs: list[tuple[int, int]]) -> None:
+        self.data = data
+        self.blocks = blocks  # the byte count of each DRQ block
+        self.status = status
+        self.error = error
+        self.reason = reason  # interrupt reason (sector count) at the end
+        self.irqs = irqs
+
+    @property
+    def ok(self) -> bool:
+        return not self.status & ata.ERR_STAT
+
+    @property
+    def sense_key(self) -> int:
+        return self.error >> 4
+
+
+def cdb(*parts: int, length: int = 12) -> bytes:
+    return bytes(parts).ljust(length, b"\0")
+
+
+def send_packet(r: Rig, packet: bytes, ch: int = 1, unit: int = 0, bcl: int = 0xFFFE,
+                dma: bool = False) -> None:
+    """PACKET with the byte-count limit in LBA mid/high, then the 12-byte packet by
+    16-bit data-port writes (as SeaBIOS and Linux send it)."""
+    b = r.base(ch)
+    r.out(b + 6, 0xA0 | (unit << 4))
+    r.out(b + 1, 1 if dma else 0)
+    r.out(b + 4, bcl & 0xFF)
+    r.out(b + 5, (bcl >> 8) & 0xFF)
+    r.command(ata.CMD_PACKET, ch)
+    st = r.altstatus(ch)
+    assert st & ata.DRQ_STAT, f"no DRQ for the packet: {st:#x}"
+    assert r.inp(b + 2) & 3 == ata.ATAPI_INT_REASON_CD  # CoD=1 IO=0
+    for i in range(0, 12, 2):
+        r.out(b, int.from_bytes(packet[i : i + 2], "little"), 2)
+
+
+def atapi_pio(r: Rig, packet: bytes, ch: int = 1, unit: int = 0, bcl: int = 0xFFFE,
+              gpa: int = 0x40000) -> AtapiResult:
+    """Send a packet and read every DRQ block it produces, as a polling driver does."""
+    r.irqs()
+    send_packet(r, packet, ch, unit, bcl)
+    b = r.base(ch)
+    data = bytearray()
+    blocks = []
+    for _ in range(MAX_DRQ_BLOCKS):
+        st = r.altstatus(ch)
+        if not st & ata.DRQ_STAT:
+            break
+        assert r.inp(b + 2) & 3 == ata.ATAPI_INT_REASON_IO  # data to the host
+        n = r.inp(b + 4) | r.inp(b + 5) << 8
+        blocks.append(n)
+        nwords = (n + 1) // 2
+        for off in range(0, nwords, 2048):  # one rep per page, as Xen splits them
+            r.rep_ins(b, gpa + 2 * off, min(2048, nwords - off))
+        data += r.ram(gpa, n)
+    else:
+        raise AssertionError("data phase did not end")
+    irqs = r.irqs()
+    reason = r.inp(b + 2)
+    error = r.inp(b + 1)
+    status = r.status(ch)
+    return AtapiResult(bytes(data), blocks, status, error, reason, irqs)
+
+
+def request_sense(r: Rig, ch: int = 1) -> tuple[int, int, int]:
+    res = atapi_pio(r, cdb(0x03, 0, 0, 0, 18), ch)
+    assert res.ok and len(res.data) == 18
+    return res.data[2] & 0x0F, res.data[12], res.data[13]

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 from ide_helpers import make_image
 
-from devmodel.ide import open_disks
+from devmodel.ide import Cdrom, open_disks
 from devmodel.ide.diskspec import parse_diskspec, vdev_position
 
 
@@ -47,7 +47,9 @@ def test_vdev_mapping():
 @pytest.mark.parametrize("text,words", [
     ("", "no target"),
     ("/x.img", "no vdev"),
-    ("/x.img,qcow2,hda", "format 'qcow2'"),
+    ("/x.img,qcow3,hda", "format 'qcow3' is not a disk image format"),
+    (",,hda", "no target"),
+    ("/x.iso,raw,hdc,rw,devtype=cdrom", "CD-ROM is read-only"),
     ("/x.img,raw,hde", "hde"),
     ("/x.img,raw,sda", "sda"),
     ("/x.img,raw,hda,rx", "access 'rx'"),
@@ -71,9 +73,38 @@ def test_open_disks(tmp_path):
     finally:
         for d in disks.values():
             d.close()
-    with pytest.raises(ValueError, match="two disks at hda"):
-        open_disks([parse_diskspec(f"{a},,hda"), parse_diskspec(f"vdev=hda,target={b}")])
-    with pytest.raises(ValueError, match="CD-ROM"):
-        open_disks([parse_diskspec(f"{a},,hdc,cdrom")])
-    with pytest.raises(FileNotFoundError):
+    with pytest.raises(ValueError, match="two disks on one vdev: hda and xvda"):
+        open_disks([parse_diskspec(f"{a},,hda"), parse_diskspec(f"vdev=xvda,target={b}")])
+    with pytest.raises(ValueError, match="hda: cannot open disk image .*missing.img: No such file"):
         open_disks([parse_diskspec(f"{tmp_path}/missing.img,,hda")])
+    with pytest.raises(ValueError, match="hdc: cannot open CD-ROM image .*missing.iso"):
+        open_disks([parse_diskspec(f"{tmp_path}/missing.iso,,hdc,cdrom")])
+
+
+def test_qcow2_needs_the_nbd_backend(tmp_path):
+    a = make_image(tmp_path / "a.img", 4)
+    spec = parse_diskspec(f"{a},qcow2,hda")
+    assert spec.format == "qcow2"
+    with pytest.raises(ValueError, match="hda: format qcow2 needs the NBD backend"):
+        open_disks([spec])
+
+
+def test_open_cdrom_and_empty_drive(tmp_path):
+    iso = tmp_path / "a.iso"
+    iso.write_bytes(bytes(4 * 2048))
+    with pytest.raises(ValueError, match="target= takes the rest"):
+        parse_diskspec(f"target={iso},devtype=cdrom,vdev=hdc")
+    disks = open_disks([parse_diskspec(f"devtype=cdrom,vdev=hdc,target={iso}"),
+                        parse_diskspec(",,hdd,cdrom")])
+    try:
+        assert isinstance(disks[(1, 0)], Cdrom) and isinstance(disks[(1, 1)], Cdrom)
+        assert disks[(1, 0)].medium.readonly and disks[(1, 0)].medium.size == 4 * 2048
+        assert disks[(1, 1)].medium is None
+    finally:
+        disks[(1, 0)].medium.close()
+    assert parse_diskspec(",,hdd,cdrom").target == ""
+    assert parse_diskspec("vdev=hdb,devtype=cdrom,target=").position == (0, 1)
+    small = tmp_path / "small.iso"
+    small.write_bytes(bytes(100))
+    with pytest.raises(ValueError, match="not an ISO"):
+        open_disks([parse_diskspec(f"{small},,hdc,cdrom")])

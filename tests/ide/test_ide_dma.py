@@ -162,7 +162,7 @@ def test_dma_beyond_the_end(tmp_path):
     dma_read(r, 60, 8, [(0x20000, 4096)])
     assert r.irqs() == [(14, 1)]
     assert r.bm_status() == INT
-    assert r.status() == ata.READY_STAT | ata.ERR_STAT and r.error() == ata.ABRT_ERR
+    assert r.status() == ata.READY_STAT | ata.ERR_STAT and r.error() == ata.IDNF_ERR
 
 
 def test_dma_backend_error(tmp_path):

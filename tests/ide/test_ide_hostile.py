@@ -64,3 +64,65 @@ def test_many_bad_dma_addresses_do_not_grow_counters(tmp_path):
         r.bm_stop()
     assert r.dev.counters["DMA to memory that is not guest RAM"] == 200
     assert len(r.dev.counters) == 1
+
+
+CD_PORTS = [0x170 + i for i in range(8)] + [0x376] + [BMIBA + 8 + i for i in range(8)]
+MMC_OPCODES = [0x00, 0x03, 0x12, 0x1B, 0x1E, 0x25, 0x28, 0x2B, 0x43, 0x46, 0x4A, 0x51, 0x5A,
+               0xA8, 0xBB, 0xBD, 0xBE, 0xAD, 0x01, 0xFF]
+
+cd_op = st.one_of(
+    st.tuples(st.just("packet"), st.sampled_from(MMC_OPCODES), st.binary(min_size=11, max_size=11),
+              st.integers(0, 0xFFFF), st.booleans()),
+    st.tuples(st.just("in"), st.sampled_from(CD_PORTS), st.sampled_from([1, 2, 4])),
+    st.tuples(st.just("out"), st.sampled_from(CD_PORTS), st.sampled_from([1, 2, 4]),
+              st.integers(0, 0xFFFFFFFF)),
+    st.tuples(st.just("cmd"), st.integers(0, 0xFF)),
+    st.tuples(st.just("rep"), st.sampled_from([2, 4]), st.integers(1, 2048), st.booleans()),
+    st.tuples(st.just("media"), st.booleans()),
+)
+
+
+@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(st.lists(cd_op, max_size=40))
+def test_random_atapi_traffic_is_survivable(tmp_path, ops):
+    """Random packets (any opcode and parameters, any byte-count limit, PIO or DMA), ATA
+    commands, register and data-port traffic and media changes on an ATAPI drive: no
+    exception (strict machine), the PIO cursor never leaves the buffer."""
+    from devmodel.ide import Cdrom, MediaLockedError
+
+    iso = tmp_path / "h.iso"
+    iso.write_bytes(bytes(range(256)) * 8 * 16)
+    r = Rig({(1, 0): Cdrom(RawFileDisk(iso, readonly=True))})
+    r.poke(0, struct.pack("<II", 0x8000, 0x80001000))
+    drive = r.dev.drive(1, 0)
+    for o in ops:
+        kind = o[0]
+        if kind == "packet":
+            _, opcode, rest, bcl, dma = o
+            r.out(0x176, 0xA0)
+            r.out(0x171, int(dma))
+            r.out(0x174, bcl & 0xFF)
+            r.out(0x175, bcl >> 8)
+            r.out(0x177, ata.CMD_PACKET)
+            packet = bytes([opcode]) + rest
+            for i in range(0, 12, 2):
+                r.out(0x170, int.from_bytes(packet[i : i + 2], "little"), 2)
+        elif kind == "in":
+            r.inp(o[1], o[2])
+        elif kind == "out":
+            r.out(o[1], o[3] & ((1 << 8 * o[2]) - 1), o[2])
+        elif kind == "cmd":
+            r.out(0x177, o[1])
+        elif kind == "rep":
+            _, size, count, read = o
+            (r.rep_ins if read else r.rep_outs)(0x170, 0x10000, min(count, 4096 // size), size)
+        else:
+            try:
+                old = (drive.insert_media(RawFileDisk(iso, readonly=True)) if o[1]
+                       else drive.eject_media())
+            except MediaLockedError:
+                old = None
+            if old is not None:
+                old.close()
+        assert 0 <= drive.pos <= drive.end <= len(drive.buf)
+    assert not r.dev.failed

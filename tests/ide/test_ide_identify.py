@@ -34,7 +34,9 @@ def test_identify_words(tmp_path):
     assert w[83] == (1 << 14) | (1 << 13) | (1 << 12) | (1 << 10)  # FLUSH EXT, FLUSH, LBA48
     assert w[86] == (1 << 13) | (1 << 12) | (1 << 10)
     assert w[85] & (1 << 5)  # write cache enabled
-    assert not w[82] & 1 and not w[85] & 1  # SMART is not implemented, so not advertised
+    assert w[82] & 1 and w[85] & 1  # SMART supported and enabled
+    assert not w[84] & 3 and not w[87] & 3  # but no self-test or error log
+    assert w[169] == 1 and w[105] == 8 and w[69] & (1 << 14)  # TRIM, up to 8 blocks
     assert w[100] | w[101] << 16 | w[102] << 32 | w[103] << 48 == nsectors
     # The data phase is over: DRQ clear, and no interrupt for the end of an IDENTIFY block.
     assert r.status() == ata.READY_STAT | ata.SEEK_STAT

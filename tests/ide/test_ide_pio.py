@@ -145,18 +145,18 @@ def test_chs_addressing(tmp_path):
     assert r.status() == ata.READY_STAT | ata.ERR_STAT
 
 
-def test_beyond_the_end_aborts_with_interrupt(tmp_path):
+def test_beyond_the_end_sets_idnf_with_interrupt(tmp_path):
     r = Rig.with_file(tmp_path, 64)
     r.taskfile(63, 2)  # the second sector is past the end
     r.command(ata.CMD_READ_MULTIPLE)
     assert r.irqs() == [(14, 1)]
     assert r.status() == ata.READY_STAT | ata.ERR_STAT
-    assert r.error() == ata.ABRT_ERR  # QEMU ide_rw_error
+    assert r.error() == ata.IDNF_ERR  # ID not found (QEMU's ide_rw_error says ABRT)
     assert r.inp(0x1F0, 2) == 0xFFFF
     r.taskfile(64, 1)
     r.command(ata.CMD_WRITE)  # a write is checked once its data has arrived
     r.rep_outs(0x1F0, BUF, 256)
-    assert r.status() == ata.READY_STAT | ata.ERR_STAT and r.error() == ata.ABRT_ERR
+    assert r.status() == ata.READY_STAT | ata.ERR_STAT and r.error() == ata.IDNF_ERR
     r.taskfile(63, 1)
     r.command(ata.CMD_READ)  # the device works on afterwards
     assert r.read_block(BUF, 512) == pattern(64)[63 * 512 :]

@@ -1,0 +1,493 @@
+"""Network backends for the NICs: tap devices, datagram sockets, pcap capture, and the pump
+that moves frames between a backend and a device on the daemon's event loop.
+
+Every backend has the same small surface and no event loop in it:
+- `fileno()`: the fd to watch for incoming frames (None: nothing to read);
+- `recv_frames(limit)`: up to `limit` frames that are ready now (never blocks);
+- `send(frame)`: the device's transmit port; never blocks: when the fd is full the frame
+  waits in a bounded backlog (`on_backlog` asks the pump to watch for writability), and
+  beyond that bound it is dropped and counted;
+- `flush()`, `close()`, `counters`, and an optional `capture` (PcapWriter) that records
+  every frame in both directions.
+
+`NetPump` attaches a backend to a NIC on an asyncio loop (add_reader/add_writer only), as
+`SerialPump` does for UARTs. Frames the device has no room for wait in a bounded queue; when
+that overflows the device counts them as missed (`rx_missed`: MPC and RXO), never silently.
+"""
+
+from __future__ import annotations
+
+import collections
+import ctypes
+import errno
+import fcntl
+import logging
+import os
+import socket
+import struct
+import threading
+import time
+from collections.abc import Callable
+from typing import Any
+
+log = logging.getLogger("devmodel.net")
+
+MAX_FRAME = 65536
+MAX_BACKLOG = 256  # frames waiting for a writable fd
+RX_BATCH = 64  # frames read per readiness callback
+MAX_PENDING = 256  # frames waiting for receive descriptors
+FEED_BATCH = 64  # frames offered to the device per loop turn
+
+TUNSETIFF = 0x400454CA
+IFF_TAP = 0x0002
+IFF_NO_PI = 0x1000
+CLONE_NEWNET = 0x40000000
+
+PCAP_MAGIC = 0xA1B2C3D4
+LINKTYPE_ETHERNET = 1
+_PCAP_HDR = struct.Struct("<IHHiIII")
+_PCAP_REC = struct.Struct("<IIII")
+
+
+class PcapWriter:
+    """A classic pcap file (microsecond timestamps, Ethernet) readable by tcpdump/scapy."""
+
+    def __init__(self, path: str, snaplen: int = MAX_FRAME) -> None:
+        self.path = path
+        self.snaplen = snaplen
+        self._f = open(path, "wb")  # noqa: SIM115 (closed by close())
+        self._f.write(_PCAP_HDR.pack(PCAP_MAGIC, 2, 4, 0, 0, snaplen, LINKTYPE_ETHERNET))
+        self._f.flush()
+
+    def write(self, frame: bytes, ts: float | None = None) -> None:
+        if self._f.closed:
+            return
+        ts = time.time() if ts is None else ts
+        sec = int(ts)
+        usec = int((ts - sec) * 1_000_000)
+        data = frame[: self.snaplen]
+        self._f.write(_PCAP_REC.pack(sec, usec, len(data), len(frame)) + data)
+
+    def flush(self) -> None:
+        if not self._f.closed:
+            self._f.flush()
+
+    def close(self) -> None:
+        if not self._f.closed:
+            self._f.close()
+
+
+def read_pcap(path: str) -> list[bytes]:
+    """The frames of a pcap file written by PcapWriter (for tests and tools)."""
+    with open(path, "rb") as f:
+        data = f.read()
+    if len(data) < _PCAP_HDR.size or _PCAP_HDR.unpack_from(data)[0] != PCAP_MAGIC:
+        raise ValueError(f"{path} is not a pcap file")
+    out = []
+    pos = _PCAP_HDR.size
+    while pos + _PCAP_REC.size <= len(data):
+        _, _, incl, _ = _PCAP_REC.unpack_from(data, pos)
+        pos += _PCAP_REC.size
+        out.append(data[pos : pos + incl])
+        pos += incl
+    return out
+
+
+class NetBackend:
+    kind = "null"
+
+    def __init__(self) -> None:
+        self.fd: int | None = None
+        self.capture: PcapWriter | None = None
+        self.backlog: collections.deque[bytes] = collections.deque()
+        self.counters: collections.Counter[str] = collections.Counter()
+        self.on_backlog: Callable[[], None] | None = None
+        self.on_fd_closing: Callable[[int], None] | None = None
+
+    # -- reading --------------------------------------------------------------------------
+    def fileno(self) -> int | None:
+        return self.fd
+
+    def recv_frames(self, limit: int = RX_BATCH) -> list[bytes]:
+        out: list[bytes] = []
+        while len(out) < limit:
+            try:
+                frame = self._recv_one()
+            except (BlockingIOError, InterruptedError):
+                break
+            except OSError as e:
+                self.counters["read errors"] += 1
+                log.warning("%s: read failed: %s", self.kind, e)
+                break
+            if frame is None:
+                break
+            if not frame:
+                continue
+            if self.capture is not None:
+                self.capture.write(frame)
+            self.counters["rx frames"] += 1
+            out.append(frame)
+        return out
+
+    def _recv_one(self) -> bytes | None:
+        return None
+
+    # -- writing --------------------------------------------------------------------------
+    def write_fileno(self) -> int | None:
+        return self.fd
+
+    def send(self, frame: bytes) -> None:
+        if self.capture is not None:
+            self.capture.write(frame)
+        if self.backlog:
+            self._queue(frame)
+            return
+        try:
+            self._send_one(frame)
+            self.counters["tx frames"] += 1
+        except (BlockingIOError, InterruptedError):
+            self._queue(frame)
+        except OSError as e:
+            self.counters["tx errors"] += 1
+            log.debug("%s: send failed: %s", self.kind, e)
+
+    def _queue(self, frame: bytes) -> None:
+        if len(self.backlog) >= MAX_BACKLOG:
+            self.counters["tx dropped: backlog full"] += 1
+            return
+        self.backlog.append(frame)
+        if self.on_backlog is not None:
+            self.on_backlog()
+
+    def flush(self) -> None:
+        while self.backlog:
+            try:
+                self._send_one(self.backlog[0])
+                self.counters["tx frames"] += 1
+            except (BlockingIOError, InterruptedError):
+                break
+            except OSError as e:
+                self.counters["tx errors"] += 1
+                log.debug("%s: send failed: %s", self.kind, e)
+            self.backlog.popleft()
+        if self.capture is not None:
+            self.capture.flush()
+
+    def _send_one(self, frame: bytes) -> None:
+        self.counters["tx dropped: no peer"] += 1
+
+    def close(self) -> None:
+        if self.fd is not None:
+            if self.on_fd_closing is not None:
+                self.on_fd_closing(self.fd)
+            self._close_fd()
+            self.fd = None
+        if self.capture is not None:
+            self.capture.close()
+
+    def _close_fd(self) -> None:
+        os.close(self.fd)
+
+
+class NullBackend(NetBackend):
+    """No network: frames sent are counted and dropped."""
+
+
+# ---- tap ----------------------------------------------------------------------------------
+def _in_netns(netns: str, fn: Callable[[], Any]) -> Any:
+    """Run fn in network namespace `netns` (a name under /run/netns or a path) on a
+    short-lived thread: setns(2) changes only the calling thread, so the daemon's own
+    threads never leave their namespace. Python 3.11 has no os.setns, hence ctypes."""
+    path = netns if "/" in netns else f"/run/netns/{netns}"
+    result: dict[str, Any] = {}
+
+    def run() -> None:
+        try:
+            libc = ctypes.CDLL(None, use_errno=True)
+            nsfd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+            try:
+                if libc.setns(nsfd, CLONE_NEWNET) != 0:
+                    err = ctypes.get_errno()
+                    raise OSError(err, f"setns {path}: {os.strerror(err)}")
+            finally:
+                os.close(nsfd)
+            result["value"] = fn()
+        except BaseException as e:  # handed to the caller
+            result["error"] = e
+
+    t = threading.Thread(target=run, name=f"netns-{netns}")
+    t.start()
+    t.join()
+    if "error" in result:
+        raise result["error"]
+    return result["value"]
+
+
+def open_tap(ifname: str = "", netns: str | None = None, create: bool | None = None) -> tuple[int, str]:
+    """Attach to tap device `ifname` and return (fd, name); the fd is non-blocking and
+    close-on-exec. `create`: None creates the device only when no name is given (the kernel
+    picks one); False requires an existing device (the toolstack's vifN.M-emu), True creates
+    a missing one (it goes away when the fd closes)."""
+    if len(ifname.encode()) > 15:
+        raise ValueError(f"tap name {ifname!r} is longer than 15 bytes")
+    if create is None:
+        create = not ifname
+
+    def attach() -> tuple[int, str]:
+        if ifname and not create:
+            try:
+                socket.if_nametoindex(ifname)
+            except OSError:
+                raise ValueError(f"tap device {ifname} does not exist (the toolstack creates it; "
+                                 "or ask for create=on)") from None
+        try:
+            fd = os.open("/dev/net/tun", os.O_RDWR | os.O_NONBLOCK | os.O_CLOEXEC)
+        except OSError as e:
+            raise ValueError(f"cannot open /dev/net/tun: {e.strerror}") from None
+        try:
+            ifr = struct.pack("16sH22x", ifname.encode(), IFF_TAP | IFF_NO_PI)
+            res = fcntl.ioctl(fd, TUNSETIFF, ifr)
+        except OSError as e:
+            os.close(fd)
+            raise ValueError(f"cannot attach tap {ifname or '(new)'}: {e.strerror}") from None
+        return fd, res[:16].rstrip(b"\0").decode()
+
+    if netns:
+        return _in_netns(netns, attach)
+    return attach()
+
+
+class TapBackend(NetBackend):
+    """A Linux tap device: an existing one by name (the toolstack's vifN.M-emu, already in
+    a bridge) or a new one. One read/write is one Ethernet frame (IFF_NO_PI)."""
+
+    kind = "tap"
+
+    def __init__(self, ifname: str = "", netns: str | None = None, create: bool | None = None) -> None:
+        super().__init__()
+        self.fd, self.ifname = open_tap(ifname, netns, create)
+
+    def _recv_one(self) -> bytes | None:
+        if self.fd is None:
+            return None
+        return os.read(self.fd, MAX_FRAME)
+
+    def _send_one(self, frame: bytes) -> None:
+        if self.fd is None:
+            raise OSError("tap closed")
+        os.write(self.fd, frame)
+
+
+# ---- datagram sockets ---------------------------------------------------------------------
+class SocketBackend(NetBackend):
+    """One frame per datagram with a UDP or Unix datagram peer (tests, fuzzers, or QEMU's
+    `-netdev dgram`). Without a fixed peer, frames go to whoever sent the last datagram."""
+
+    kind = "socket"
+
+    def __init__(self, sock: socket.socket, peer: Any = None) -> None:
+        super().__init__()
+        sock.setblocking(False)
+        self.sock = sock
+        self.peer = peer
+        self.learned: Any = None
+        self.fd = sock.fileno()
+
+    @classmethod
+    def udp(cls, remote: tuple[str, int] | None, local: tuple[str, int] | None = None) -> SocketBackend:
+        host = (remote or local or ("127.0.0.1", 0))[0]
+        family = socket.AF_INET6 if ":" in host else socket.AF_INET
+        sock = socket.socket(family, socket.SOCK_DGRAM)
+        try:
+            if local is not None:
+                sock.bind(local)
+        except OSError as e:
+            sock.close()
+            raise ValueError(f"cannot bind UDP {local}: {e.strerror}") from None
+        return cls(sock, remote)
+
+    @classmethod
+    def unix(cls, path: str | None, peer: str | None = None) -> SocketBackend:
+        sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+        try:
+            if path:
+                sock.bind(path)
+        except OSError as e:
+            sock.close()
+            raise ValueError(f"cannot bind {path}: {e.strerror}") from None
+        return cls(sock, peer)
+
+    def _recv_one(self) -> bytes | None:
+        data, addr = self.sock.recvfrom(MAX_FRAME)
+        if self.peer is None and addr:
+            self.learned = addr  # reply to whoever sent last
+        return data
+
+    def _send_one(self, frame: bytes) -> None:
+        peer = self.peer if self.peer is not None else self.learned
+        if peer is None:
+            try:
+                self.sock.send(frame)  # a connected socket (socketpair, connect())
+            except OSError as e:
+                if e.errno not in (errno.ENOTCONN, errno.EDESTADDRREQ):
+                    raise
+                self.counters["tx dropped: no peer"] += 1
+            return
+        self.sock.sendto(frame, peer)
+
+    def _close_fd(self) -> None:
+        self.sock.close()
+
+
+# ---- the pump -----------------------------------------------------------------------------
+class NetPump:
+    """Moves frames between a backend and a NIC on an asyncio loop.
+
+    Input: the backend's fd is watched with add_reader; frames go to `nic.receive`; those it
+    has no room for wait here (at most MAX_PENDING) and are offered again after the NIC calls
+    `on_rx_space` (deferred with call_soon, so the device is never re-entered from inside an
+    ioreq). Frames beyond the bound are counted by the NIC as missed. Output: when the
+    backend's backlog fills, its fd is watched with add_writer until it drains.
+
+    `on_effects` is called after frames were pushed into the NIC outside an ioreq, so the
+    caller sends the IRQ dm_ops the machine queued."""
+
+    def __init__(self, loop: Any, backend: NetBackend, nic: Any,
+                 on_effects: Callable[[], None] | None = None) -> None:
+        self.loop = loop
+        self.backend = backend
+        self.nic = nic
+        self.on_effects = on_effects
+        self.pending: collections.deque[bytes] = collections.deque()
+        self._reader_fd: int | None = None
+        self._writer_fd: int | None = None
+        self._feed_scheduled = False
+        self.closed = False
+        nic.transmit = backend.send
+        nic.on_rx_space = self._rx_space
+        backend.on_backlog = self._want_write
+        backend.on_fd_closing = self._fd_closing
+        self._sync_reader()
+        if backend.backlog:
+            self._want_write()
+
+    def _sync_reader(self) -> None:
+        want = None if self.closed else self.backend.fileno()
+        if want == self._reader_fd:
+            return
+        if self._reader_fd is not None:
+            self.loop.remove_reader(self._reader_fd)
+        self._reader_fd = want
+        if want is not None:
+            self.loop.add_reader(want, self._readable)
+
+    def _readable(self) -> None:
+        if self.closed:
+            return
+        for frame in self.backend.recv_frames(RX_BATCH):
+            if len(self.pending) >= MAX_PENDING:
+                self.backend.counters["rx missed: queue full"] += 1
+                self.nic.rx_missed()
+                continue
+            self.pending.append(frame)
+        self._feed(notify=False)
+        self._effects()
+
+    def _feed(self, notify: bool = True) -> None:
+        self._feed_scheduled = False
+        if self.closed:
+            return
+        for _ in range(FEED_BATCH):
+            if not self.pending:
+                break
+            if not self.nic.receive(self.pending[0]):
+                break
+            self.pending.popleft()
+        else:
+            if self.pending:
+                self._schedule_feed()
+        if notify:
+            self._effects()
+
+    def _schedule_feed(self) -> None:
+        if not self._feed_scheduled and not self.closed:
+            self._feed_scheduled = True
+            self.loop.call_soon(self._feed)
+
+    def _rx_space(self) -> None:
+        if self.pending:
+            self._schedule_feed()
+
+    def _effects(self) -> None:
+        if self.on_effects is not None:
+            self.on_effects()
+
+    def _want_write(self) -> None:
+        fd = self.backend.write_fileno()
+        if fd is None or self.closed or fd == self._writer_fd:
+            return
+        if self._writer_fd is not None:
+            self.loop.remove_writer(self._writer_fd)
+        self._writer_fd = fd
+        self.loop.add_writer(fd, self._writable)
+
+    def _writable(self) -> None:
+        self.backend.flush()
+        if not self.backend.backlog and self._writer_fd is not None:
+            self.loop.remove_writer(self._writer_fd)
+            self._writer_fd = None
+
+    def _fd_closing(self, fd: int) -> None:
+        if fd == self._reader_fd:
+            self.loop.remove_reader(fd)
+            self._reader_fd = None
+        if fd == self._writer_fd:
+            self.loop.remove_writer(fd)
+            self._writer_fd = None
+
+    def close(self) -> None:
+        if self.closed:
+            return
+        self.closed = True
+        if self._reader_fd is not None:
+            self.loop.remove_reader(self._reader_fd)
+            self._reader_fd = None
+        if self._writer_fd is not None:
+            self.loop.remove_writer(self._writer_fd)
+            self._writer_fd = None
+        self.nic.on_rx_space = None
+        self.backend.on_backlog = None
+        self.backend.on_fd_closing = None
+
+
+# ---- specs --------------------------------------------------------------------------------
+def open_backend(kind: str, *, ifname: str = "", netns: str | None = None, path: str | None = None,
+                 peer: str | None = None, capture: str | None = None,
+                 create: bool | None = None) -> NetBackend:
+    """Open a backend by kind: `tap` (ifname), `udp` (peer host:port, path = local
+    host:port), `unix` (path = our socket, peer = theirs), `null`; `capture` adds a pcap."""
+    if kind == "tap":
+        backend: NetBackend = TapBackend(ifname, netns, create)
+    elif kind == "udp":
+        backend = SocketBackend.udp(_hostport(peer) if peer else None,
+                                    _hostport(path) if path else None)
+    elif kind == "unix":
+        backend = SocketBackend.unix(path, peer)
+    elif kind in ("null", "none"):
+        backend = NullBackend()
+    else:
+        raise ValueError(f"unknown network backend {kind!r}: expected tap, udp, unix or null")
+    if capture:
+        try:
+            backend.capture = PcapWriter(capture)
+        except OSError as e:
+            backend.close()
+            raise ValueError(f"cannot write capture {capture}: {e.strerror}") from None
+    return backend
+
+
+def _hostport(text: str) -> tuple[str, int]:
+    host, sep, port = text.rpartition(":")
+    if not sep or not port.isdigit() or not 0 <= int(port) <= 65535:
+        raise ValueError(f"{text!r} is not HOST:PORT")
+    return host.strip("[]") or "127.0.0.1", int(port)

@@ -1,0 +1,286 @@
+"""82540EM receive: filters, VLAN stripping, checksum offload, descriptors, moderation.
+
+8254x SDM chapter 3.2 and QEMU's e1000_receive_iov, with the catalog's bounds (entries 10, 12,
+14, 15):
+- frame size rules: at most RX_MAX_SHORT bytes without RCTL.LPE, RX_MAX_LONG with it, else
+  the frame is dropped and counted in ROC (SBP does not lift the hard cap);
+- a frame is spread over descriptors only within each descriptor's buffer size (BSIZE/BSEX),
+  all descriptors it needs are checked before anything is written, null-buffer descriptors
+  (skipped, as the SDM says) count against RX_MAX_DESC_PER_PACKET;
+- RDH/RDT outside RDLEN: the frame is missed (MPC, RXO), never a walk;
+- no room: `receive` returns False (RNBC counted) and the backend keeps the frame until
+  `on_rx_space`; a backend that has to drop calls `rx_missed()` (MPC, RXO);
+- loopback (RCTL.LBM or PHY loopback) goes through a bounded queue and a zero-delay timer,
+  never a recursive call into the receive path.
+"""
+
+from __future__ import annotations
+
+from . import e1000_defs as d
+from .netpkt import BROADCAST, ETH_ZLEN, csum_add, fcs, is_multicast, rx_checksums
+
+RX_MAX_SHORT = 1518  # 14 header + 4 VLAN tag + 1500, without FCS (1522 on the wire)
+RX_MAX_LONG = 16384 - 4  # the 82540EM's 16 KiB packet buffer limit, without FCS
+RX_MAX_DESC_PER_PACKET = 96  # 16 KiB in 256-byte buffers is 64, plus skipped null buffers
+LOOPBACK_QUEUE_MAX = 64
+_BSIZE = {(0, 0): 2048, (0, 1): 1024, (0, 2): 512, (0, 3): 256,
+          (1, 1): 16384, (1, 2): 8192, (1, 3): 4096, (1, 0): 2048}
+_MTA_SHIFT = (4, 3, 2, 0)
+_RAL = tuple(f"RAL{i}" for i in range(d.NUM_RA))
+_RAH = tuple(f"RAH{i}" for i in range(d.NUM_RA))
+_MTA = tuple(f"MTA{i}" for i in range(d.NUM_MTA))
+_VFTA = tuple(f"VFTA{i}" for i in range(d.NUM_VFTA))
+
+
+def rx_buffer_size(rctl: int) -> int:
+    bsex = 1 if rctl & d.RCTL_BSEX else 0
+    return _BSIZE[(bsex, (rctl >> d.RCTL_BSIZE_SHIFT) & 3)]
+
+
+class E1000Rx:
+    RX_FIELDS = ("loop_queue",)
+
+    def rx_init(self) -> None:
+        self.loop_queue: list[bytes] = []
+        self.rx_bufsize = 2048
+
+    def rx_post_restore(self) -> None:
+        self.rx_bufsize = rx_buffer_size(self.regs["RCTL"])
+        self.loop_queue = [bytes(f) for f in self.loop_queue][:LOOPBACK_QUEUE_MAX]
+
+    # ---- register side effects ----------------------------------------------------------
+    def _w_rctl(self, old: int, new: int) -> None:
+        self.rx_bufsize = rx_buffer_size(new)
+        if (new & d.RCTL_BSEX) and not (new >> d.RCTL_BSIZE_SHIFT) & 3:
+            self.guest_error("RCTL BSEX with BSIZE 00 is reserved")
+        if new & d.RCTL_EN:
+            self.rx_space_changed()
+
+    def _w_rdt(self, old: int, new: int) -> None:
+        self.rx_space_changed()
+
+    def _w_rdtr(self, old: int, new: int) -> None:
+        self.regs["RDTR"] = new & 0xFFFF
+        if new & d.RDTR_FPD and (self.timer("rdtr").armed or self.timer("radv").armed):
+            self._rx_delay_expired(0)  # flush partial descriptor block: fire now
+
+    def rx_space_changed(self) -> None:
+        """Descriptors were given back (or the receiver came on): backends may retry."""
+        if self.loop_queue and self.timer("loopback") is not None:
+            self.timer("loopback").arm_in(0)
+        if self.on_rx_space is not None:
+            self.on_rx_space()
+
+    # ---- the port -----------------------------------------------------------------------
+    def can_receive(self) -> bool:
+        regs = self.regs
+        return bool(regs["RCTL"] & d.RCTL_EN and regs["STATUS"] & d.STATUS_LU and self.bus_master)
+
+    def rx_missed(self) -> None:
+        """A frame was lost for want of room (the backend's queue or ours was full)."""
+        self.stat_add("MPC")
+        self.raise_cause(d.ICR_RXO)
+
+    def receive(self, frame: bytes | bytearray | memoryview) -> bool:
+        """Offer one frame (without FCS). True: consumed (stored, filtered or counted as
+        dropped); False: no descriptors now, offer it again after `on_rx_space`."""
+        regs = self.regs
+        rctl = regs["RCTL"]
+        if not rctl & d.RCTL_EN or not regs["STATUS"] & d.STATUS_LU:
+            self.counters["rx dropped: receiver off or link down"] += 1
+            return True
+        if not self.bus_master:
+            return False
+        f = bytes(frame)
+        if len(f) < ETH_ZLEN:
+            f += bytes(ETH_ZLEN - len(f))  # as QEMU: a tap frame is not padded
+        size = len(f)
+        if size > RX_MAX_LONG or (size > RX_MAX_SHORT and not rctl & (d.RCTL_LPE | d.RCTL_SBP)):
+            self.stat_add("ROC")  # CVE-2012-6075: too long for the buffer rules
+            return True
+        if not self._rx_filter(f, rctl):
+            self.counters["rx filtered"] += 1
+            return True
+        status = 0
+        special = 0
+        vet = regs["VET"] & 0xFFFF
+        if regs["CTRL"] & d.CTRL_VME and (f[12] << 8 | f[13]) == vet:
+            special = f[14] << 8 | f[15]
+            f = f[:12] + f[16:]
+            status |= d.RXD_STAT_VP
+        csum_status, errors = self._rx_checksum(f)
+        pcss = regs["RXCSUM"] & d.RXCSUM_PCSS_MASK
+        pkt_csum = csum_add(f[pcss:]) if pcss < len(f) else 0
+        while pkt_csum >> 16:
+            pkt_csum = (pkt_csum & 0xFFFF) + (pkt_csum >> 16)
+        data = f if rctl & d.RCTL_SECRC else f + fcs(f)
+        return self._rx_store(f, data, status | csum_status, errors, special, pkt_csum)
+
+    def _rx_store(self, f: bytes, data: bytes, status: int, errors: int, special: int,
+                  pkt_csum: int) -> bool:
+        regs = self.regs
+        n = regs["RDLEN"] // d.DESC_SIZE
+        head, tail = regs["RDH"], regs["RDT"]
+        if n == 0 or head >= n or tail >= n:
+            self.guest_error(f"rx ring pointers outside RDLEN: {head} {tail} {regs['RDLEN']:#x}")
+            self.rx_missed()
+            return True
+        bufsize = self.rx_bufsize
+        total = len(data)
+        needed = -(-total // bufsize)
+        avail = (tail - head) % n
+        base = regs["RDBAH"] << 32 | regs["RDBAL"]
+        mem = self.ctx.memory
+        descs: list[tuple[int, int]] = []  # (descriptor address, buffer address)
+        found = 0
+        idx = head
+        for _ in range(min(avail, RX_MAX_DESC_PER_PACKET)):
+            addr = base + idx * d.DESC_SIZE
+            buf = mem.read_int(addr, 8)
+            if buf is None:
+                self.dma_error(f"rx descriptor outside RAM: {addr:#x}")
+                self.rx_missed()
+                return True
+            descs.append((addr, buf))
+            if buf:
+                found += 1
+                if found == needed:
+                    break
+            idx = idx + 1 if idx + 1 < n else 0
+        if found < needed:
+            if len(descs) >= RX_MAX_DESC_PER_PACKET or needed > n - 1:
+                # catalog 15: a packet that cannot be placed within the budget is dropped
+                self.guest_error(f"rx frame cannot be placed in the ring: {total} bytes")
+                self.rx_missed()
+                return True
+            self.stat_add("RNBC")
+            return False
+        pos = 0
+        last = len(descs) - 1
+        for i, (addr, buf) in enumerate(descs):
+            length = 0
+            err = 0
+            st = d.RXD_STAT_DD
+            if buf:
+                chunk = data[pos : pos + bufsize]
+                pos += len(chunk)
+                length = len(chunk)
+                if not mem.write(buf, chunk):
+                    self.dma_error(f"rx buffer outside RAM: {buf:#x}+{length}")
+                    err = d.RXD_ERR_RXE
+            if i == last:
+                st |= d.RXD_STAT_EOP | status
+                err |= errors
+            desc = d.RX_DESC.pack(buf, length, pkt_csum if i == last else 0, st, err,
+                                  special if i == last else 0)
+            if not mem.write(addr, desc):
+                self.dma_error(f"rx write-back outside RAM: {addr:#x}")
+        head = (head + len(descs)) % n
+        regs["RDH"] = head
+        self._rx_stats(f)
+        cause = 0
+        free = (tail - head) % n
+        shift = ((regs["RCTL"] >> d.RCTL_RDMTS_SHIFT) & 3) + 1
+        if free <= n >> shift:
+            cause |= d.ICR_RXDMT0
+        if cause:
+            self.raise_cause(cause)
+        self._rx_interrupt()
+        return True
+
+    def _rx_stats(self, f: bytes) -> None:
+        wire = len(f) + 4
+        self.stat_add("TPR")
+        self.stat_add("GPRC")
+        self.stat_add64("GORCL", "GORCH", wire)
+        self.stat_add64("TORL", "TORH", wire)
+        self._size_stat(d.PRC_REGS, wire)
+        if f[:6] == BROADCAST:
+            self.stat_add("BPRC")
+        elif is_multicast(f):
+            self.stat_add("MPRC")
+        self.counters["rx frames"] += 1
+
+    def _rx_checksum(self, f: bytes) -> tuple[int, int]:
+        rxcsum = self.regs["RXCSUM"]
+        if not rxcsum & (d.RXCSUM_IPOFL | d.RXCSUM_TUOFL):
+            return d.RXD_STAT_IXSM, 0
+        is_ip, ip_ok, l4_ok = rx_checksums(f)
+        if not is_ip:
+            return d.RXD_STAT_IXSM, 0
+        status = errors = 0
+        if rxcsum & d.RXCSUM_IPOFL and ip_ok is not None:
+            status |= d.RXD_STAT_IPCS
+            if not ip_ok:
+                errors |= d.RXD_ERR_IPE
+        if rxcsum & d.RXCSUM_TUOFL and l4_ok is not None:
+            status |= d.RXD_STAT_TCPCS
+            if not l4_ok:
+                errors |= d.RXD_ERR_TCPE
+        return status, errors
+
+    def _rx_filter(self, f: bytes, rctl: int) -> bool:
+        """VLAN filter (VFTA when RCTL.VFE), then broadcast/multicast/unicast acceptance:
+        BAM, MPE, UPE, the 16 exact addresses, the 4096-bit multicast hash (SDM 3.2.1)."""
+        regs = self.regs
+        if (f[12] << 8 | f[13]) == regs["VET"] & 0xFFFF and rctl & d.RCTL_VFE:
+            vid = (f[14] << 8 | f[15]) & 0xFFF
+            if not regs[_VFTA[vid >> 5]] >> (vid & 31) & 1:
+                return False
+        dst = f[:6]
+        if dst == BROADCAST:
+            if rctl & d.RCTL_BAM:
+                return True
+        elif dst[0] & 1:
+            if rctl & d.RCTL_MPE:
+                return True
+        elif rctl & d.RCTL_UPE:
+            return True
+        lo = int.from_bytes(dst[:4], "little")
+        hi = dst[4] | dst[5] << 8
+        for i in range(d.NUM_RA):
+            rah = regs[_RAH[i]]
+            if rah & d.RAH_AV and not rah & 0x30000 and regs[_RAL[i]] == lo and rah & 0xFFFF == hi:
+                return True
+        bit = ((dst[5] << 8 | dst[4]) >> _MTA_SHIFT[(rctl >> d.RCTL_MO_SHIFT) & 3]) & 0xFFF
+        return bool(regs[_MTA[bit >> 5]] >> (bit & 31) & 1)
+
+    # ---- moderation ---------------------------------------------------------------------
+    def _rx_interrupt(self) -> None:
+        """RXT0 at once with RDTR 0; else after RDTR since the last frame (restarted by each)
+        or RADV since the first, whichever comes first (SDM 3.2.7)."""
+        regs = self.regs
+        rdtr = regs["RDTR"] & 0xFFFF
+        if not rdtr:
+            self.raise_cause(d.ICR_RXT0)
+            return
+        self.timer("rdtr").arm_in(rdtr * 1024)
+        radv = regs["RADV"] & 0xFFFF
+        if radv and not self.timer("radv").armed:
+            self.timer("radv").arm_in(radv * 1024)
+
+    def _rx_delay_expired(self, now: int) -> None:
+        self.timer("rdtr").cancel()
+        self.timer("radv").cancel()
+        self.raise_cause(d.ICR_RXT0)
+
+    # ---- loopback -----------------------------------------------------------------------
+    def loopback_mode(self) -> bool:
+        return bool(self.regs["RCTL"] & d.RCTL_LBM_MASK or self.phy[d.MII_BMCR] & d.BMCR_LOOPBACK)
+
+    def loopback_queue_frame(self, frame: bytes) -> None:
+        if len(self.loop_queue) >= LOOPBACK_QUEUE_MAX:
+            self.rx_missed()
+            return
+        self.loop_queue.append(frame)
+        timer = self.timer("loopback")
+        if timer is not None and not timer.armed:
+            timer.arm_in(0)
+
+    def _loopback_deliver(self, now: int) -> None:
+        for _ in range(LOOPBACK_QUEUE_MAX):
+            if not self.loop_queue:
+                return
+            if not self.receive(self.loop_queue[0]):
+                return  # no descriptors: rx_space_changed re-arms the timer
+            self.loop_queue.pop(0)

@@ -1,0 +1,111 @@
+"""`--nic` specifications in xl's vif syntax (xl-network-configuration(5)).
+
+    mac=00:16:3e:01:02:03,model=e1000,type=ioemu,bridge=xenbr0,vifname=web
+    model=e1000,mac=52:54:00:12:34:56,backend=tap,ifname=vif1.0-emu
+    model=e1000,backend=udp,peer=127.0.0.1:5000[,path=127.0.0.1:5001]
+    model=e1000,backend=unix,path=/run/nic.sock,peer=/run/peer.sock
+    ...,capture=/tmp/nic.pcap       every frame both ways, pcap
+    ...,rom=off | rom=/path/to/efi-e1000.rom
+
+The tap: `ifname` names an existing device (create=on makes it if missing); otherwise, as
+libxl names the emulated side of a vif, `vifname` plus "-emu"; with neither, a new tap named by
+the kernel. `bridge` is recorded for the toolstack (it bridges the tap, as on Xen); devmodel
+does not touch bridges. `type=vif` (PV only) is refused for an emulated NIC; `script`, `ip`,
+`rate`, `devid`, `backend_domain` are accepted and ignored. A missing MAC is generated in
+Xen's 00:16:3e OUI.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+
+from .netpkt import format_mac, parse_mac
+
+MODELS = ("e1000",)
+BACKENDS = ("tap", "udp", "unix", "null")
+IGNORED = ("script", "ip", "rate", "devid", "backend_domain", "gatewaydev", "accel", "trusted",
+           "mtu")
+KEYS = ("mac", "model", "type", "backend", "bridge", "vifname", "ifname", "path", "peer",
+        "capture", "rom", "netns", "create", *IGNORED)
+
+
+@dataclass(frozen=True)
+class NicSpec:
+    mac: bytes
+    model: str = "e1000"
+    backend: str = "tap"
+    ifname: str = ""
+    bridge: str = ""
+    path: str | None = None
+    peer: str | None = None
+    capture: str | None = None
+    rom: str | None = ""  # "" default ROM, None no ROM
+    netns: str | None = None
+    create: bool | None = None  # tap: None = only when unnamed
+
+    @property
+    def mac_text(self) -> str:
+        return format_mac(self.mac)
+
+    def open_backend(self):
+        from devmodel.backends.net import open_backend
+
+        return open_backend(self.backend, ifname=self.ifname, netns=self.netns, path=self.path,
+                            peer=self.peer, capture=self.capture, create=self.create)
+
+
+def random_mac() -> bytes:
+    tail = bytearray(os.urandom(3))
+    tail[0] &= 0x7F  # libxl keeps the top bit clear
+    return b"\x00\x16\x3e" + bytes(tail)
+
+
+def parse_nicspec(text: str) -> NicSpec:
+    fields: dict[str, str] = {}
+    for item in text.split(","):
+        item = item.strip()
+        if not item:
+            continue
+        key, sep, value = item.partition("=")
+        key = key.strip().lower()
+        if not sep:
+            raise ValueError(f"nic {text!r}: {item!r} is not KEY=VALUE")
+        if key not in KEYS:
+            raise ValueError(f"nic {text!r}: unknown key {key!r}; known: {', '.join(KEYS[:12])}")
+        if key in fields:
+            raise ValueError(f"nic {text!r}: {key} given twice")
+        fields[key] = value.strip()
+    model = fields.get("model", "e1000").lower()
+    if model not in MODELS:
+        raise ValueError(f"nic model {model!r} is not emulated; available: {', '.join(MODELS)}")
+    vtype = fields.get("type", "ioemu").lower()
+    if vtype == "vif":
+        raise ValueError("nic type=vif is a PV-only interface; an emulated NIC is type=ioemu")
+    if vtype not in ("ioemu", "tap"):
+        raise ValueError(f"nic type {vtype!r}: expected ioemu")
+    mac = parse_mac(fields["mac"]) if "mac" in fields else random_mac()
+    backend = fields.get("backend", "tap").lower()
+    if backend in ("stream", "dgram"):
+        raise ValueError(f"nic backend {backend!r} is not implemented yet; use tap, udp or unix")
+    if backend not in BACKENDS:
+        raise ValueError(f"nic backend {backend!r}: expected one of {', '.join(BACKENDS)}")
+    ifname = fields.get("ifname", "")
+    if not ifname and fields.get("vifname"):
+        ifname = fields["vifname"] + "-emu"
+    if len(ifname.encode()) > 15:
+        raise ValueError(f"nic ifname {ifname!r} is longer than 15 bytes (IFNAMSIZ)")
+    if backend in ("udp", "unix") and not (fields.get("peer") or fields.get("path")):
+        raise ValueError(f"nic backend={backend} needs peer= (and optionally path=)")
+    rom = fields.get("rom", "")
+    create = None
+    if "create" in fields:
+        flag = fields["create"].lower()
+        if flag not in ("on", "off", "yes", "no", "1", "0"):
+            raise ValueError(f"nic create={fields['create']!r}: expected on or off")
+        create = flag in ("on", "yes", "1")
+    return NicSpec(mac=mac, model=model, backend=backend, ifname=ifname,
+                   bridge=fields.get("bridge", ""), path=fields.get("path"),
+                   peer=fields.get("peer"), capture=fields.get("capture") or None,
+                   rom=None if rom.lower() in ("off", "none", "no") else rom,
+                   netns=fields.get("netns") or None, create=create)

@@ -1,0 +1,8 @@
+"""Shared by the VGA tests: makes vgahelp importable."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).parent))
