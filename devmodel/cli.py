@@ -63,6 +63,9 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--log-level", default="info",
                      choices=("debug", "info", "warning", "error"))
     run.add_argument("--log-file", metavar="FILE", help="log here instead of stderr")
+    run.add_argument("--machine", choices=("pc", "none"), default="pc",
+                     help="pc: the i440FX/PIIX3 PC (default); none: no emulated devices, for a "
+                          "PVH or PV domain (docs/machine-none.md)")
     run.add_argument("--strict", action="store_true",
                      help="a device exception stops the daemon (for fuzzing and tests)")
     run.add_argument("--qmp", action="append", default=[], metavar="PATH",
@@ -140,6 +143,19 @@ def add_machine_options(p: argparse.ArgumentParser) -> None:
     g.add_argument("--disk", action="append", default=[], metavar="SPEC",
                    help="an IDE disk in xl's DISKSPEC syntax, e.g. "
                         "target=/img.raw,format=raw,vdev=hda,access=rw (repeatable)")
+    g.add_argument("--nic", action="append", default=[], metavar="SPEC",
+                   help="an e1000 NIC in xl's vif syntax, e.g. mac=00:16:3e:00:00:01,model=e1000,"
+                        "bridge=xenbr0,vifname=vif1.0 (opens the tap vif1.0-emu), or "
+                        "backend=tap,ifname=NAME[,create=on] (repeatable)")
+    g.add_argument("--vga", choices=("std", "none"), default="std",
+                   help="standard VGA with Bochs VBE (default) or none")
+    g.add_argument("--vga-mem", type=int, default=16, metavar="MB", help="VRAM size (default 16)")
+    g.add_argument("--xen-platform", choices=("on", "off"), default="on",
+                   help="the Xen platform device at 00:02.0 (xl's xen_platform_pci)")
+    g.add_argument("--unplug-policy", choices=("honour", "ignore"), default="honour",
+                   help="whether PV drivers may unplug the emulated disks and NICs")
+    g.add_argument("--xen-driver-blacklist", action="append", default=[], metavar="PRODUCT[/BUILD]",
+                   help="PV driver versions refused the unplug (repeatable)")
     g.add_argument("--debugcon", metavar="SPEC",
                    help="also send the firmware debug console (ports 0x402, 0xE9) to SPEC")
     g.add_argument("--boot", default="cd", metavar="ORDER",
@@ -169,7 +185,9 @@ def machine_options(args: argparse.Namespace):
                      boot_order=args.boot, boot_fail_wait=args.boot_fail_wait,
                      boot_menu=args.boot_menu, kernel=args.kernel, initrd=args.initrd,
                      append=args.append, fw_cfg_files=args.fw_cfg, rtc_base=args.rtc_base,
-                     acpi=args.acpi == "on", disks=args.disk)
+                     acpi=args.acpi == "on", disks=args.disk, nics=args.nic, vga=args.vga,
+                     vga_mem=args.vga_mem, xen_platform=args.xen_platform == "on",
+                     unplug_policy=args.unplug_policy, xen_blacklist=args.xen_driver_blacklist)
     if args.serial is not None:
         opts.serial = [] if args.serial == ["none"] else args.serial
     if args.uuid is not None:
@@ -194,7 +212,7 @@ def _exit_on_signal(signum: int, frame: object) -> None:
 
 
 def cmd_run(args: argparse.Namespace) -> int:
-    from devmodel.pc import build_pc
+    from devmodel.pc import build_machine_none, build_pc
 
     setup_logging(args.log_level, args.log_file)
     log = logging.getLogger("devmodel")
@@ -203,7 +221,8 @@ def cmd_run(args: argparse.Namespace) -> int:
         signal.signal(sig, _exit_on_signal)
     opts = machine_options(args)
     try:
-        machine = build_pc(opts)  # bad device options fail here, before the socket exists
+        # Bad device options fail here, before the socket exists.
+        machine = build_machine_none(opts) if args.machine == "none" else build_pc(opts)
     except (ValueError, OSError) as e:
         raise SystemExit(f"devmodel: {e}") from None
     try:

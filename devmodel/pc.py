@@ -50,6 +50,7 @@ class PcOptions:
     xen_platform: bool = True  # the Xen platform device at 00:02.0 (xl xen_platform_pci)
     vga: str = "std"  # std (PCI VGA 1234:1111 with Bochs VBE) or none
     vga_mem: int = 16  # MiB of VRAM
+    nics: list[str] = field(default_factory=list)  # xl vif specs (e1000)
     unplug_policy: str = "honour"  # honour | ignore the PV drivers' unplug requests
     xen_blacklist: list[str] = field(default_factory=list)  # PRODUCT[/BUILD] refused unplug
 
@@ -199,6 +200,20 @@ def _populate(machine: Machine, opts: PcOptions) -> None:
     elif opts.vga != "none":
         raise ValueError(f"vga {opts.vga!r}: expected std or none")
 
+    # NICs in the next free slots, as QEMU places -device e1000 without an address.
+    for spec_text in opts.nics:
+        from devmodel.nic import build_e1000
+        from devmodel.nic.nicspec import parse_nicspec
+
+        spec = parse_nicspec(spec_text)
+        slot = _free_slot(machine)
+        backend = spec.open_backend()
+        try:
+            build_e1000(machine, slot, spec.mac, backend, rom=spec.rom)
+        except BaseException:
+            backend.close()
+            raise
+
     fw_opts = dict(ram_size=opts.memory, nr_cpus=opts.vcpus, uuid=opts.uuid, name=opts.name,
                    boot_menu=opts.boot_menu, boot_fail_wait_s=opts.boot_fail_wait,
                    ram_below_4g=below_4g,
@@ -215,6 +230,13 @@ def _populate(machine: Machine, opts: PcOptions) -> None:
     elif opts.initrd or opts.append:
         raise ValueError("--initrd and --append need --kernel")
     machine.add(build_fw_cfg(FwCfgConfig(**fw_opts)))
+
+
+def _free_slot(machine: Machine) -> int:
+    for slot in range(2, 32):
+        if not any(devfn >> 3 == slot for devfn in machine.pci.devices):
+            return slot
+    raise ValueError("no free PCI slot on bus 0")
 
 
 def _wire_pm_block(machine: Machine, pm) -> None:

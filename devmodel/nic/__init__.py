@@ -53,7 +53,8 @@ def build_e1000(machine, slot: int, mac: bytes | str, backend: Any, *, rom: str 
     machine.add(nic, slot=slot)
     if backend is not None:
         nic.transmit = backend.send
-        machine.backends.append(backend)
+        # Owned by the NIC: a Xen unplug of the NIC releases the tap with it.
+        machine.backends.append(machine.own(nic, backend))
         machine.io_hooks.append(
-            lambda loop, flush, b=backend, n=nic: NetPump(loop, b, n, on_effects=flush))
+            lambda loop, flush, b=backend, n=nic: machine.own(n, NetPump(loop, b, n, on_effects=flush)))
     return nic
