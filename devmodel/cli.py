@@ -147,6 +147,9 @@ def add_machine_options(p: argparse.ArgumentParser) -> None:
                    help="an e1000 NIC in xl's vif syntax, e.g. mac=00:16:3e:00:00:01,model=e1000,"
                         "bridge=xenbr0,vifname=vif1.0 (opens the tap vif1.0-emu), or "
                         "backend=tap,ifname=NAME[,create=on] (repeatable)")
+    g.add_argument("--usb", action="append", default=[], metavar="DEV",
+                   help="a USB device on the UHCI at 00:01.2: tablet, keyboard, mouse or "
+                        "disk:PATH[,ro] (repeatable; xl's usbdevice= list)")
     g.add_argument("--vga", choices=("std", "none"), default="std",
                    help="standard VGA with Bochs VBE (default) or none")
     g.add_argument("--vga-mem", type=int, default=16, metavar="MB", help="VRAM size (default 16)")
@@ -185,7 +188,7 @@ def machine_options(args: argparse.Namespace):
                      boot_order=args.boot, boot_fail_wait=args.boot_fail_wait,
                      boot_menu=args.boot_menu, kernel=args.kernel, initrd=args.initrd,
                      append=args.append, fw_cfg_files=args.fw_cfg, rtc_base=args.rtc_base,
-                     acpi=args.acpi == "on", disks=args.disk, nics=args.nic, vga=args.vga,
+                     acpi=args.acpi == "on", disks=args.disk, nics=args.nic, usb=args.usb, vga=args.vga,
                      vga_mem=args.vga_mem, xen_platform=args.xen_platform == "on",
                      unplug_policy=args.unplug_policy, xen_blacklist=args.xen_driver_blacklist)
     if args.serial is not None:

@@ -7,6 +7,7 @@ device; what needs the event loop is left as `machine.io_hooks` for the daemon.
 
 from __future__ import annotations
 
+import os
 import time
 import uuid as uuidlib
 from dataclasses import dataclass, field
@@ -51,6 +52,7 @@ class PcOptions:
     vga: str = "std"  # std (PCI VGA 1234:1111 with Bochs VBE) or none
     vga_mem: int = 16  # MiB of VRAM
     nics: list[str] = field(default_factory=list)  # xl vif specs (e1000)
+    usb: list[str] = field(default_factory=list)  # xl usbdevice= list: tablet, keyboard, disk:...
     unplug_policy: str = "honour"  # honour | ignore the PV drivers' unplug requests
     xen_blacklist: list[str] = field(default_factory=list)  # PRODUCT[/BUILD] refused unplug
 
@@ -146,6 +148,12 @@ def _populate(machine: Machine, opts: PcOptions) -> None:
         shadow = SharedMemory("devmodel-shadow", SHADOW_SIZE)
         machine.backends.append(shadow)
         shadow.mm[SHADOW_SIZE - ISA_BIOS_SIZE :] = image[-ISA_BIOS_SIZE:]
+        # The shadow area is RAM to bus masters too: SeaBIOS keeps buffers, UHCI queues and
+        # transfer descriptors there (0xE8xxx), so device DMA must reach it.
+        from devmodel.bios.firmware import REGION_SHADOW, SHADOW_BASE
+        from devmodel.wire.constants import MEM_RAM
+
+        machine.memory.add_fd(REGION_SHADOW, SHADOW_BASE, SHADOW_SIZE, os.dup(shadow.fd), 0, MEM_RAM)
         firmware = SystemFirmware(image, bios_mem.fd, shadow.fd)
     build_chipset(machine, on_pam=firmware.on_pam if firmware else None)
     if firmware is not None:
@@ -199,6 +207,11 @@ def _populate(machine: Machine, opts: PcOptions) -> None:
         build_vga(machine, vram_mb=opts.vga_mem)
     elif opts.vga != "none":
         raise ValueError(f"vga {opts.vga!r}: expected std or none")
+
+    if opts.usb:  # UHCI at 00:01.2 only when asked: SeaBIOS polls it hard (slow boots)
+        from devmodel.usb import build_usb
+
+        build_usb(machine, opts.usb)
 
     # NICs in the next free slots, as QEMU places -device e1000 without an address.
     for spec_text in opts.nics:

@@ -1,0 +1,178 @@
+"""USB descriptors declared with `construct` (design rule 9: cold, fixed layouts built once per
+device at construction; never parsed from guest data on a hot path).
+
+Layouts: USB 2.0 spec chapter 9.6 (device, configuration, interface, endpoint, string) and
+HID 1.11 section 6.2.1 (HID descriptor). `config_blob` assembles a configuration with its
+interfaces, class descriptors and endpoints and fills wTotalLength, as QEMU's hw/usb/desc.c
+does when it answers GET_DESCRIPTOR(CONFIGURATION).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from construct import Const, Int8ul, Int16ul, Struct
+
+DT_DEVICE = 1
+DT_CONFIG = 2
+DT_STRING = 3
+DT_INTERFACE = 4
+DT_ENDPOINT = 5
+DT_DEVICE_QUALIFIER = 6
+DT_HID = 0x21
+DT_REPORT = 0x22
+DT_HUB = 0x29
+
+EP_CONTROL = 0
+EP_ISOC = 1
+EP_BULK = 2
+EP_INTERRUPT = 3
+
+CFG_ATT_ONE = 0x80
+CFG_ATT_SELFPOWER = 0x40
+CFG_ATT_WAKEUP = 0x20
+
+DeviceDescriptor = Struct(
+    "bLength" / Const(18, Int8ul),
+    "bDescriptorType" / Const(DT_DEVICE, Int8ul),
+    "bcdUSB" / Int16ul,
+    "bDeviceClass" / Int8ul,
+    "bDeviceSubClass" / Int8ul,
+    "bDeviceProtocol" / Int8ul,
+    "bMaxPacketSize0" / Int8ul,
+    "idVendor" / Int16ul,
+    "idProduct" / Int16ul,
+    "bcdDevice" / Int16ul,
+    "iManufacturer" / Int8ul,
+    "iProduct" / Int8ul,
+    "iSerialNumber" / Int8ul,
+    "bNumConfigurations" / Int8ul,
+)
+
+ConfigDescriptor = Struct(
+    "bLength" / Const(9, Int8ul),
+    "bDescriptorType" / Const(DT_CONFIG, Int8ul),
+    "wTotalLength" / Int16ul,
+    "bNumInterfaces" / Int8ul,
+    "bConfigurationValue" / Int8ul,
+    "iConfiguration" / Int8ul,
+    "bmAttributes" / Int8ul,
+    "bMaxPower" / Int8ul,  # in 2 mA units
+)
+
+InterfaceDescriptor = Struct(
+    "bLength" / Const(9, Int8ul),
+    "bDescriptorType" / Const(DT_INTERFACE, Int8ul),
+    "bInterfaceNumber" / Int8ul,
+    "bAlternateSetting" / Int8ul,
+    "bNumEndpoints" / Int8ul,
+    "bInterfaceClass" / Int8ul,
+    "bInterfaceSubClass" / Int8ul,
+    "bInterfaceProtocol" / Int8ul,
+    "iInterface" / Int8ul,
+)
+
+EndpointDescriptor = Struct(
+    "bLength" / Const(7, Int8ul),
+    "bDescriptorType" / Const(DT_ENDPOINT, Int8ul),
+    "bEndpointAddress" / Int8ul,
+    "bmAttributes" / Int8ul,
+    "wMaxPacketSize" / Int16ul,
+    "bInterval" / Int8ul,
+)
+
+HidDescriptor = Struct(
+    "bLength" / Const(9, Int8ul),
+    "bDescriptorType" / Const(DT_HID, Int8ul),
+    "bcdHID" / Int16ul,
+    "bCountryCode" / Int8ul,
+    "bNumDescriptors" / Const(1, Int8ul),
+    "bReportDescriptorType" / Const(DT_REPORT, Int8ul),
+    "wDescriptorLength" / Int16ul,
+)
+
+
+def string_descriptor(text: str) -> bytes:
+    """UTF-16LE string with its 2-byte header; longer strings are cut to fit bLength."""
+    body = text.encode("utf-16-le")[:252]
+    return bytes((2 + len(body), DT_STRING)) + body
+
+
+LANGID_DESCRIPTOR = bytes((4, DT_STRING, 0x09, 0x04))  # en-US
+
+
+@dataclass(frozen=True)
+class EndpointDesc:
+    address: int  # bit 7: IN
+    attributes: int  # transfer type
+    max_packet: int
+    interval: int = 0
+
+    def build(self) -> bytes:
+        return EndpointDescriptor.build(dict(bEndpointAddress=self.address, bmAttributes=self.attributes,
+                                             wMaxPacketSize=self.max_packet, bInterval=self.interval))
+
+
+@dataclass(frozen=True)
+class InterfaceDesc:
+    number: int
+    cls: int
+    subclass: int
+    protocol: int
+    endpoints: tuple[EndpointDesc, ...]
+    extra: bytes = b""  # class descriptors between the interface and its endpoints (HID)
+    iface_string: int = 0
+
+    def build(self) -> bytes:
+        head = InterfaceDescriptor.build(dict(
+            bInterfaceNumber=self.number, bAlternateSetting=0, bNumEndpoints=len(self.endpoints),
+            bInterfaceClass=self.cls, bInterfaceSubClass=self.subclass,
+            bInterfaceProtocol=self.protocol, iInterface=self.iface_string))
+        return head + self.extra + b"".join(e.build() for e in self.endpoints)
+
+
+@dataclass(frozen=True)
+class DeviceDesc:
+    vendor: int
+    product: int
+    max_packet0: int = 8
+    bcd_usb: int = 0x0100
+    bcd_device: int = 0
+    device_class: int = 0
+    device_protocol: int = 0
+    manufacturer: str = "QEMU"
+    product_name: str = ""
+    serial: str = ""
+    config_name: str = ""
+    interfaces: tuple[InterfaceDesc, ...] = ()
+    config_value: int = 1
+    attributes: int = CFG_ATT_ONE
+    max_power: int = 50
+
+    def string_table(self) -> dict[int, str]:
+        """Index -> text, in the order QEMU numbers its strings (manufacturer first)."""
+        out: dict[int, str] = {}
+        for i, s in enumerate((self.manufacturer, self.product_name, self.serial, self.config_name),
+                              start=1):
+            if s:
+                out[i] = s
+        return out
+
+    def _index(self, n: int, s: str) -> int:
+        return n if s else 0
+
+    def device_blob(self) -> bytes:
+        return DeviceDescriptor.build(dict(
+            bcdUSB=self.bcd_usb, bDeviceClass=self.device_class, bDeviceSubClass=0,
+            bDeviceProtocol=self.device_protocol, bMaxPacketSize0=self.max_packet0,
+            idVendor=self.vendor, idProduct=self.product, bcdDevice=self.bcd_device,
+            iManufacturer=self._index(1, self.manufacturer), iProduct=self._index(2, self.product_name),
+            iSerialNumber=self._index(3, self.serial), bNumConfigurations=1))
+
+    def config_blob(self) -> bytes:
+        body = b"".join(i.build() for i in self.interfaces)
+        head = ConfigDescriptor.build(dict(
+            wTotalLength=9 + len(body), bNumInterfaces=len(self.interfaces),
+            bConfigurationValue=self.config_value, iConfiguration=self._index(4, self.config_name),
+            bmAttributes=self.attributes, bMaxPower=self.max_power))
+        return head + body
