@@ -8,7 +8,7 @@ cd "$here"
 
 # Debian packages: a C compiler for the benchmarks' baselines, venv support, and the real
 # firmware the end-to-end tests boot.
-debs=(gcc python3-venv seabios qemu-utils ipxe-qemu xorriso isolinux syslinux-common)
+debs=(gcc python3-venv seabios qemu-utils ipxe-qemu dnsmasq-base xorriso isolinux syslinux-common)
 missing=()
 for p in "${debs[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")

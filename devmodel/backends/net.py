@@ -127,6 +127,8 @@ class NetBackend:
                 self.capture.write(frame)
             self.counters["rx frames"] += 1
             out.append(frame)
+        if out and self.capture is not None:
+            self.capture.flush()  # one flush per batch: the file is readable as it grows
         return out
 
     def _recv_one(self) -> bytes | None:
@@ -139,6 +141,7 @@ class NetBackend:
     def send(self, frame: bytes) -> None:
         if self.capture is not None:
             self.capture.write(frame)
+            self.capture.flush()
         if self.backlog:
             self._queue(frame)
             return

@@ -218,14 +218,50 @@ class E1000(E1000Tx, E1000Rx, PciDevice):
 
     def stat_add(self, name: str, n: int = 1) -> None:
         """Statistics stick at all-ones (SDM 13.7)."""
-        regs = self.regs
-        regs[name] = min(regs[name] + n, 0xFFFFFFFF)
+        values = self.regs.values  # every statistic is a plain 32-bit register
+        values[name] = min(values[name] + n, 0xFFFFFFFF)
 
     def stat_add64(self, low: str, high: str, n: int) -> None:
-        regs = self.regs
-        v = min((regs[high] << 32 | regs[low]) + n, (1 << 64) - 1)
-        regs[low] = v & 0xFFFFFFFF
-        regs[high] = v >> 32
+        values = self.regs.values
+        v = min((values[high] << 32 | values[low]) + n, (1 << 64) - 1)
+        values[low] = v & 0xFFFFFFFF
+        values[high] = v >> 32
+
+    def stat_frame(self, good: str, octets: str, total: str, total_octets: str,
+                   sizes: tuple[str, ...], bcast: str, mcast: str, frame: bytes | bytearray) -> None:
+        """One good frame's counters at once (the per-frame hot path of TX and RX): packets
+        and octets (FCS included), the size bucket, broadcast or multicast."""
+        values = self.regs.values
+        wire = len(frame) + 4
+        for name in (total, good):
+            v = values[name]
+            if v < 0xFFFFFFFF:
+                values[name] = v + 1
+        for low in (octets, total_octets):
+            high = low[:-1] + "H"
+            v = min((values[high] << 32 | values[low]) + wire, (1 << 64) - 1)
+            values[low] = v & 0xFFFFFFFF
+            values[high] = v >> 32
+        if wire > 1023:
+            bucket = sizes[5]
+        elif wire > 511:
+            bucket = sizes[4]
+        elif wire > 255:
+            bucket = sizes[3]
+        elif wire > 127:
+            bucket = sizes[2]
+        elif wire > 64:
+            bucket = sizes[1]
+        elif wire == 64:
+            bucket = sizes[0]
+        else:
+            bucket = None
+        if bucket is not None and values[bucket] < 0xFFFFFFFF:
+            values[bucket] += 1
+        if frame[0] & 1:
+            name = bcast if frame[:6] == b"\xff\xff\xff\xff\xff\xff" else mcast
+            if values[name] < 0xFFFFFFFF:
+                values[name] += 1
 
     # ---- CTRL, link and PHY -------------------------------------------------------------
     def _w_ctrl(self, old: int, new: int) -> None:

@@ -17,7 +17,7 @@
 from __future__ import annotations
 
 from . import e1000_defs as d
-from .netpkt import BROADCAST, ETH_ZLEN, csum_add, fcs, is_multicast, rx_checksums
+from .netpkt import BROADCAST, ETH_ZLEN, csum_add, fcs, rx_checksums
 
 RX_MAX_SHORT = 1518  # 14 header + 4 VLAN tag + 1500, without FCS (1522 on the wire)
 RX_MAX_LONG = 16384 - 4  # the 82540EM's 16 KiB packet buffer limit, without FCS
@@ -189,16 +189,7 @@ class E1000Rx:
         return True
 
     def _rx_stats(self, f: bytes) -> None:
-        wire = len(f) + 4
-        self.stat_add("TPR")
-        self.stat_add("GPRC")
-        self.stat_add64("GORCL", "GORCH", wire)
-        self.stat_add64("TORL", "TORH", wire)
-        self._size_stat(d.PRC_REGS, wire)
-        if f[:6] == BROADCAST:
-            self.stat_add("BPRC")
-        elif is_multicast(f):
-            self.stat_add("MPRC")
+        self.stat_frame("GPRC", "GORCL", "TPR", "TORL", d.PRC_REGS, "BPRC", "MPRC", f)
         self.counters["rx frames"] += 1
 
     def _rx_checksum(self, f: bytes) -> tuple[int, int]:

@@ -16,7 +16,7 @@ bounds QEMU lacked (hostile-guest-catalog entries 11-13 and 16):
 from __future__ import annotations
 
 from . import e1000_defs as d
-from .netpkt import ETH_ZLEN, csum_add, csum_finish, is_multicast
+from .netpkt import ETH_ZLEN, csum_add, csum_finish
 
 TX_MAX_DESC_PER_KICK = 4096
 TX_MAX_PACKET = 0x10000  # what the 16-bit IP total length and the SDM's TSO limit allow
@@ -306,17 +306,7 @@ class E1000Tx:
             frame[12:12] = (self.regs["VET"] & 0xFFFF).to_bytes(2, "big") + vlan.to_bytes(2, "big")
         if self.regs["TCTL"] & d.TCTL_PSP and len(frame) < ETH_ZLEN:
             frame += bytes(ETH_ZLEN - len(frame))
-        size = len(frame)
-        wire = size + 4  # statistics count the FCS
-        self.stat_add("TPT")
-        self.stat_add("GPTC")
-        self.stat_add64("GOTCL", "GOTCH", wire)
-        self.stat_add64("TOTL", "TOTH", wire)
-        self._size_stat(d.PTC_REGS, wire)
-        if frame[:6] == b"\xff" * 6:
-            self.stat_add("BPTC")
-        elif size and is_multicast(frame):
-            self.stat_add("MPTC")
+        self.stat_frame("GPTC", "GOTCL", "TPT", "TOTL", d.PTC_REGS, "BPTC", "MPTC", frame)
         if self.loopback_mode():
             self.loopback_queue_frame(bytes(frame))
             return

@@ -1,0 +1,442 @@
+"""e1000 frame rates of devmodel (issue 6) against a raw Python send/receive loop, in one run.
+
+    .venv/bin/python bench/e1000.py [--seconds 1.0] [--rounds 3] [--sizes 64,1514] [--pin]
+                                    [--backend udp|unix]
+
+- tx_<size>: the real daemon (`python -m devmodel run --nic ...,backend=udp|unix`, a
+  subprocess) transmits frames of <size> bytes to this process's socket. This process plays
+  the hypervisor and a driver on one vCPU: a 256-entry legacy TX ring in guest RAM, batches of
+  64 descriptors (EOP|IFCS|RS) written into RAM, then per batch one TDT doorbell and one ICR
+  read (the interrupt acknowledge), both strict ioreq round trips; the frames are counted as
+  they arrive on the peer socket.
+- rx_<size>: this process sends 64-frame batches to the daemon's socket; the NIC puts them in
+  a 256-entry RX ring of 2 KiB buffers and raises INTx (a dm_op to this process). The driver
+  waits for the interrupt, reads ICR, harvests the DD descriptors from guest RAM and hands
+  them back with one RDT write (a NAPI-like loop).
+- raw_tx_<size> / raw_rx_<size>: the same frames and batches with plain sendto/recv between two
+  sockets of the same kind, no device: the backend's ceiling in Python.
+
+Figures are interleaved round-robin; medians are reported, in frames/s with bytes/s next to
+them. One JSON object on stdout, a table on stderr. Target (issue 6): device >= 0.5x raw.
+Informative only: never assert on the timings (machine-limits.md).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import select
+import socket
+import statistics
+import struct
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE.parent))
+
+from devmodel.client import DaemonProcess, Hypervisor  # noqa: E402
+from devmodel.nic import e1000_defs as d  # noqa: E402
+from devmodel.wire.framing import Message  # noqa: E402
+
+MSG = struct.Struct("<HHIIIQQIIIHBB")  # header + ioreq_t, as devmodel.wire.codec.HEADER_IOREQ
+HDR = struct.Struct("<HHIII")
+IOREQ, IORESP, DMOP, ERROR = 4, 5, 7, 9
+READY, DIR_READ = 0x01, 0x20
+TYPE_COPY = 1  # MMIO
+RAM = 64 << 20
+MMIO = 0xF0000000
+TX_RING, RX_RING = 0x100000, 0x110000
+TX_BUFS, RX_BUFS = 0x200000, 0x400000
+RING = 256
+BATCH = 64
+RX_BUF = 2048
+MAC = bytes.fromhex("00163e000001")
+PEER_MAC = bytes.fromhex("020000000002")
+TARGET = 0.5
+WAIT_S = 2.0  # a batch that does not complete in this time is counted as lost frames
+
+
+class Vcpu:
+    """Strict ioreq round trips with raw frames; answers the daemon's dm_ops and tracks the
+    NIC's INTx level (they arrive between answers, or while waiting for an interrupt)."""
+
+    def __init__(self, hv: Hypervisor, dev: int) -> None:
+        self.hv = hv
+        self.sock = hv.sock
+        self.sock.settimeout(None)
+        self.buf = bytearray(1 << 16)
+        self.acc = bytearray(hv._deframer._buf)
+        self.tag = 1
+        self.count = 0
+        self.dev = dev
+
+    @staticmethod
+    def frame(off: int, read: bool, data: int = 0) -> bytearray:
+        bits = READY | (DIR_READ if read else 0)
+        return bytearray(MSG.pack(IOREQ, 0, 32, 0, 0, MMIO + off, data, 1, 4, 0, 0, bits, TYPE_COPY))
+
+    def _scan(self, want_tag: int | None) -> int | None:
+        acc = self.acc
+        pos, n = 0, len(acc)
+        result = None
+        while n - pos >= 16:
+            mtype, flags, length, rtag, chan = HDR.unpack_from(acc, pos)
+            end = pos + 16 + length
+            if end > n:
+                break
+            if mtype == IORESP and rtag == want_tag:
+                result = struct.unpack_from("<Q", acc, pos + 24)[0]
+                pos = end
+                break
+            if mtype == DMOP:
+                reply = self.hv.state.handle_dmop(Message(mtype, flags, rtag, chan,
+                                                          bytes(acc[pos + 16 : end])))
+                if reply is not None:
+                    self.sock.sendall(reply)
+            elif mtype == ERROR:
+                raise RuntimeError(f"daemon answered ERROR: {bytes(acc[pos + 16:end])!r}")
+            pos = end
+        del acc[:pos]
+        return result
+
+    def _read_more(self, timeout: float | None = None) -> bool:
+        if timeout is not None and not select.select([self.sock], [], [], timeout)[0]:
+            return False
+        k = self.sock.recv_into(self.buf)
+        if k == 0:
+            raise ConnectionError("daemon closed the connection")
+        self.acc += self.buf[:k]
+        return True
+
+    def io(self, frame: bytearray) -> int:
+        tag = self.tag = self.tag % 0xFFFFFFFF + 1
+        struct.pack_into("<I", frame, 8, tag)
+        self.sock.sendall(frame)
+        self.count += 1
+        while True:
+            v = self._scan(tag)
+            if v is not None:
+                return v
+            self._read_more()
+
+    @property
+    def irq(self) -> int:
+        return self.hv.state.pci_intx.get((self.dev, 0), 0)
+
+    def wait_irq(self, timeout: float) -> bool:
+        deadline = time.monotonic() + timeout
+        self._scan(None)
+        while not self.irq:
+            left = deadline - time.monotonic()
+            if left <= 0 or not self._read_more(left):
+                return False
+            self._scan(None)
+        return True
+
+
+def ether(size: int, dst: bytes, src: bytes) -> bytes:
+    head = dst + src + b"\x88\xb5"  # local experimental ethertype
+    return head + bytes(i & 0xFF for i in range(size - len(head)))
+
+
+class Driver:
+    def __init__(self, vcpu: Vcpu, mm, size: int) -> None:
+        self.v = vcpu
+        self.mm = mm
+        f = vcpu.frame
+        self.icr = f(d.ICR, True)
+        self.size = size
+        self.tx_tail = 0
+        self.rx_next = 0
+        # the descriptor blocks a driver writes per batch (the buffers are written once)
+        frame = ether(size, PEER_MAC, MAC)
+        for i in range(RING):
+            mm[TX_BUFS + i * RX_BUF : TX_BUFS + i * RX_BUF + size] = frame
+        cmd = d.TXD_CMD_EOP | d.TXD_CMD_IFCS | d.TXD_CMD_RS
+        self.tx_blocks = []
+        for start in range(0, RING, BATCH):
+            self.tx_blocks.append(b"".join(d.TX_LEGACY.pack(TX_BUFS + i * RX_BUF, size, 0, cmd, 0, 0, 0)
+                                           for i in range(start, start + BATCH)))
+        self.tdt = [f(d.TDT, False, (start + BATCH) % RING) for start in range(0, RING, BATCH)]
+
+    def init(self) -> None:
+        v, f, mm = self.v, self.v.frame, self.mm
+        for off, val in ((d.IMC, 0xFFFFFFFF), (d.CTRL, d.CTRL_SLU | d.CTRL_FD),
+                         (d.TDBAL, TX_RING), (d.TDBAH, 0), (d.TDLEN, RING * 16), (d.TDH, 0),
+                         (d.TDT, 0), (d.TIPG, 0x0060200A),
+                         (d.TCTL, d.TCTL_EN | d.TCTL_PSP | 0x0F << 4 | 0x40 << 12)):
+            v.io(f(off, False, val))
+        for i in range(RING):
+            mm[RX_RING + 16 * i : RX_RING + 16 * i + 16] = struct.pack("<QQ", RX_BUFS + i * RX_BUF, 0)
+        for off, val in ((d.RDBAL, RX_RING), (d.RDBAH, 0), (d.RDLEN, RING * 16), (d.RDH, 0),
+                         (d.RDT, RING - 1), (d.RDTR, 0), (d.ITR, 0),
+                         (d.RCTL, d.RCTL_EN | d.RCTL_BAM | d.RCTL_SECRC | d.RCTL_UPE),
+                         (d.IMS, d.ICR_RXT0 | d.ICR_RXO | d.ICR_TXDW)):
+            v.io(f(off, False, val))
+        if not v.io(f(d.STATUS, True)) & d.STATUS_LU:
+            raise RuntimeError("e1000 link is down")
+        v.io(self.icr)
+
+    def tx_batch(self) -> None:
+        b = self.tx_tail // BATCH
+        base = TX_RING + self.tx_tail * 16
+        self.mm[base : base + BATCH * 16] = self.tx_blocks[b]
+        self.v.io(self.tdt[b])
+        self.v.io(self.icr)
+        last = base + (BATCH - 1) * 16 + 12
+        if not self.mm[last] & d.TXD_STAT_DD:
+            raise RuntimeError("TX descriptor not written back after the doorbell")
+        self.tx_tail = (self.tx_tail + BATCH) % RING
+
+    def rx_harvest(self) -> int:
+        mm = self.mm
+        n = 0
+        i = self.rx_next
+        while n < RING - 1:
+            st = RX_RING + 16 * i + 12
+            if not mm[st] & d.RXD_STAT_DD:
+                break
+            mm[st] = 0
+            n += 1
+            i = (i + 1) % RING
+        if n:
+            self.rx_next = i
+            self.v.io(self.v.frame(d.RDT, False, (i - 1) % RING))
+        return n
+
+    def rx_frames(self, want: int) -> int:
+        got = 0
+        deadline = time.monotonic() + WAIT_S
+        while got < want:
+            st = RX_RING + 16 * self.rx_next + 12
+            if not self.mm[st] & d.RXD_STAT_DD and not self.v.irq:
+                if not self.v.wait_irq(max(0.0, deadline - time.monotonic())):
+                    break
+            self.v.io(self.icr)
+            got += self.rx_harvest()
+        return got
+
+
+def measure(fn, seconds: float, warmup: float) -> tuple[float, int]:
+    """Calls fn() (which returns frames done) repeatedly; (elapsed, frames) of the timed part."""
+    t0 = time.perf_counter()
+    while time.perf_counter() - t0 < warmup:
+        fn()
+    n = 0
+    t0 = time.perf_counter()
+    while True:
+        n += fn()
+        t = time.perf_counter() - t0
+        if t >= seconds:
+            return t, n
+
+
+def drain(sock: socket.socket, want: int, timeout: float = WAIT_S) -> int:
+    got = 0
+    deadline = time.monotonic() + timeout
+    while got < want:
+        try:
+            sock.recv(65536)
+            got += 1
+        except BlockingIOError:
+            left = deadline - time.monotonic()
+            if left <= 0 or not select.select([sock], [], [], left)[0]:
+                break
+    return got
+
+
+def make_sockets(kind: str, tmp: str, tag: str) -> tuple[socket.socket, object, object]:
+    """A non-blocking socket of `kind` bound to a fresh address; (socket, address, spec text)."""
+    if kind == "udp":
+        s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        s.bind(("127.0.0.1", 0))
+        addr = s.getsockname()
+        text = f"127.0.0.1:{addr[1]}"
+    else:
+        addr = os.path.join(tmp, f"{tag}.sock")
+        s = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+        s.bind(addr)
+        text = addr
+    for opt in (socket.SO_RCVBUF, socket.SO_SNDBUF):
+        s.setsockopt(socket.SOL_SOCKET, opt, 4 << 20)
+    s.setblocking(False)
+    return s, addr, text
+
+
+def free_udp_port() -> int:
+    s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    s.bind(("127.0.0.1", 0))
+    port = s.getsockname()[1]
+    s.close()
+    return port
+
+
+def summarize(runs: list[float], size: int) -> dict:
+    med = statistics.median(runs)
+    return {"median": med, "min": min(runs), "max": max(runs), "runs": runs, "unit": "frames/s",
+            "bytes_per_s": med * size, "frame_bytes": size}
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--seconds", type=float, default=1.0)
+    ap.add_argument("--rounds", type=int, default=3)
+    ap.add_argument("--warmup", type=float, default=0.2)
+    ap.add_argument("--sizes", default="64,1514")
+    ap.add_argument("--backend", choices=("udp", "unix"), default="udp")
+    ap.add_argument("--pin", action="store_true", help="both processes on CPU 0")
+    args = ap.parse_args()
+    sizes = [int(s) for s in args.sizes.split(",")]
+    if any(not 60 <= s <= 1514 for s in sizes):
+        ap.error("frame sizes must be 60-1514 bytes")
+    tmp = tempfile.mkdtemp(prefix="devmodel-bench-e1000-", dir=os.environ.get("BENCH_TMPDIR"))
+    peer, peer_addr, peer_text = make_sockets(args.backend, tmp, "peer")
+    if args.backend == "udp":
+        dm_addr: object = ("127.0.0.1", free_udp_port())
+        dm_text = f"127.0.0.1:{dm_addr[1]}"
+    else:
+        dm_addr = dm_text = os.path.join(tmp, "dm.sock")
+    spec = (f"model=e1000,mac=00:16:3e:00:00:01,backend={args.backend},peer={peer_text},"
+            f"path={dm_text},rom=off")
+    # the raw baseline: the same socket kind, no device in between
+    raw_a, raw_a_addr, _ = make_sockets(args.backend, tmp, "raw_a")
+    raw_b, raw_b_addr, _ = make_sockets(args.backend, tmp, "raw_b")
+    proc = DaemonProcess.start(["--memory", f"{RAM >> 20}M", "--vga", "none", "--nic", spec])
+    figures: dict[str, list[float]] = {}
+    lost: dict[str, int] = {}
+    try:
+        if args.pin:
+            os.sched_setaffinity(0, {0})
+            os.sched_setaffinity(proc.pid, {0})
+        hv = Hypervisor.connect(proc.socket_path, nr_vcpus=1)
+        ram = hv.add_ram(RAM)
+        hv.barrier()
+        devfn = next(df for df, info in hv.pci_scan().items()
+                     if (info["vendor"], info["device"]) == (d.VENDOR_INTEL, d.DEVICE_82540EM))
+        hv.pci_program_bar(devfn, 0, MMIO)
+        hv.pci_enable(devfn, io=False, mem=True, master=True)
+        vcpu = Vcpu(hv, devfn >> 3)
+        mm = ram.mm
+        drivers = {}
+        for size in sizes:
+            drivers[size] = Driver(vcpu, mm, size)
+        drv0 = drivers[sizes[0]]
+        drv0.init()
+        state = {"tx_tail": 0, "rx_next": 0}
+        rx_frames = {size: ether(size, MAC, PEER_MAC) for size in sizes}
+
+        def use(size: int) -> Driver:
+            drv = drivers[size]
+            drv.tx_tail, drv.rx_next = state["tx_tail"], state["rx_next"]
+            return drv
+
+        def keep(drv: Driver) -> None:
+            state["tx_tail"], state["rx_next"] = drv.tx_tail, drv.rx_next
+
+        # correctness once: a TX batch arrives intact, an RX batch lands in guest RAM intact
+        drv = use(sizes[0])
+        drv.tx_batch()
+        got = [peer.recv(65536) for _ in range(BATCH) if select.select([peer], [], [], WAIT_S)[0]]
+        if len(got) != BATCH or got[0] != ether(sizes[0], PEER_MAC, MAC):
+            raise RuntimeError(f"TX check: {len(got)} frames, first {got[:1]!r}")
+        for _ in range(BATCH):
+            peer.sendto(rx_frames[sizes[0]], dm_addr)
+        start = drv.rx_next
+        if drv.rx_frames(BATCH) != BATCH:
+            raise RuntimeError("RX check: frames missing")
+        first = bytes(mm[RX_BUFS + start * RX_BUF : RX_BUFS + start * RX_BUF + sizes[0]])
+        if first != rx_frames[sizes[0]]:
+            raise RuntimeError("RX check: guest RAM does not hold the frame sent")
+        keep(drv)
+
+        for _ in range(args.rounds):
+            for size in sizes:
+                drv = use(size)
+
+                def tx(drv=drv, key=f"tx_{size}") -> int:
+                    drv.tx_batch()
+                    n = drain(peer, BATCH)
+                    lost[key] = lost.get(key, 0) + BATCH - n
+                    return n
+
+                t, n = measure(tx, args.seconds, args.warmup)
+                figures.setdefault(f"tx_{size}", []).append(n / t)
+                frame = rx_frames[size]
+
+                def rx(drv=drv, frame=frame, key=f"rx_{size}") -> int:
+                    for _ in range(BATCH):
+                        peer.sendto(frame, dm_addr)
+                    n = drv.rx_frames(BATCH)
+                    lost[key] = lost.get(key, 0) + BATCH - n
+                    return n
+
+                t, n = measure(rx, args.seconds, args.warmup)
+                figures.setdefault(f"rx_{size}", []).append(n / t)
+                keep(drv)
+                out = ether(size, PEER_MAC, MAC)
+
+                def raw_tx(out=out) -> int:  # the device side sends, the peer receives
+                    for _ in range(BATCH):
+                        raw_a.sendto(out, raw_b_addr)
+                    return drain(raw_b, BATCH)
+
+                t, n = measure(raw_tx, args.seconds, args.warmup)
+                figures.setdefault(f"raw_tx_{size}", []).append(n / t)
+
+                def raw_rx(frame=frame) -> int:  # the peer sends, the device side receives
+                    for _ in range(BATCH):
+                        raw_b.sendto(frame, raw_a_addr)
+                    return drain(raw_a, BATCH)
+
+                t, n = measure(raw_rx, args.seconds, args.warmup)
+                figures.setdefault(f"raw_rx_{size}", []).append(n / t)
+        ioreqs = vcpu.count
+        hv.ram = None  # views of the mapping are still alive: the process exit unmaps it
+        hv.sock.close()
+    finally:
+        proc.stop()
+        for s in (peer, raw_a, raw_b):
+            s.close()
+        for name in os.listdir(tmp):
+            try:
+                os.unlink(os.path.join(tmp, name))
+            except OSError:
+                pass
+        try:
+            os.rmdir(tmp)
+        except OSError:
+            pass
+
+    out_fig = {}
+    for name, runs in figures.items():
+        out_fig[name] = summarize(runs, int(name.rsplit("_", 1)[1]))
+        if name in lost:
+            out_fig[name]["lost_frames"] = lost[name]
+    ratios = {}
+    for size in sizes:
+        for way in ("tx", "rx"):
+            value = out_fig[f"{way}_{size}"]["median"] / out_fig[f"raw_{way}_{size}"]["median"]
+            ratios[f"{way}_vs_raw_{size}"] = {"value": value, "target": TARGET, "met": value >= TARGET}
+    result = {
+        "config": {"seconds": args.seconds, "rounds": args.rounds, "pin": args.pin,
+                   "backend": args.backend, "sizes": sizes, "batch": BATCH, "ring": RING,
+                   "ioreqs": ioreqs, "pid": os.getpid(), "cpus": os.cpu_count()},
+        "figures": out_fig,
+        "ratios": ratios,
+    }
+    for name, fig in out_fig.items():
+        print(f"{name:14s} {fig['median']:12.0f} frames/s {fig['bytes_per_s'] / 1e6:9.1f} MB/s "
+              f"({fig['min']:.0f} - {fig['max']:.0f})", file=sys.stderr)
+    for name, r in ratios.items():
+        print(f"{name:14s} {r['value']:12.3f}  target {r['target']}  met {r['met']}", file=sys.stderr)
+    json.dump(result, sys.stdout, indent=1)
+    print()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
