@@ -8,13 +8,15 @@
   the PRD table is in guest RAM (written once per size, as a driver reuses its table), and
   every register access is one strict ioreq round trip, all of them counted: bus-master stop,
   status clear, PRD pointer, direction, device/LBA48 task file (9 writes), command, start,
-  bus-master status poll, ATA status read (acknowledges INTRQ), stop.
+  then (disk I/O is asynchronous: the start ioreq returns with the read in flight) the wait
+  for the IRQ 14 dm_op the completion sends, as a driver halted in its interrupt wait, then
+  bus-master status, ATA status read (acknowledges INTRQ), stop.
 - preadv_<size>: `os.preadv` of the same sizes from the same file into the same guest-RAM
   mapping (this process's view of the daemon's memfd): the kernel-copy ceiling.
 - ioreq_roundtrip: one side-effect-free ioreq (alternate status) per round trip; the ratios
   dma_vs_ioreq_ceiling_* compare each DMA figure with round-trip rate / ioreqs per command x size.
-- pio_*: READ SECTORS EXT (24h) sector rate: per sector one status read, then either 256
-  `inw` ioreqs or one `rep insw` ioreq (data_is_ptr, count 256).
+- pio_*: READ SECTORS EXT (24h) sector rate: per sector the wait for its interrupt, one
+  status read, then either 256 `inw` ioreqs or one `rep insw` ioreq (data_is_ptr, count 256).
 
 Figures are interleaved round-robin; medians are reported. One JSON object on stdout, a
 table on stderr. Informative only: never assert on the timings (machine-limits.md).
@@ -45,6 +47,7 @@ READY, PTR, DIR_READ = 0x01, 0x10, 0x20
 DEVFN = 1 << 3 | 1  # PIIX3 IDE 00:01.1
 BMIBA = 0xC000
 CMD, CTL = 0x1F0, 0x3F6
+IDE_IRQ = 14
 PRD_GPA = 0x10000
 BUF_GPA = 0x200000
 PIO_GPA = 0x8000
@@ -66,6 +69,7 @@ class Vcpu:
         self.acc = bytearray(hv._deframer._buf)
         self.tag = 1
         self.count = 0
+        self.irq_waits = 0
 
     def frame(self, addr: int, size: int, read: bool, data: int = 0, count: int = 1, ptr: bool = False
               ) -> bytearray:
@@ -77,7 +81,23 @@ class Vcpu:
         struct.pack_into("<I", frame, 8, tag)
         self.sock.sendall(frame)
         self.count += 1
+        data = self._pump(tag)
+        assert data is not None
+        return data
+
+    def wait_irq(self, irq: int = IDE_IRQ) -> None:
+        """Block until the daemon has raised `irq` (its SET_ISA_IRQ_LEVEL dm_op), sending
+        nothing meanwhile: a vCPU halted until its interrupt arrives."""
+        levels = self.hv.state.isa_irq
+        while levels.get(irq) != 1:
+            self._pump(None, irq)
+        self.irq_waits += 1
+
+    def _pump(self, tag: int | None, irq: int | None = None) -> int | None:
+        """Serve what arrives until the IORESP of `tag` (returns its data), or until `irq`
+        is raised (returns None)."""
         acc = self.acc
+        levels = self.hv.state.isa_irq
         while True:
             pos, n = 0, len(acc)
             while n - pos >= 16:
@@ -98,6 +118,8 @@ class Vcpu:
                     raise RuntimeError(f"daemon answered ERROR: {bytes(acc[pos + 16:end])!r}")
                 pos = end
             del acc[:pos]
+            if irq is not None and levels.get(irq) == 1:
+                return None
             k = self.sock.recv_into(self.buf)
             if k == 0:
                 raise ConnectionError("daemon closed the connection")
@@ -131,11 +153,9 @@ class IdeDriver:
         for fr in self.taskfile(lba, nsect, 0x25):
             io(fr)
         io(self.bm_start)
-        for _ in range(100000):
-            st = io(self.bm_status)
-            if st & 0x04 or not st & 0x01:
-                break
-        ata = io(self.ata_status)
+        self.v.wait_irq()  # the completion raises IRQ 14 (Interrupt set, Active clear)
+        st = io(self.bm_status)
+        ata = io(self.ata_status)  # acknowledges INTRQ: the line drops
         io(self.bm_stop)
         if st & 0x02 or ata & 0x01:
             raise RuntimeError(f"DMA failed: bm status {st:#x}, ATA status {ata:#x}")
@@ -145,10 +165,8 @@ class IdeDriver:
         for fr in self.taskfile(lba, nsect, 0x24):
             io(fr)
         for _ in range(nsect):
-            for _ in range(100000):
-                st = io(self.ata_status)
-                if not st & 0x80:
-                    break
+            self.v.wait_irq()  # each block's read completes with an interrupt
+            st = io(self.ata_status)
             if not st & 0x08:
                 raise RuntimeError(f"PIO read: no DRQ (status {st:#x})")
             if rep:

@@ -80,6 +80,11 @@ class BootConfig:
     # it (default: the CPU this process runs on, else the lowest allowed).
     pin: bool = True
     pin_cpu: int | None = None
+    # The VGA screen the daemon writes at exit: PNG and text files (`devmodel run
+    # --screendump/--screentext`); `screen`: also keep the text screen (BootResult.screen).
+    screendump: str | None = None
+    screentext: str | None = None
+    screen: bool = False
 
 
 @dataclass
@@ -100,6 +105,9 @@ class BootResult:
     # there), "ready" (handshake done, ioreq server enabled), "run" (reset: the vCPU starts),
     # "port" (the first write to stop_at_port), "end".
     timings: dict[str, float] = field(default_factory=dict)
+    # The VGA text screen at exit (BootConfig.screen or screentext), None if not asked for or
+    # not written; [] when the display was not in a text mode.
+    screen: list[str] | None = None
 
     def text(self, channel: str) -> str:
         return self.outputs.get(channel, b"").decode("utf-8", "replace")
@@ -241,6 +249,8 @@ class BootSession:
         self.pinned_cpu: int | None = None  # the CPU both run on, if pinned
         self._saved_affinity: set[int] | None = None
         self.timings: dict[str, float] = {"start": time.monotonic()}
+        self.screen: list[str] | None = None  # read once the daemon has exited (close)
+        self._screentext: str | None = None
         try:
             self._start()
         except BaseException:
@@ -286,6 +296,14 @@ class BootSession:
             raise ValueError("the daemon has no --disk option yet (IDE is not wired in)")
         for spec in disks:
             args += ["--disk", spec]
+        if c.screendump or c.screentext or c.screen:
+            if "--screentext" not in known:
+                raise ValueError("the daemon has no --screendump/--screentext")
+            if c.screendump:
+                args += ["--screendump", os.path.abspath(c.screendump)]
+            text = c.screentext or os.path.join(self.tmpdir, "screen.txt")
+            self._screentext = os.path.abspath(text)
+            args += ["--screentext", self._screentext]
         return args + list(c.daemon_args)
 
     def _start(self) -> None:
@@ -444,6 +462,9 @@ class BootSession:
         for tail in self.tails:
             tail.close()
         self.tails.clear()
+        if self._screentext is not None:  # the daemon has exited: it wrote the file then
+            self.screen = _read_screen(self._screentext)
+            self._screentext = None
         if self.proc is not None:
             shutil.rmtree(self.proc.tmpdir, ignore_errors=True)
             self.proc = None
@@ -456,10 +477,20 @@ class BootSession:
         self.close()
 
 
+def _read_screen(path: str) -> list[str] | None:
+    try:
+        with open(path, encoding="utf-8", errors="replace") as f:
+            return f.read(1 << 20).splitlines()
+    except OSError:
+        return None
+
+
 def boot(config: BootConfig, echo: TextIO | None = None) -> BootResult:
     """Boot once and return what happened (`echo`: where to print the output as it comes)."""
     with BootSession(config, echo) as session:
-        return session.run()
+        result = session.run()
+    result.screen = session.screen  # the daemon wrote it at exit (session.close)
+    return result
 
 
 # ---- command line ---------------------------------------------------------------------------
@@ -469,9 +500,12 @@ def add_boot_options(p: argparse.ArgumentParser, add_machine_options: Callable) 
     p.add_argument("--until", metavar="TEXT",
                    help="stop with exit 0 once TEXT appears in the debug console, port 0xE9 "
                         "or the serial output")
-    p.add_argument("--screendump", metavar="FILE",
-                   help="write the VGA screen as PNG at the end (not available yet: needs the "
-                        "VGA device, which devmodel does not have)")
+    p.add_argument("--screendump", metavar="FILE.png",
+                   help="write the final VGA screen as PNG (the daemon's --screendump)")
+    p.add_argument("--screentext", metavar="FILE.txt",
+                   help="write the final VGA text screen as plain text (the daemon's --screentext)")
+    p.add_argument("--no-screen", action="store_true",
+                   help="do not print the VGA text screen at the end")
     p.add_argument("--max-reboots", type=int, default=MAX_REBOOTS, metavar="N",
                    help=f"guest reboots to follow (default {MAX_REBOOTS})")
     p.add_argument("--no-pin", action="store_true",
@@ -542,15 +576,38 @@ def machine_argv(argv: list[str]) -> tuple[list[str], list[str]]:
     return forward, refused
 
 
+def print_screen(screen: list[str] | None, out: TextIO | None = None) -> None:
+    """The VGA text screen after the consoles: each line prefixed `[vga] `, the blank lines at
+    the bottom left out."""
+    out = out if out is not None else sys.stdout
+    if screen is None:
+        print("devmodel boot: note: the daemon wrote no VGA screen", file=sys.stderr)
+        return
+    lines = list(screen)
+    while lines and not lines[-1].strip():
+        lines.pop()
+    if not lines:
+        print("devmodel boot: note: the VGA shows no text (not in a text mode, or blank)",
+              file=sys.stderr)
+        return
+    try:
+        for line in lines:
+            out.write(f"[vga] {line}\n")
+        out.flush()
+    except BrokenPipeError:
+        pass
+
+
 def run_boot(args: argparse.Namespace, argv: list[str]) -> int:
     """`devmodel boot` (parsed by devmodel.cli; `argv` is its command line)."""
     forward, refused = machine_argv(argv)
     if refused:
         print("devmodel boot: " + "; ".join(refused), file=sys.stderr)
         return 2
-    if args.screendump:
-        print("devmodel boot: --screendump needs the VGA device, which devmodel does not have "
-              "yet", file=sys.stderr)
+    no_vga = "--vga" in forward and forward[forward.index("--vga") + 1] == "none"
+    if no_vga and (args.screendump or args.screentext):
+        print("devmodel boot: --screendump and --screentext need the VGA (--vga std)",
+              file=sys.stderr)
         return 2
     if args.timeout <= 0:
         print("devmodel boot: --timeout must be positive", file=sys.stderr)
@@ -559,13 +616,16 @@ def run_boot(args: argparse.Namespace, argv: list[str]) -> int:
         bios=args.bios or str(DEFAULT_BIOS), disks=list(args.disk), memory=args.memory,
         vcpus=args.vcpus, name=args.name, uuid=args.uuid, timeout=args.timeout,
         until=args.until, max_reboots=max(0, args.max_reboots), daemon_log_level=args.log_level,
-        daemon_args=forward, pin=not args.no_pin,
+        daemon_args=forward, pin=not args.no_pin, screendump=args.screendump,
+        screentext=args.screentext, screen=not args.no_screen and not no_vga,
     )
     try:
         result = boot(config, echo=sys.stdout)
     except (ValueError, RuntimeError, TimeoutError, OSError) as e:
         print(f"devmodel boot: {e}", file=sys.stderr)
         return 2
+    if config.screen:
+        print_screen(result.screen)
     for note in result.notes:
         print(f"devmodel boot: note: {note}", file=sys.stderr)
     print(f"devmodel boot: {result.message} ({result.wall_s:.2f} s wall, "

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import logging
 import os
 import signal
@@ -29,7 +30,19 @@ class LogfmtFormatter(logging.Formatter):
 
 
 def setup_logging(level: str, path: str | None) -> None:
-    handler: logging.Handler = logging.FileHandler(path) if path else logging.StreamHandler()
+    handler: logging.Handler
+    if path == "journal":  # the systemd journal, native protocol (a file: ./journal)
+        from devmodel.lifecycle import JournalHandler, journal_available
+
+        if journal_available() is None:
+            raise SystemExit("devmodel: --log-file journal: no systemd journal on this host "
+                             "(/run/systemd/journal/socket does not exist); log to a file")
+        try:
+            handler = JournalHandler()
+        except OSError as e:
+            raise SystemExit(f"devmodel: --log-file journal: {e.strerror}") from None
+    else:
+        handler = logging.FileHandler(path) if path else logging.StreamHandler()
     handler.setFormatter(LogfmtFormatter())
     root = logging.getLogger()
     root.handlers[:] = [handler]
@@ -46,38 +59,91 @@ def _nonneg_int(text: str) -> int:
     return v
 
 
-def build_parser() -> argparse.ArgumentParser:
+def add_run_options(p: argparse.ArgumentParser, in_file: bool = True) -> None:
+    """The options of `devmodel run` (and of `devmodel validate`, which checks them)."""
+    # --domid and --socket/--fd are required (checked once a config file may have given them).
+    p.add_argument("--domid", type=_nonneg_int, help="guest domain id (required)")
+    where = p.add_mutually_exclusive_group()
+    where.add_argument("--socket", metavar="PATH", help="listen on this Unix socket (mode 0600)")
+    where.add_argument("--fd", type=_nonneg_int, metavar="N",
+                       help="serve an inherited Unix socket: listening or already connected")
+    p.add_argument("--clock", choices=("monotonic", "virtual"), default="monotonic",
+                   help="time source of device timers; virtual = CLOCK messages")
+    p.add_argument("--trace", metavar="FILE", help="record every message, both directions")
+    p.add_argument("--log-level", default="info",
+                   choices=("debug", "info", "warning", "error"))
+    p.add_argument("--log-file", metavar="FILE",
+                   help="log here instead of stderr; journal: the systemd journal")
+    p.add_argument("--machine", choices=("pc", "none"), default="pc",
+                   help="pc: the i440FX/PIIX3 PC (default); none: no emulated devices, for a "
+                        "PVH or PV domain (docs/machine-none.md)")
+    p.add_argument("--strict", action="store_true",
+                   help="a device exception stops the daemon (for fuzzing and tests)")
+    p.add_argument("--qmp", action="append", default=[], metavar="PATH",
+                   help="serve a QMP monitor on this Unix socket (mode 0600; one client at a "
+                        "time, as QEMU; repeatable for more monitors)")
+    p.add_argument("--paused", action="store_true",
+                   help="start with the ioreq server disabled until QMP cont (QEMU's -S; "
+                        "query-status says prelaunch)")
+    p.add_argument("--restore", metavar="FILE",
+                   help="start from a device-state file written by xen-save-devices-state; "
+                        "the daemon starts paused (QMP cont runs it)")
+    p.add_argument("--screendump", metavar="FILE.png",
+                   help="write the VGA screen as PNG when the daemon exits")
+    p.add_argument("--screentext", metavar="FILE.txt",
+                   help="write the VGA text screen as plain text when the daemon exits (empty "
+                        "outside text modes)")
+    p.add_argument("--screen-rate", type=float, default=5.0, metavar="HZ",
+                   help="render the VGA's latest frame at most HZ times a second, off the "
+                        "ioreq path (default 5; 0: only on demand)")
+    add_machine_options(p)
+    from devmodel.lockdown import add_options as add_lockdown_options
+
+    add_lockdown_options(p)
+
+    g = p.add_argument_group("configuration and lifecycle")
+    if in_file:
+        g.add_argument("--config", metavar="FILE",
+                       help="TOML file with xl-style keys (disk, vif, usbdevice, serial, vga, "
+                            "memory...) and any option by its long name; options given here win")
+    g.add_argument("--pidfile", metavar="FILE",
+                   help="write the daemon's pid here once serving, remove it at exit; refuse to "
+                        "start while it names a running devmodel")
+    g.add_argument("--ready-fd", type=_nonneg_int, metavar="N",
+                   help='write "READY\\n" to this inherited fd once serving, then close it')
+    g.add_argument("--daemonize", action="store_true",
+                   help="detach (double fork, setsid, stdio to /dev/null); exit 0 once the daemon "
+                        "is ready, or with its error")
+
+
+_RUN_PARSERS: dict[str, argparse.ArgumentParser] = {}
+
+
+def _register_run_parsers(run: argparse.ArgumentParser, validate: argparse.ArgumentParser) -> None:
+    _RUN_PARSERS["run"] = run
+    _RUN_PARSERS["validate"] = validate
+
+
+def build_parser(only: str | None = None) -> argparse.ArgumentParser:
+    """`only="run"` (or "validate") leaves out the other commands' parsers: they import the
+    simulator (Unicorn) and the fuzzer, megabytes a daemon has no use for (bench/footprint.py)."""
     p = argparse.ArgumentParser(prog="devmodel", description="Device-model daemon for HVM guests.")
     p.add_argument("--version", action="version", version=f"devmodel {__version__}")
     sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     run = sub.add_parser("run", help="serve one domain's hypervisor connection")
-    run.add_argument("--domid", type=_nonneg_int, required=True, help="guest domain id")
-    where = run.add_mutually_exclusive_group(required=True)
-    where.add_argument("--socket", metavar="PATH", help="listen on this Unix socket (mode 0600)")
-    where.add_argument("--fd", type=_nonneg_int, metavar="N",
-                       help="serve an inherited Unix socket: listening or already connected")
-    run.add_argument("--clock", choices=("monotonic", "virtual"), default="monotonic",
-                     help="time source of device timers; virtual = CLOCK messages")
-    run.add_argument("--trace", metavar="FILE", help="record every message, both directions")
-    run.add_argument("--log-level", default="info",
-                     choices=("debug", "info", "warning", "error"))
-    run.add_argument("--log-file", metavar="FILE", help="log here instead of stderr")
-    run.add_argument("--machine", choices=("pc", "none"), default="pc",
-                     help="pc: the i440FX/PIIX3 PC (default); none: no emulated devices, for a "
-                          "PVH or PV domain (docs/machine-none.md)")
-    run.add_argument("--strict", action="store_true",
-                     help="a device exception stops the daemon (for fuzzing and tests)")
-    run.add_argument("--qmp", action="append", default=[], metavar="PATH",
-                     help="serve a QMP monitor on this Unix socket (mode 0600; one client at a "
-                          "time, as QEMU; repeatable for more monitors)")
-    run.add_argument("--paused", action="store_true",
-                     help="start with the ioreq server disabled until QMP cont (QEMU's -S; "
-                          "query-status says prelaunch)")
-    run.add_argument("--restore", metavar="FILE",
-                     help="start from a device-state file written by xen-save-devices-state; "
-                          "the daemon starts paused (QMP cont runs it)")
-    add_machine_options(run)
+    add_run_options(run)
+    validate = sub.add_parser(
+        "validate", help="check a config file (and options) without starting anything",
+        description="Build the machine of CONFIG and the options in a dry mode (specs parsed, "
+                    "files looked at, nothing opened for good or started) and report every "
+                    "problem at once. Exit 0 with a summary of the machine, 1 if anything is "
+                    "wrong, 2 on bad options.")
+    validate.add_argument("config", metavar="CONFIG", help="TOML config file (as run --config)")
+    add_run_options(validate, in_file=False)
+    _register_run_parsers(run, validate)
+    if only in ("run", "validate"):
+        return p
 
     from devmodel.boot import add_boot_options
 
@@ -153,6 +219,12 @@ def add_machine_options(p: argparse.ArgumentParser) -> None:
     g.add_argument("--vga", choices=("std", "none"), default="std",
                    help="standard VGA with Bochs VBE (default) or none")
     g.add_argument("--vga-mem", type=int, default=16, metavar="MB", help="VRAM size (default 16)")
+    g.add_argument("--vnc", metavar="HOST:DISPLAY|unix:PATH",
+                   help="serve the VGA over VNC (RFB 3.8) on TCP port 5900+DISPLAY (HOST empty: "
+                        "127.0.0.1) or a Unix socket; append ,password for VNC authentication, "
+                        ",to=N to try displays up to N")
+    g.add_argument("--vnc-password-file", metavar="FILE",
+                   help="VNC password (first line, 8 bytes used); turns on VNC authentication")
     g.add_argument("--xen-platform", choices=("on", "off"), default="on",
                    help="the Xen platform device at 00:02.0 (xl's xen_platform_pci)")
     g.add_argument("--unplug-policy", choices=("honour", "ignore"), default="honour",
@@ -189,7 +261,8 @@ def machine_options(args: argparse.Namespace):
                      boot_menu=args.boot_menu, kernel=args.kernel, initrd=args.initrd,
                      append=args.append, fw_cfg_files=args.fw_cfg, rtc_base=args.rtc_base,
                      acpi=args.acpi == "on", disks=args.disk, nics=args.nic, usb=args.usb, vga=args.vga,
-                     vga_mem=args.vga_mem, xen_platform=args.xen_platform == "on",
+                     vga_mem=args.vga_mem, vnc=args.vnc, vnc_password_file=args.vnc_password_file,
+                     xen_platform=args.xen_platform == "on",
                      unplug_policy=args.unplug_policy, xen_blacklist=args.xen_driver_blacklist)
     if args.serial is not None:
         opts.serial = [] if args.serial == ["none"] else args.serial
@@ -214,7 +287,84 @@ def _exit_on_signal(signum: int, frame: object) -> None:
     raise SystemExit(0)
 
 
+def resolve_config(args: argparse.Namespace, argv: list[str]):
+    """`--config FILE` (run) or CONFIG (validate) merged into `args`: what the command line
+    gave wins. Returns the Config (None without one); its problems are left to the caller."""
+    from devmodel import config as cf
+
+    if not getattr(args, "config", None):
+        return None
+    cfg = cf.load_config(args.config, _RUN_PARSERS["run"])
+    rest = argv[argv.index(args.command) + 1:] if args.command in argv else argv
+    try:
+        cf.apply_config(args, cfg, cf.given_on_command_line(_RUN_PARSERS[args.command], rest))
+    except cf.ConfigError as e:
+        cfg.problems.extend(e.problems)
+    return cfg
+
+
+def _report_config(cfg) -> None:
+    """A config file's problems, all of them, then exit 1."""
+    if cfg is None:
+        return
+    for w in cfg.warnings:
+        print(f"devmodel: warning: {w}", file=sys.stderr)
+    if cfg.problems:
+        for pr in cfg.problems:
+            print(f"devmodel: {pr}", file=sys.stderr)
+        n = len(cfg.problems)
+        raise SystemExit(f"devmodel: {n} problem{'s' if n > 1 else ''} in {cfg.path}")
+
+
+def cmd_validate(args: argparse.Namespace, cfg) -> int:
+    from devmodel import config as cf
+
+    problems = list(cfg.problems) if cfg is not None else []
+    more, summary = cf.check_machine(args, cfg)
+    problems += more
+    for w in cfg.warnings if cfg is not None else []:
+        print(f"warning: {w}", file=sys.stderr)
+    if problems:
+        for pr in problems:
+            print(pr, file=sys.stderr)
+        n = len(problems)
+        print(f"devmodel validate: {n} problem{'s' if n > 1 else ''} in {args.config}",
+              file=sys.stderr)
+        return 1
+    print(f"{args.config}: ok")
+    for line in summary:
+        print(f"  {line}")
+    return 0
+
+
 def cmd_run(args: argparse.Namespace) -> int:
+    """Lifecycle around the daemon: pidfile, ready fd, --daemonize (whose waiting parent
+    learns any start-up error through its pipe: the daemon's stderr is /dev/null)."""
+    from devmodel.lifecycle import Lifecycle
+
+    lc = Lifecycle(args.pidfile, args.ready_fd)
+    if args.daemonize:
+        lc.daemonize()
+    args.lifecycle = lc
+    try:
+        return _cmd_run(args)
+    except SystemExit as e:
+        if lc.pipe is not None:
+            code = e.code
+            msg = code if isinstance(code, str) else f"devmodel: exited with {code} before ready"
+            logging.getLogger("devmodel").error("%s", msg)
+            lc.failed(1 if isinstance(code, str) else int(code or 1), msg)
+        raise
+    except BaseException as e:
+        if lc.pipe is not None:
+            logging.getLogger("devmodel").exception("start-up failed")
+            lc.failed(1, f"devmodel: {type(e).__name__}: {e}")
+        raise
+    finally:
+        lc.close()
+
+
+def _cmd_run(args: argparse.Namespace) -> int:
     from devmodel.pc import build_machine_none, build_pc
 
     setup_logging(args.log_level, args.log_file)
@@ -223,16 +373,35 @@ def cmd_run(args: argparse.Namespace) -> int:
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, _exit_on_signal)
     opts = machine_options(args)
+    from devmodel import lockdown
+
+    try:
+        args.lockdown = lockdown.plan_from_args(args)  # checked before anything is opened
+    except ValueError as e:
+        raise SystemExit(f"devmodel: {e}") from None
     try:
         # Bad device options fail here, before the socket exists.
         machine = build_machine_none(opts) if args.machine == "none" else build_pc(opts)
     except (ValueError, OSError) as e:
         raise SystemExit(f"devmodel: {e}") from None
     try:
+        _build_screen(args, machine)
         controller = _controller(args, opts, machine)
         return _serve(args, machine, log, controller)
     finally:
         machine.close_backends()  # idempotent; covers exits before the daemon takes over
+
+
+def _build_screen(args: argparse.Namespace, machine) -> None:
+    """The VGA's rate-limited renderer and the --screendump/--screentext files, opened now
+    (a bad path fails start-up; before any lock-down)."""
+    from devmodel.backends.screen import build_screen
+
+    try:
+        build_screen(machine, rate_hz=args.screen_rate, screendump=args.screendump,
+                     screentext=args.screentext)
+    except ValueError as e:
+        raise SystemExit(f"devmodel: {e}") from None
 
 
 def _controller(args: argparse.Namespace, opts, machine):
@@ -245,9 +414,10 @@ def _controller(args: argparse.Namespace, opts, machine):
     from devmodel.statefile import StateFileError
 
     # Scratch machines (to validate a state file before applying it) are built like this one
-    # but without the backends that must stay unique: ptys, sockets, the debug console.
+    # but without the backends that must stay unique: ptys, sockets, the debug console, VNC.
     scratch_opts = dataclasses.replace(
-        opts, serial=["none" if sp == "none" else "null" for sp in opts.serial], debugcon=None)
+        opts, serial=["none" if sp == "none" else "null" for sp in opts.serial], debugcon=None,
+        vnc=None, vnc_password_file=None)
     state = "paused" if args.restore else ("prelaunch" if args.paused else "running")
     controller = Controller(machine, run_state=state, vcpus=opts.vcpus, name=opts.name,
                             uuid=opts.uuid, scratch_factory=lambda: build_pc(scratch_opts))
@@ -265,13 +435,17 @@ def _controller(args: argparse.Namespace, opts, machine):
 
 
 def _serve(args: argparse.Namespace, machine, log: logging.Logger, controller=None) -> int:
+    from devmodel import lockdown
     from devmodel.daemon import Daemon, DaemonConfig, listen_unix
 
+    plan = getattr(args, "lockdown", None) or lockdown.Plan()
     config = DaemonConfig(domid=args.domid, virtual_clock=args.clock == "virtual",
-                          trace_path=args.trace)
+                          trace_path=args.trace, allow_uids=lockdown.allowed_from_args(args))
     if args.trace:
         try:
             open(args.trace, "ab").close()
+            if plan.runas or plan.chroot:  # the path may be out of reach then: open it now
+                config.trace_path = os.open(args.trace, os.O_WRONLY | os.O_TRUNC | os.O_CLOEXEC)
         except OSError as e:
             raise SystemExit(f"devmodel: --trace {args.trace}: {e}") from None
     # QMP sockets first: whoever waits for the hypervisor socket finds them ready.
@@ -298,11 +472,31 @@ def _serve(args: argparse.Namespace, machine, log: logging.Logger, controller=No
         runner = uvloop.run
     except ImportError:
         runner = asyncio.run
+    lc = getattr(args, "lifecycle", None)
+    if lc is not None and lc.pidfile is not None:  # serving: every socket listens
+        try:
+            lc.pidfile.write()
+        except SystemExit:
+            for path in ([args.socket] if args.socket else []) + qmp_paths:
+                with contextlib.suppress(OSError):
+                    os.unlink(path)
+            raise
+    try:  # backends open, sockets listening: now chroot, limits, drop privileges, seccomp
+        lockdown.apply(plan)
+    except (OSError, RuntimeError) as e:
+        for path in ([args.socket] if args.socket else []) + qmp_paths:
+            with contextlib.suppress(OSError):
+                os.unlink(path)
+        raise SystemExit(f"devmodel: lock-down failed: {e}") from None
     log.info("devmodel %s serving domain %d on %s", __version__, args.domid,
              args.socket or f"fd {args.fd}")
     try:
-        why = runner(daemon.serve(listener, connected,
-                                  ready=lambda: log.info("ready for the hypervisor")))
+        def ready() -> None:
+            log.info("ready for the hypervisor")
+            if lc is not None:
+                lc.ready()  # READY to --ready-fd and to a --daemonize parent
+
+        why = runner(daemon.serve(listener, connected, ready=ready))
     finally:
         for path in ([args.socket] if args.socket else []) + qmp_paths:
             try:
@@ -320,11 +514,22 @@ def cmd_boot(args: argparse.Namespace, argv: list[str]) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
-    if args.command == "run":
+    argv = sys.argv[1:] if argv is None else list(argv)
+    first = next((a for a in argv if not a.startswith("-")), None)
+    args = build_parser(only=first if first in ("run", "validate") else None).parse_args(argv)
+    if args.command in ("run", "validate"):
+        cfg = resolve_config(args, argv)
+        if args.command == "validate":
+            return cmd_validate(args, cfg)
+        _report_config(cfg)
+        run = _RUN_PARSERS["run"]
+        if args.domid is None:
+            run.error("the following arguments are required: --domid (or domid in --config)")
+        if args.socket is None and args.fd is None:
+            run.error("one of the arguments --socket --fd is required (or socket in --config)")
         return cmd_run(args)
     if args.command == "boot":
-        return cmd_boot(args, sys.argv[1:] if argv is None else list(argv))
+        return cmd_boot(args, argv)
     if args.command in ("fuzz", "replay"):
         from devmodel.fuzz import cli as fuzz_cli
 

@@ -18,7 +18,8 @@ import struct
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from devmodel.core.machine import Machine
+from devmodel import lockdown
+from devmodel.core.machine import DAEMON_REGION_BIT, OUTBOX_MEM_ADD, OUTBOX_MEM_DEL, Machine
 from devmodel.trace import TraceWriter
 from devmodel.wire import codec
 from devmodel.wire.codec import (
@@ -72,7 +73,10 @@ MAX_EXTENT_PAGES = 1 << 20
 class DaemonConfig:
     domid: int = 0
     virtual_clock: bool = False
-    trace_path: str | None = None
+    trace_path: str | int | None = None  # a path, or an fd open for writing (--runas)
+    # uids whose connections (hypervisor and QMP sockets) are served; None: lockdown's default
+    # (the daemon's own uid at start-up, and root). See docs/security.md.
+    allow_uids: frozenset[int] | None = None
     extra: dict = field(default_factory=dict)
 
 
@@ -449,12 +453,38 @@ class Connection:
         box = self.machine.outbox
         self.machine.outbox = []
         for op, fields, buf1 in box:
+            if op < 0:  # share_region / unshare_region (docs/protocol.md 4.7)
+                self._send_region(op, fields)
+                continue
             self.request_dmop(op, fields, None, buf1)
             if op == DmOp.REMOTE_SHUTDOWN and self.on_remote_shutdown is not None:
                 try:
                     self.on_remote_shutdown(fields[0])
                 except Exception:
                     log.exception("remote_shutdown listener failed")
+
+    def _send_region(self, op: int, fields: tuple[int, ...]) -> None:
+        """A daemon->hypervisor MEM_ADD (fd attached; the same region id moves the mapping)
+        or MEM_DEL, in order with the dm_ops around it. Only daemon region ids (bit 31)."""
+        if self._closed:
+            return
+        rid = fields[0]
+        if not rid & DAEMON_REGION_BIT:
+            log.error("not sending a region change for id %#x: bit 31 is not set", rid)
+            return
+        try:
+            if op == OUTBOX_MEM_ADD:
+                _, gpa, size, flags, fd = fields
+                log.info("sharing region %#x: gpa %#x size %#x flags %#x", rid, gpa, size, flags)
+                self._send_fd(codec.frame(MsgType.MEM_ADD, codec.MEM_ADD.pack(gpa, size, 0, flags, rid),
+                                          tag=self._take_tag(), flags=FLAG_HAS_FDS), fd)
+            elif op == OUTBOX_MEM_DEL:
+                log.info("unsharing region %#x", rid)
+                self._emit(MsgType.MEM_DEL, codec.MEM_DEL.pack(rid, 0), tag=self._take_tag())
+            else:
+                log.error("unknown outbox entry %d", op)
+        except OSError as e:
+            self.close(f"write error: {e}")
 
     def report_dirty(self) -> None:
         """Pages devices wrote by DMA while dirty logging is on (QMP
@@ -586,6 +616,9 @@ class Daemon:
         self.qmp_listeners = list(qmp_listeners or [])
         self.qmp_servers: list = []
         self._done: asyncio.Future[str] | None = None
+        # Fixed now, before any --runas: the uid the daemon later runs as is not let in.
+        self.allow_uids = (config.allow_uids if config.allow_uids is not None
+                           else lockdown.default_allowed())
 
     async def serve(self, listener: socket.socket | None = None,
                     connected: socket.socket | None = None,
@@ -601,7 +634,8 @@ class Daemon:
             from devmodel.qmp.server import QmpServer
 
             self.controller.on_quit = lambda why: loop.call_soon(self.stop, why)
-            self.qmp_servers = [QmpServer(ls, self.controller, loop) for ls in self.qmp_listeners]
+            self.qmp_servers = [QmpServer(ls, self.controller, loop, allow_uids=self.allow_uids)
+                                for ls in self.qmp_listeners]
             self.controller.monitor_paths = [str(qs.path) for qs in self.qmp_servers]
         try:
             if connected is None:
@@ -611,12 +645,15 @@ class Daemon:
                     ready()
                 # A stop (SIGTERM/SIGINT) may come before any hypervisor connects: wait for
                 # whichever happens first, or the daemon would sit in accept() forever.
-                accept = asyncio.ensure_future(loop.sock_accept(listener))
-                await asyncio.wait({accept, self._done}, return_when=asyncio.FIRST_COMPLETED)
-                if not accept.done():
-                    accept.cancel()
-                    return self._done.result()
-                conn_sock, _ = accept.result()
+                while True:  # until a peer --allow-uid admits connects
+                    accept = asyncio.ensure_future(loop.sock_accept(listener))
+                    await asyncio.wait({accept, self._done}, return_when=asyncio.FIRST_COMPLETED)
+                    if not accept.done():
+                        accept.cancel()
+                        return self._done.result()
+                    conn_sock, _ = accept.result()
+                    if self._admit(conn_sock):
+                        break
                 # Only one hypervisor: later connections are refused with an ERROR.
                 loop.add_reader(listener.fileno(), self._refuse, listener)
             else:
@@ -654,10 +691,24 @@ class Daemon:
             self.machine.close_backends()
             self.machine.memory.close()
 
+    def _admit(self, s: socket.socket) -> bool:
+        """Peer credentials (SO_PEERCRED) against --allow-uid; a refused peer gets an ERROR."""
+        why = lockdown.refusal(s, self.allow_uids, "the hypervisor socket")
+        if why is None:
+            return True
+        try:
+            s.send(codec.frame(MsgType.ERROR, encode_error(ErrorCode.BAD_STATE, why)))
+        except OSError:
+            pass
+        s.close()
+        return False
+
     def _refuse(self, listener: socket.socket) -> None:
         try:
             s, _ = listener.accept()
         except OSError:
+            return
+        if not self._admit(s):
             return
         try:
             s.send(codec.frame(MsgType.ERROR, encode_error(

@@ -53,6 +53,8 @@ class PcOptions:
     vga_mem: int = 16  # MiB of VRAM
     nics: list[str] = field(default_factory=list)  # xl vif specs (e1000)
     usb: list[str] = field(default_factory=list)  # xl usbdevice= list: tablet, keyboard, disk:...
+    vnc: str | None = None  # HOST:DISPLAY or unix:PATH [,password][,to=N] (devmodel.backends.vnc)
+    vnc_password_file: str | None = None  # first line: the VNC password (turns on VNC auth)
     unplug_policy: str = "honour"  # honour | ignore the PV drivers' unplug requests
     xen_blacklist: list[str] = field(default_factory=list)  # PRODUCT[/BUILD] refused unplug
 
@@ -201,10 +203,11 @@ def _populate(machine: Machine, opts: PcOptions) -> None:
                            blacklist=[parse_blacklist_entry(e) for e in opts.xen_blacklist])
 
     # VGA after the platform device: 00:02.0 alone, 00:03.0 in the Xen layout.
+    vga_dev = None
     if opts.vga == "std":
         from devmodel.vga import build_vga
 
-        build_vga(machine, vram_mb=opts.vga_mem)
+        vga_dev = build_vga(machine, vram_mb=opts.vga_mem)
     elif opts.vga != "none":
         raise ValueError(f"vga {opts.vga!r}: expected std or none")
 
@@ -212,6 +215,13 @@ def _populate(machine: Machine, opts: PcOptions) -> None:
         from devmodel.usb import build_usb
 
         build_usb(machine, opts.usb)
+
+    if opts.vnc:  # listening now (a taken port fails start-up); served once the loop runs
+        from devmodel.backends.vnc import build_vnc
+
+        build_vnc(machine, opts.vnc, opts.vnc_password_file, name=opts.name, vga=vga_dev)
+    elif opts.vnc_password_file:
+        raise ValueError("--vnc-password-file needs --vnc")
 
     # NICs in the next free slots, as QEMU places -device e1000 without an address.
     for spec_text in opts.nics:

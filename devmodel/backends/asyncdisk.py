@@ -36,7 +36,7 @@ Contract:
   time, so a depth of 1-2 per drive is all it needs, and the bound stops a confused device from
   queueing without limit.
 
-How a device uses it (the IDE conversion planned for the next round):
+How a device uses it (devmodel/ide/drive.py does this):
 
     1. The guest writes the command (or starts the bus master). In that ioreq the device
        validates everything (LBA range, PRD walk, guest-RAM views), sets BSY (PIO) or keeps
@@ -52,9 +52,9 @@ How a device uses it (the IDE conversion planned for the next round):
        sans-I/O replay) and asynchronously (the daemon).
     5. Snapshots wait for `drain()` (nothing in flight), so in-flight I/O is never state.
 
-Until the IDE device is converted it uses the synchronous `DiskBackend` methods, which every
-`AsyncDisk` also offers (`read_into`, `write_from`, `flush`, `discard`): they block the caller
-as `RawFileDisk` does.
+Every `AsyncDisk` also offers the synchronous `DiskBackend` methods (`read_into`,
+`write_from`, `flush`, `discard`) for callers outside the ioreq path (the geometry guess at
+build time, tools): they block the caller as `RawFileDisk` does.
 
 `ThreadedRawDisk` (here) serves raw files from a small bounded thread pool; `NbdDisk`
 (nbd.py) serves everything QEMU can open, through an NBD client on its own I/O thread.
@@ -141,6 +141,11 @@ class LoopCompletions(CompletionPort):
             log.warning("event loop closed: disk completion dropped")
 
     def _run(self) -> None:
+        self.run_pending()
+
+    def run_pending(self) -> int:
+        """Run the completions delivered so far, now (on the loop thread only): what
+        `AsyncDisk.settle()` uses so a device sees its in-flight command finished."""
         with self._lock:
             batch, self._pending = self._pending, []
             self._scheduled = False
@@ -151,6 +156,7 @@ class LoopCompletions(CompletionPort):
                 self.after()
             except Exception:
                 log.exception("flush after disk completions failed")
+        return len(batch)
 
     def close(self) -> None:
         with self._lock:
@@ -256,6 +262,17 @@ class AsyncDisk(DiskBackend):
         """Wait until nothing is in flight (completions may still be queued on the port)."""
         with self._cv:
             return self._cv.wait_for(lambda: self._inflight == 0, timeout)
+
+    def settle(self, timeout: float | None = None) -> bool:
+        """drain(), then run the completions already delivered to the port (LoopCompletions
+        on the loop thread, QueuedCompletions): afterwards every request submitted so far has
+        had its `done` called. For a device that must finish a command now (QEMU's
+        ide_cancel_dma_sync at a bus-master stop, a snapshot)."""
+        ok = self.drain(timeout)
+        run = getattr(self.completions, "run_pending", None)
+        if run is not None:
+            run()
+        return ok
 
     # -- the asynchronous API
     def submit_read(self, offset: int, views: Views, done: Done) -> None:

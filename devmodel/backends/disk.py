@@ -5,8 +5,10 @@ byte offsets and lists of writable/readable buffers; for bus-master DMA those bu
 memoryviews straight into the guest-RAM mapping, so a read is one `os.preadv` from the file
 into guest memory and never goes through a `bytes` object (machine-limits.md section 5).
 
-Synchronous by choice, for now. The IDE device calls `read_into`/`write_from`/`flush`
-synchronously from inside the ioreq that started the command. For a local raw file that is
+The synchronous port. The IDE device now submits through the asynchronous port of
+asyncdisk.py (`AsyncDisk.submit_*`) and falls back to these methods, with an inline
+completion, only for a backend that lacks it (a RawFileDisk a test or a QMP media change
+hands it). What follows is why this synchronous port was the first step. For a local raw file that is
 page-cache speed (a 64 KiB DMA read costs ~10 us), and it keeps the device a plain state
 machine with no completion callbacks, generation counters or in-flight state to snapshot. The
 price is that a slow file (cold cache, NFS) blocks the daemon's loop for that ioreq. The

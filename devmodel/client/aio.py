@@ -93,6 +93,11 @@ class AsyncHypervisor:
                         if self.state.server_enabled:
                             self._enabled.set()
                         continue
+                    if msg.type in (MsgType.MEM_ADD, MsgType.MEM_DEL):
+                        # Memory the daemon shares (docs/protocol.md 4.7): this client maps
+                        # none (it receives no fds); kept, never taken for a reply.
+                        self.unsolicited.append(msg)
+                        continue
                     fut = self._waiters.pop(msg.tag, None)
                     if fut is not None and not fut.done():
                         fut.set_result(msg)

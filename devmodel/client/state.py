@@ -21,6 +21,7 @@ from devmodel.wire.constants import (
 )
 from devmodel.wire.framing import Message
 
+DAEMON_REGION_BIT = 1 << 31  # ids of regions the daemon owns (docs/protocol.md 4.7)
 ERANGE_EXISTS = -17  # -EEXIST
 ENOENT = -2
 EINVAL = -22
@@ -97,6 +98,7 @@ class HypervisorState:
     dm_regions: dict[int, tuple[int, int, int, int]] = field(default_factory=dict)
     mem_types: dict[int, int] = field(default_factory=dict)  # first_pfn -> type of each set_mem_type
     on_mem_add: Callable[[int, int, int, int, int], None] | None = None  # id, gpa, size, flags, fd
+    on_mem_del: Callable[[int], None] | None = None  # region id
     on_mem_type: Callable[[int, int, int], None] | None = None  # first_pfn, nr, type
     max_log: int = 100_000
 
@@ -208,12 +210,40 @@ class HypervisorState:
                 os.close(fd)
             return
         gpa, size, _off, flags, rid = codec.MEM_ADD.unpack(msg.payload)
+        if not rid & DAEMON_REGION_BIT:
+            self.errors.append((msg.tag, 0, f"MEM_ADD from the daemon for region {rid:#x} "
+                                            "(daemon region ids have bit 31 set)"))
+            for fd in msg.fds:
+                os.close(fd)
+            return
+        for fd in msg.fds[1:]:
+            os.close(fd)
+        # The same id again is a move: the old mapping goes, the new one replaces it.
         old = self.dm_regions.pop(rid, None)
         if old is not None:
             os.close(old[3])
         self.dm_regions[rid] = (gpa, size, flags, msg.fds[0])
         if self.on_mem_add:
             self.on_mem_add(rid, gpa, size, flags, msg.fds[0])
+
+    def handle_mem_del(self, msg: Message) -> None:
+        """A MEM_DEL from the daemon: unmap a region it shared (docs/protocol.md 4.7). Only
+        daemon region ids (bit 31); an unknown id is recorded as an error and ignored."""
+        if len(msg.payload) != codec.MEM_DEL.size:
+            self.errors.append((msg.tag, 0, "malformed MEM_DEL from the daemon"))
+            return
+        rid, _ = codec.MEM_DEL.unpack(msg.payload)
+        if not rid & DAEMON_REGION_BIT:
+            self.errors.append((msg.tag, 0, f"MEM_DEL from the daemon for region {rid:#x} "
+                                            "(not a daemon region id)"))
+            return
+        old = self.dm_regions.pop(rid, None)
+        if old is None:
+            self.errors.append((msg.tag, 0, f"MEM_DEL of unknown region {rid:#x}"))
+            return
+        if self.on_mem_del:
+            self.on_mem_del(rid)
+        os.close(old[3])
 
     # Xen's routing rules (xen-protocol.md 1.5): the whole access inside one claimed range.
     def claims_port(self, port: int, size: int) -> bool:

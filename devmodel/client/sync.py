@@ -234,7 +234,8 @@ class Hypervisor:
         self._drain_deframer()
 
     def _drain_deframer(self) -> None:
-        """dm_ops are answered and recorded, the daemon's MEM_ADDs mapped; the rest queued."""
+        """dm_ops are answered and recorded, the daemon's MEM_ADDs and MEM_DELs applied; the rest
+        queued."""
         for msg in self._deframer.messages():
             if msg.type == MsgType.DMOP:
                 reply = self.state.handle_dmop(msg)
@@ -242,6 +243,8 @@ class Hypervisor:
                     self._write(reply)
             elif msg.type == MsgType.MEM_ADD:
                 self.state.handle_mem_add(msg)
+            elif msg.type == MsgType.MEM_DEL:
+                self.state.handle_mem_del(msg)
             else:
                 self._backlog.append(msg)
 
@@ -338,6 +341,14 @@ class Hypervisor:
     @on_mem_add.setter
     def on_mem_add(self, cb: Callable[[int, int, int, int, int], None] | None) -> None:
         self.state.on_mem_add = cb
+
+    @property
+    def on_mem_del(self) -> Callable[[int], None] | None:
+        return self.state.on_mem_del
+
+    @on_mem_del.setter
+    def on_mem_del(self, cb: Callable[[int], None] | None) -> None:
+        self.state.on_mem_del = cb
 
     @property
     def on_mem_type(self) -> Callable[[int, int, int], None] | None:

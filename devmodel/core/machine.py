@@ -33,6 +33,16 @@ from .pci import PciBus, PciDevice
 
 log = logging.getLogger("devmodel.machine")
 
+# Outbox entries that are not dm_ops (docs/protocol.md 4.7): memory the daemon owns, shared
+# with the hypervisor while running. Negative, so never a DmOp; buf1 is None.
+#   (OUTBOX_MEM_ADD, (region_id, gpa, size, flags, fd), None): a daemon->hypervisor MEM_ADD
+#       (fd attached; the same region id again moves the mapping);
+#   (OUTBOX_MEM_DEL, (region_id,), None): a daemon->hypervisor MEM_DEL.
+# The fd stays the owner's (a machine backend); the daemon sends a copy (SCM_RIGHTS).
+OUTBOX_MEM_ADD = -2
+OUTBOX_MEM_DEL = -3
+DAEMON_REGION_BIT = 1 << 31  # daemon region ids have bit 31 set; the hypervisor's do not
+
 ONES = (0, 0xFF, 0xFFFF, 0, 0xFFFFFFFF, 0, 0, 0, 0xFFFFFFFFFFFFFFFF)
 U64 = 0xFFFFFFFFFFFFFFFF
 BIT_PTR = 0x10
@@ -54,7 +64,8 @@ class Machine:
         self.pio = AddressSpace("pio", 0x10000, IO_RANGE_PORT, self._misbehaviour)
         self.mmio = AddressSpace("mmio", 1 << 64, IO_RANGE_MEMORY, self._misbehaviour)
         self.pci = PciBus(self.pio, self.mmio, self._misbehaviour)
-        # Effects: (op, fields, buf1) dm_ops to send, in order, before the current IORESP.
+        # Effects: (op, fields, buf1) dm_ops to send, in order, before the current IORESP, and
+        # the MEM_ADD/MEM_DEL entries of share_region/unshare_region (OUTBOX_MEM_*).
         self.outbox: list[tuple[int, tuple[int, ...], bytes | None]] = []
         self.irqs = IrqRouter(self.emit_dmop)
         self.devices: list[Device] = []
@@ -116,6 +127,26 @@ class Machine:
     # ---- effects ------------------------------------------------------------------------
     def emit_dmop(self, op: int, fields: tuple[int, ...], buf1: bytes | None = None) -> None:
         self.outbox.append((op, fields, buf1))
+
+    def share_region(self, region: Any) -> None:
+        """Map memory the daemon owns into the guest (`region`: region_id, gpa, size, fd,
+        flags, as devmodel.bios.firmware.SharedRegion): a daemon->hypervisor MEM_ADD, sent in
+        order with the dm_ops, before the current IORESP. The same region id again moves it."""
+        rid = region.region_id
+        if not rid & DAEMON_REGION_BIT or rid > 0xFFFFFFFF:
+            raise ValueError(f"region id {rid:#x}: daemon region ids have bit 31 set")
+        if region.gpa % PAGE_SIZE or region.size % PAGE_SIZE or not region.size:
+            raise ValueError(f"region {rid:#x} at {region.gpa:#x}+{region.size:#x}: not page aligned")
+        self.outbox.append((OUTBOX_MEM_ADD, (rid, region.gpa, region.size, region.flags,
+                                             region.fd), None))
+        self.counters["share_region"] += 1
+
+    def unshare_region(self, region_id: int) -> None:
+        """Unmap a region share_region mapped: a daemon->hypervisor MEM_DEL, in order."""
+        if not region_id & DAEMON_REGION_BIT or region_id > 0xFFFFFFFF:
+            raise ValueError(f"region id {region_id:#x}: daemon region ids have bit 31 set")
+        self.outbox.append((OUTBOX_MEM_DEL, (region_id,), None))
+        self.counters["unshare_region"] += 1
 
     def _range_changed(self, space: AddressSpace, what: str, r: Range) -> None:
         if self.announcing:
@@ -363,9 +394,13 @@ class Machine:
         self.handle_ioreq(type_, addr, data, 1, size, 0x01)
 
     def close_backends(self) -> None:
-        """Flush and close every backend (SIGTERM, disconnect): acknowledged writes persist."""
+        """Drain, flush and close every backend (SIGTERM, disconnect): requests in flight
+        finish first (drain), then every completed write, acknowledged or not, is made
+        durable (flush: fdatasync), so acknowledged writes persist."""
         for b in reversed(self.backends):
             try:
+                if hasattr(b, "drain"):
+                    b.drain()
                 if hasattr(b, "flush"):
                     b.flush()
                 b.close()

@@ -30,7 +30,7 @@ from ..wire.constants import MEM_READONLY
 
 DEFAULT_BIOS = Path("/usr/share/seabios/bios-256k.bin")
 FOUR_GIB = 1 << 32
-MAX_REGION_SIZE = 16 << 20  # a BIOS flash or a VRAM BAR; bigger is refused
+MAX_REGION_SIZE = 256 << 20  # a BIOS flash or a VRAM BAR (--vga-mem up to 256); bigger is refused
 HVMMEM_RAM_RW = 0
 HVMMEM_RAM_RO = 1
 

@@ -3,10 +3,11 @@
 ``IoreqPort`` is what the simulator needs from whoever answers its ioreqs: the lead's
 ``devmodel.client`` over the socket, or an in-process fake in tests. Calls mirror the ioreq
 kinds of xen-protocol.md 1.4; IRQ, shutdown and memory DMOPs and the device model's own
-MEM_ADDs (firmware, docs/protocol.md 4.7) come back as callbacks that the simulator installs on
-the port (they may fire from inside any call, because a device model raises an IRQ before it
-answers the ioreq that caused it, 7.4). Install them before the device model's handshake, so
-that its MEM_ADDs, sent right after HELLO, find them.
+MEM_ADDs and MEM_DELs (firmware, VRAM: docs/protocol.md 4.7) come back as callbacks that the
+simulator installs on the port (they may fire from inside any call, because a device model
+raises an IRQ before it answers the ioreq that caused it, 7.4). Install them before the device
+model's handshake, so that its MEM_ADDs, sent right after HELLO, find them. ``on_mem_del`` is
+set on every port but is not part of the Protocol: a port that never unmaps need not have it.
 
 Posted writes (posted.py) are optional: a port whose ``buffered`` attribute is true (its device
 model has a buffered ring) receives them through ``bufioreq`` and may hold messages back until
@@ -83,6 +84,7 @@ class NullPort:
         self.on_link_route: Callable[[int, int], None] = _ignore
         self.on_shutdown: Callable[[int], None] = _ignore
         self.on_mem_add: Callable[[int, int, int, int, int], None] = _ignore
+        self.on_mem_del: Callable[[int], None] = _ignore  # the simulator installs it on any port
         self.on_mem_type: Callable[[int, int, int], None] = _ignore
 
     def pio_read(self, port: int, size: int) -> int:

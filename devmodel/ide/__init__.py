@@ -2,7 +2,8 @@
 
 `build_ide(machine, disks)` adds it to a machine; `diskspec.parse_diskspec` reads xl's
 DISKSPEC syntax for `--disk`. Devices here are pure state machines; disk I/O goes through the
-`DiskBackend` port of devmodel/backends/disk.py.
+asynchronous `AsyncDisk` port of devmodel/backends/asyncdisk.py (submit, then a completion on
+the daemon's loop), or a synchronous `DiskBackend` with inline completions.
 """
 
 from .atapi import AtapiDrive, Cdrom, MediaLockedError

@@ -330,16 +330,24 @@ class AtapiDrive(AtaDrive):
         if self.xfer_src == SRC_BUFFER:
             start = len(self.reply_buf) - left
             self.buf[:size] = self.reply_buf[start : start + size]
-        else:
-            assert self.backend is not None
-            try:
-                self.backend.read_into(self.xfer_offset, [memoryview(self.buf)[:size]])
-            except OSError:
-                self.channel.dev.counters["backend_read_error"] += 1
-                self.cmd_error(mmc.MEDIUM_ERROR, mmc.ASC_UNRECOVERED_READ_ERROR)
-                return
-            self.xfer_offset += size
-        self.xfer_left = left - size
+            self._reply_block(size)
+            return
+        # From the medium: BSY until the read completes, then the DRQ block.
+        self.status = ata.READY_STAT | ata.SEEK_STAT | ata.BUSY_STAT
+        self._io_seq([("read", (self.xfer_offset, [memoryview(self.buf)[:size]]))],
+                     lambda err: self._medium_block_done(err, size))
+
+    def _medium_block_done(self, err: OSError | None, size: int) -> None:
+        if err is not None:
+            self.channel.dev.counters["backend_read_error"] += 1
+            self.cmd_error(mmc.MEDIUM_ERROR, mmc.ASC_UNRECOVERED_READ_ERROR)
+            return
+        self.xfer_offset += size
+        self._reply_block(size)
+
+    def _reply_block(self, size: int) -> None:
+        """Offer `size` bytes of buf as the next DRQ block, with an interrupt."""
+        self.xfer_left -= size
         window = size + (size & 1)  # an odd block is padded to a whole word
         self.buf[size:window] = bytes(window - size)
         self.lcyl, self.hcyl = size & 0xFF, (size >> 8) & 0xFF
@@ -358,16 +366,16 @@ class AtapiDrive(AtaDrive):
     def dma_check(self) -> bool:
         return True
 
-    def dma_io(self, views: list[memoryview]) -> None:
+    def dma_io(self, views: list[memoryview], done: Callable[[OSError | None], None]) -> None:
         if self.xfer_src == SRC_MEDIUM:
-            if self.backend is None:
-                raise OSError("no medium")
-            self.backend.read_into(self.xfer_offset, views)
+            self.status = ata.READY_STAT | ata.SEEK_STAT | ata.BUSY_STAT
+            self._io_seq([("read", (self.xfer_offset, views))], done)
             return
         pos = 0
         for v in views:  # the reply is at most MAX_REPLY bytes (dma_length)
             v[:] = self.reply_buf[pos : pos + len(v)]
             pos += len(v)
+        done(None)
 
     def dma_io_error(self) -> None:
         self.channel.dev.counters["backend_read_error"] += 1
@@ -545,6 +553,7 @@ class AtapiDrive(AtaDrive):
         if backend.size < mmc.CD_SECTOR_SIZE:
             raise ValueError(f"{getattr(backend, 'path', 'medium')} is smaller than one "
                              "2048-byte CD block")
+        self.settle_io()  # a read in flight finishes from the medium it started on
         old, self.backend = self.backend, backend
         self.cd_sectors = backend.size // mmc.CD_SECTOR_SIZE
         self.tray_open = False
@@ -560,6 +569,7 @@ class AtapiDrive(AtaDrive):
             self.channel.set_irq()
             raise MediaLockedError("the guest has locked the CD-ROM tray")
         self.tray_locked = False
+        self.settle_io()
         old, self.backend = self.backend, None
         self.cd_sectors = 0
         self.tray_open = True

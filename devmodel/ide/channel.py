@@ -121,6 +121,8 @@ class IdeChannel:
                     d.buf[p:e] = value.to_bytes(4, "little")
                 if e >= d.wr_end:
                     d.transfer_done()
+            elif d.inflight:
+                d.channel.dev.counters["write_while_busy"] += 1
             return
         for i in range(size):
             if off + i < 8:
@@ -159,6 +161,8 @@ class IdeChannel:
             d = self.cur
             avail = (d.wr_end - d.pos) // size * size if d.status & ata.DRQ_STAT else 0
             if i >= n or avail <= 0:
+                if i < n and d.inflight:
+                    self.dev.counters["write_while_busy"] += 1
                 return
             take = min(n - i, avail)
             d.buf[d.pos : d.pos + take] = data[i : i + take]
@@ -198,6 +202,8 @@ class IdeChannel:
             return
         if self.cur.status & (ata.BUSY_STAT | ata.DRQ_STAT):
             self.dev.guest_error("task file write while BSY/DRQ")
+            if self.cur.inflight:
+                self.dev.counters["write_while_busy"] += 1
             return
         if reg == 0:
             return  # a byte write to the data port
@@ -230,6 +236,7 @@ class IdeChannel:
         self.devctl = val & 0xFF
         if not old & ata.CTRL_SRST and val & ata.CTRL_SRST:
             for d in self.drives:
+                d.cancel_io()  # a request in flight: drained, its result dropped
                 d.transfer_halt()
                 d.status |= ata.BUSY_STAT
         elif old & ata.CTRL_SRST and not val & ata.CTRL_SRST:
@@ -262,8 +269,12 @@ class IdeChannel:
         starting = False
         if (val ^ bm.cmd) & ata.BM_CMD_START:
             if not val & ata.BM_CMD_START:
-                # Stop: nothing is ever in flight (transfers are synchronous), so this only
-                # drops Active; a command still waiting keeps waiting (CVE-2020-25743 case).
+                # Stop (QEMU ide_cancel_dma_sync): a transfer in flight cannot be cut in the
+                # middle, so it is settled: its completion runs now and the command finishes
+                # as if the DMA had ended before the stop. Then Active drops; a command
+                # still waiting for the bus master keeps waiting (CVE-2020-25743 case).
+                if 0 <= self.dma_unit < len(self.drives):
+                    self.drives[self.dma_unit].settle_io()
                 bm.status &= ~ata.BM_STATUS_ACTIVE & 0xFF
             elif not bm.status & ata.BM_STATUS_ACTIVE:
                 bm.status |= ata.BM_STATUS_ACTIVE
@@ -300,6 +311,8 @@ class IdeChannel:
         the device's own transfer (AtaDrive.dma_io: one preadv/pwritev through the backend
         straight into/from the RAM mapping; ATAPI: the medium or the reply buffer)."""
         d = self.drives[self.dma_unit]
+        if d.inflight:
+            return  # a restart while the transfer is in flight: it finishes by itself
         if not d.present or d.dma_cmd == DMA_NONE or not d.status & ata.DRQ_STAT:
             self.dma_unit = -1
             return
@@ -337,17 +350,20 @@ class IdeChannel:
                 self._dma_bus_error(d, "DMA to memory that is not guest RAM", master_abort=True)
                 return
             views.extend(vs)
-        try:
-            d.dma_io(views)
-        except OSError:
-            d.dma_io_error()
-            self._dma_finish(d, more=False)
-            return
-        if to_memory:
-            for base, length in walk.sg:
-                memory.mark_dirty(base, length)
-        d.dma_complete()
-        self._dma_finish(d, walk.more)
+
+        def done(err: OSError | None) -> None:
+            # The drive's completion (inline, or on the loop): Active stayed set until now.
+            if err is not None:
+                d.dma_io_error()
+                self._dma_finish(d, more=False)
+                return
+            if to_memory:
+                for base, length in walk.sg:
+                    memory.mark_dirty(base, length)
+            d.dma_complete()
+            self._dma_finish(d, walk.more)
+
+        d.dma_io(views, done)
 
     # ---- snapshot -------------------------------------------------------------------------
     def state(self) -> dict[str, Any]:

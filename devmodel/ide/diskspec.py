@@ -14,6 +14,12 @@ opened directly; the others need the NBD backend, which open_disks reports), vde
 devtype=cdrom (or the bare `cdrom` flag) for an ATAPI CD-ROM, whose target may be empty (an
 empty drive, as xl's `,,hdc,cdrom`) and which is always read-only. Anything else is a
 ValueError saying what was wrong.
+
+Extension: `cache=writeback|writethrough|direct` (xl-disk-configuration(5) has no such key;
+xl only knows the `direct-io-safe` hint). The host cache mode of the image (see
+devmodel/backends/asyncdisk.py ThreadedRawDisk; for formats served by qemu-nbd it becomes
+qemu-nbd's --cache=writeback|writethrough|none). Default writeback: FLUSH CACHE from the guest
+is an fdatasync, as QEMU's default cache=writeback.
 """
 
 from __future__ import annotations
@@ -21,7 +27,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 POSITIONAL = ("target", "format", "vdev", "access")
-_NAMED = {"target", "format", "vdev", "access", "devtype", "backendtype", "script"}
+_NAMED = {"target", "format", "vdev", "access", "devtype", "backendtype", "script", "cache"}
+CACHE_MODES = ("writeback", "writethrough", "direct")
 _FLAGS = {"cdrom": ("devtype", "cdrom")}
 _ACCESS = {"rw": False, "w": False, "ro": True, "r": True}
 _VDEV_INDEX = {"a": 0, "b": 1, "c": 2, "d": 3}
@@ -38,6 +45,7 @@ class DiskSpec:
     readonly: bool = False
     cdrom: bool = False
     format: str = "raw"
+    cache: str = "writeback"  # extension: writeback | writethrough | direct
 
 
 def vdev_position(vdev: str) -> tuple[int, int]:
@@ -120,5 +128,9 @@ def parse_diskspec(text: str) -> DiskSpec:
         raise ValueError(f"disk spec {text!r}: backendtype {backendtype!r} is not supported")
     if values.get("script"):
         raise ValueError(f"disk spec {text!r}: block scripts are not supported")
+    cache = (values.get("cache") or "writeback").lower()
+    if cache not in CACHE_MODES:
+        raise ValueError(f"disk spec {text!r}: cache {cache!r} is not one of "
+                         f"{', '.join(CACHE_MODES)}")
     return DiskSpec(target=target, vdev=vdev.lower(), position=position,
-                    readonly=_ACCESS[access], cdrom=cdrom, format=fmt)
+                    readonly=_ACCESS[access], cdrom=cdrom, format=fmt, cache=cache)

@@ -1,10 +1,22 @@
 """One device position on an IDE channel: an ATA hard disk, or nothing (QEMU's IDEState).
 
 The task-file registers, the command table and the PIO transfer state of QEMU hw/ide/core.c,
-for the `ide-hd` kind (the ATAPI CD-ROM, devmodel/ide/atapi.py, subclasses it). The drive
-calls its `DiskBackend` port synchronously (see devmodel/backends/disk.py for why); every
-command finishes inside the ioreq that started it or that moved its last data word, so there
-is never I/O in flight to cancel or snapshot.
+for the `ide-hd` kind (the ATAPI CD-ROM, devmodel/ide/atapi.py, subclasses it).
+
+Disk I/O is asynchronous (devmodel/backends/asyncdisk.py): a command that reads, writes,
+flushes or trims validates everything in the ioreq that started it (or that moved the last
+word of a PIO block), sets BSY (a DMA command also keeps the bus master's Active bit),
+submits ONE backend request and returns, so the ioreq is answered without waiting for the
+disk. The completion `done(err)` runs later on the daemon's loop and finishes the command as
+the synchronous code did: final status, UNC/ABRT on an OSError, INTRQ, and the next phase (a
+PIO read's DRQ with the data buffer, a PIO write's next DRQ block). While a request is in
+flight (`inflight`), status reads show BSY and command, task-file and data-port writes are
+ignored and counted. SRST, DEVICE RESET and a controller reset drain the backend (the buffer
+and the guest RAM views stop being used) and drop the result (`io_gen` changes); a bus-master
+stop settles it (the command completes, as QEMU's ide_cancel_dma_sync). With inline
+completions (SyncCompletions, or a plain synchronous DiskBackend such as RawFileDisk, which
+`_io_seq` calls directly) the completion runs inside the submit, so unit tests see the
+command finished when the ioreq returns, exactly as before.
 
 Where this model departs from QEMU, on purpose:
 - an address outside the medium (or a CHS address under an invalid translation) reports ERR
@@ -26,6 +38,7 @@ Where this model departs from QEMU, on purpose:
 
 from __future__ import annotations
 
+import errno
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
@@ -120,6 +133,9 @@ class AtaDrive:
         self.buf = bytearray(self.BUFFER_SIZE)
         self.w16 = memoryview(self.buf).cast("H")
         self.w32 = memoryview(self.buf).cast("I")
+        # The backend request in flight (never state: snapshots settle it first).
+        self.inflight = False
+        self.io_gen = 0
         self.power_on()
 
     BUFFER_SIZE = PIO_BUFFER_SIZE
@@ -144,6 +160,7 @@ class AtaDrive:
 
     def reset(self) -> None:
         """QEMU ide_reset: registers, signature, no data phase, no DMA."""
+        self.cancel_io()
         if self.reset_reverts:  # SET FEATURES CCh: the translation reverts at reset
             self.reset_reverts = False
             self._set_translation(self.geometry.heads, self.geometry.sectors)
@@ -298,13 +315,113 @@ class AtaDrive:
         self.channel.dev.counters["backend_read_error" if is_read else "backend_write_error"] += 1
         self.channel.set_irq()
 
+    # ---- backend requests -----------------------------------------------------------------
+    def cancel_io(self) -> None:
+        """Forget the request in flight (SRST, reset): wait until the backend no longer uses
+        the buffers, then make sure its completion is dropped."""
+        if self.inflight:
+            drain = getattr(self.backend, "drain", None)
+            if drain is not None:
+                drain()
+            self.inflight = False
+            self.channel.dev.counters["io_cancelled"] += 1
+        self.io_gen += 1
+
+    def settle_io(self) -> None:
+        """Finish the request in flight now: its completion runs before this returns (a
+        bus-master stop, a snapshot). Called on the loop thread."""
+        if self.inflight:
+            settle = getattr(self.backend, "settle", None)
+            if settle is not None:
+                settle()
+
+    def _io_seq(self, ops: list[tuple[str, tuple]], then: Callable[[OSError | None], None]) -> None:
+        """Run backend requests one after the other ("read", "write", "flush", "discard"
+        with their arguments), then `then(None)`, or `then(err)` at the first error. The
+        caller has set the drive's in-flight state (BSY) already: with inline completions
+        `then` runs before this returns."""
+        gen = self.io_gen
+        self.inflight = True
+        st = [0, False, False]  # next op, inside a submit, completed inside that submit
+
+        def finish(err: OSError | None) -> None:
+            self.inflight = False
+            then(err)
+
+        def done(err: OSError | None) -> None:
+            if gen != self.io_gen or self.channel.drives[self.unit] is not self:
+                self.channel.dev.counters["io_completion_dropped"] += 1
+                return
+            if err is not None:
+                finish(err)
+            elif st[1]:
+                st[2] = True  # inline: step() goes on (no recursion per request)
+            else:
+                step()
+
+        def step() -> None:
+            while True:
+                if st[0] >= len(ops):
+                    finish(None)
+                    return
+                op, args = ops[st[0]]
+                st[0] += 1
+                st[1], st[2] = True, False
+                try:
+                    refused = self._submit(op, args, done)
+                finally:
+                    st[1] = False
+                if refused is not None:
+                    finish(refused)
+                    return
+                if not st[2] or gen != self.io_gen or not self.inflight:
+                    return  # in flight (done goes on), or failed/cancelled inline
+
+        step()
+
+    def _submit(self, op: str, args: tuple, done: Callable[[OSError | None], None]) -> OSError | None:
+        """One request; an OSError returned means it was refused (done is not called)."""
+        backend = self.backend
+        if backend is None:
+            return OSError(errno.ENOMEDIUM, "no medium")
+        submit = getattr(backend, "submit_" + op, None)
+        if submit is None:  # a synchronous DiskBackend (RawFileDisk): inline completion
+            err: OSError | None = None
+            try:
+                if op == "read":
+                    backend.read_into(*args)
+                elif op == "write":
+                    backend.write_from(args[0], args[1])
+                    if args[2]:
+                        backend.flush()
+                elif op == "flush":
+                    backend.flush()
+                else:
+                    backend.discard(*args)
+            except OSError as e:
+                err = e
+            done(err)
+            return None
+        try:
+            if op == "write":
+                submit(args[0], args[1], done, fua=args[2])
+            else:
+                submit(*args, done)
+        except OSError as e:  # DiskBusy, closed, read-only: never accepted
+            return e
+        return None
+
     # ---- command dispatch -----------------------------------------------------------------
     def exec_cmd(self, cmd: int) -> None:
         """QEMU ide_exec_cmd for an ATA disk."""
         if self.unit == 1 and not self.present:
             return  # commands to a non-existent device 1 are ignored
-        if self.status & (ata.BUSY_STAT | ata.DRQ_STAT):
+        if self.status & (ata.BUSY_STAT | ata.DRQ_STAT) and not (
+                self.is_cd and cmd == ata.CMD_DEVICE_RESET):
+            # Only DEVICE RESET to a packet device is taken while BSY/DRQ (QEMU ide_exec_cmd).
             self.channel.dev.guest_error("command while BSY/DRQ")
+            if self.inflight:
+                self.channel.dev.counters["write_while_busy"] += 1
             return
         entry = self.COMMANDS.get(cmd) if self.present else _ABSENT_COMMANDS.get(cmd)
         if entry is None:
@@ -495,10 +612,13 @@ class AtaDrive:
                 return
             ranges.append((lba, count))
         assert self.backend is not None
-        try:
-            for lba, count in ranges:
-                self.backend.discard(lba * ata.SECTOR_SIZE, count * ata.SECTOR_SIZE)
-        except OSError:
+        self.transfer_halt()
+        self.status = ata.READY_STAT | ata.SEEK_STAT | ata.BUSY_STAT
+        ops = [("discard", (lba * ata.SECTOR_SIZE, count * ata.SECTOR_SIZE)) for lba, count in ranges]
+        self._io_seq(ops, self._dsm_done)
+
+    def _dsm_done(self, err: OSError | None) -> None:
+        if err is not None:
             self.io_error(is_read=False)
             return
         self.transfer_stop()
@@ -578,14 +698,18 @@ class AtaDrive:
             return
         nbytes = n * ata.SECTOR_SIZE
         assert self.backend is not None and 0 < nbytes <= PIO_BUFFER_SIZE
-        try:
-            self.backend.read_into(lba * ata.SECTOR_SIZE, [memoryview(self.buf)[:nbytes]])
-        except OSError:
+        self.status = ata.READY_STAT | ata.SEEK_STAT | ata.BUSY_STAT
+        self._io_seq([("read", (lba * ata.SECTOR_SIZE, [memoryview(self.buf)[:nbytes]]))],
+                     lambda err: self._sector_read_done(err, lba, n))
+
+    def _sector_read_done(self, err: OSError | None, lba: int, n: int) -> None:
+        if err is not None:
             self.io_error(is_read=True)
             return
+        self.status = ata.READY_STAT | ata.SEEK_STAT
         self.set_sector(lba + n)
         self.nsector -= n
-        self.transfer_start(nbytes, END_SECTOR_READ)
+        self.transfer_start(n * ata.SECTOR_SIZE, END_SECTOR_READ)
         self.channel.set_irq()
 
     def sector_write(self) -> None:
@@ -598,13 +722,17 @@ class AtaDrive:
             return
         nbytes = n * ata.SECTOR_SIZE
         assert self.backend is not None and 0 < nbytes <= PIO_BUFFER_SIZE
-        try:
-            self.backend.write_from(lba * ata.SECTOR_SIZE, [memoryview(self.buf)[:nbytes]])
-            if not self.write_cache:
-                self.backend.flush()
-        except OSError:
+        self.status = ata.READY_STAT | ata.SEEK_STAT | ata.BUSY_STAT
+        # Write cache off: the write is durable when it completes (FUA).
+        self._io_seq([("write", (lba * ata.SECTOR_SIZE, [memoryview(self.buf)[:nbytes]],
+                                 not self.write_cache))],
+                     lambda err: self._sector_write_done(err, lba, n))
+
+    def _sector_write_done(self, err: OSError | None, lba: int, n: int) -> None:
+        if err is not None:
             self.io_error(is_read=False)
             return
+        self.status = ata.READY_STAT | ata.SEEK_STAT
         self.nsector -= n
         self.set_sector(lba + n)
         if self.nsector == 0:
@@ -615,12 +743,16 @@ class AtaDrive:
         self.channel.set_irq()
 
     def flush_cache(self) -> None:
-        if self.backend is not None:
-            try:
-                self.backend.flush()
-            except OSError:
-                self.io_error(is_read=False)
-                return
+        if self.backend is None:
+            self._flush_done(None)
+            return
+        self.status = ata.READY_STAT | ata.SEEK_STAT | ata.BUSY_STAT
+        self._io_seq([("flush", ())], self._flush_done)
+
+    def _flush_done(self, err: OSError | None) -> None:
+        if err is not None:
+            self.io_error(is_read=False)
+            return
         self.status = ata.READY_STAT | ata.SEEK_STAT
         self.channel.set_irq()
 
@@ -649,22 +781,23 @@ class AtaDrive:
             return False
         return True
 
-    def dma_io(self, views: list[memoryview]) -> None:
-        """Move the data between the backend and guest RAM views; OSError on failure."""
-        backend = self.backend
-        assert backend is not None
+    def dma_io(self, views: list[memoryview], done: Callable[[OSError | None], None]) -> None:
+        """Start moving the data between the backend and guest RAM views; `done(err)` when
+        it has (inline, or later on the loop). BSY meanwhile; the bus master stays Active."""
+        assert self.backend is not None
         if self.dma_cmd == DMA_TRIM:
             pos = 0
             for v in views:  # at most MAX_DSM_BLOCKS * 512 bytes in all (dma_length)
                 self.buf[pos : pos + len(v)] = v
                 pos += len(v)
+            done(None)
             return
+        self.status = ata.READY_STAT | ata.SEEK_STAT | ata.BUSY_STAT
+        offset = self.dma_lba * ata.SECTOR_SIZE
         if self.dma_cmd == DMA_READ:
-            backend.read_into(self.dma_lba * ata.SECTOR_SIZE, views)
+            self._io_seq([("read", (offset, views))], done)
         else:
-            backend.write_from(self.dma_lba * ata.SECTOR_SIZE, views)
-            if not self.write_cache:
-                backend.flush()
+            self._io_seq([("write", (offset, views, not self.write_cache))], done)
 
     def dma_io_error(self) -> None:
         self.io_error(is_read=self.dma_cmd == DMA_READ)
@@ -719,6 +852,7 @@ class AtaDrive:
             v = st.get(name)
             if not isinstance(v, (bytes, bytearray)) or len(v) != size:
                 raise bad(f"drive {self.unit}: {name} must be {size} bytes")
+        self.cancel_io()  # a request in flight belongs to the state being replaced
         for f in self._REG_FIELDS:
             setattr(self, f, st[f])
         self.nsector = st["nsector"]

@@ -13,6 +13,7 @@
 
 from __future__ import annotations
 
+import errno
 import os
 from typing import Any
 
@@ -126,6 +127,11 @@ class PiixIde(PciDevice):
     # ---- snapshot -------------------------------------------------------------------------
     @property
     def ide_state(self) -> dict[str, Any]:
+        # In-flight I/O is never state: a request still running is settled first (its
+        # completion runs now), so the snapshot shows the command finished.
+        for ch in self.channels:
+            for d in ch.drives:
+                d.settle_io()
         return {"channels": [ch.state() for ch in self.channels]}
 
     @ide_state.setter
@@ -189,20 +195,28 @@ def build_ide(machine, disks: dict[tuple[int, int], Drive]) -> PiixIde:
     dev = PiixIde(disks, geometries, translations)
     machine.add(dev, slot=PCI_SLOT, fn=PCI_FN)
     backends = getattr(machine, "backends", None)
-    if backends is not None:
-        for key in sorted(disks):
-            b = disks[key]
-            b = b.medium if isinstance(b, Cdrom) else b
-            if b is not None:
-                backends.append(b)
+    hooks = getattr(machine, "io_hooks", None)
+    for key in sorted(disks):
+        b = disks[key]
+        b = b.medium if isinstance(b, Cdrom) else b
+        if b is None:
+            continue
+        if backends is not None:
+            backends.append(b)
+        # An asynchronous disk delivers its completions on the daemon's loop once the
+        # hypervisor is connected (before that, and without a daemon, they run inline).
+        if hooks is not None and hasattr(b, "io_hook"):
+            hooks.append(b.io_hook())
     return dev
 
 
 def open_disks(specs) -> dict[tuple[int, int], Drive]:
-    """Open what parsed `--disk` specs (devmodel.ide.diskspec.DiskSpec) name: raw images
-    (read-write or read-only) and CD-ROM media (ISO images, read-only; an empty target is
-    an empty drive). A ValueError says which disk and what is wrong."""
-    from devmodel.backends.disk import RawFileDisk
+    """Open what parsed `--disk` specs (devmodel.ide.diskspec.DiskSpec) name, through
+    `devmodel.backends.qemu_nbd.open_image`: raw images (and ISO media) as ThreadedRawDisk in
+    the spec's cache mode, every other format (qcow2, vmdk, ...) through a private qemu-nbd.
+    CD-ROM media are read-only; an empty CD-ROM target is an empty drive. A ValueError says
+    which disk and what is wrong."""
+    from devmodel.backends.qemu_nbd import QemuNbdError, open_image
 
     out: dict[tuple[int, int], Drive] = {}
     vdevs: dict[tuple[int, int], str] = {}
@@ -219,11 +233,7 @@ def open_disks(specs) -> dict[tuple[int, int], Drive]:
                 raise ValueError(f"two disks on one vdev: {vdevs[spec.position]} and {spec.vdev} "
                                  f"are both IDE channel {spec.position[0]} unit {spec.position[1]}"
                                  f" (two disks at {spec.vdev})")
-            if spec.format in NBD_FORMATS:
-                raise ValueError(f"{spec.vdev}: format {spec.format} needs the NBD backend "
-                                 "(qemu-nbd), which this daemon does not have yet; use a raw "
-                                 "image (qemu-img convert -O raw)")
-            if spec.format != "raw":
+            if spec.format != "raw" and spec.format not in NBD_FORMATS:
                 raise ValueError(f"{spec.vdev}: format {spec.format!r} is not supported")
             vdevs[spec.position] = spec.vdev
             if spec.cdrom and not spec.target:
@@ -231,10 +241,15 @@ def open_disks(specs) -> dict[tuple[int, int], Drive]:
                 continue
             what = "CD-ROM image" if spec.cdrom else "disk image"
             try:
-                backend = RawFileDisk(os.fspath(spec.target), readonly=spec.readonly or spec.cdrom)
+                backend = open_image(os.fspath(spec.target), spec.format,
+                                     readonly=spec.readonly or spec.cdrom,
+                                     cache=getattr(spec, "cache", "writeback"))
             except OSError as e:
-                raise ValueError(f"{spec.vdev}: cannot open {what} {spec.target}: "
-                                 f"{e.strerror or e}") from None
+                why = os.strerror(e.errno) if e.errno == errno.ENOENT else (e.strerror or e)
+                raise ValueError(f"{spec.vdev}: cannot open {what} {spec.target}: {why}") from None
+            except QemuNbdError as e:
+                raise ValueError(f"{spec.vdev}: cannot open {what} {spec.target} as "
+                                 f"{spec.format}: {e}") from None
             if spec.cdrom:
                 out[spec.position] = Cdrom(backend)
                 if backend.size < 2048:

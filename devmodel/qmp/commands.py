@@ -223,14 +223,24 @@ def query_chardev(s):
     return info.query_chardev(s.controller, _monitors(s))
 
 
+def _vnc(s):
+    from devmodel.backends.vnc import find_vnc
+
+    return find_vnc(s.controller.machine)
+
+
 @command("query-vnc")
 def query_vnc(s):
-    return {"enabled": False}
+    vnc = _vnc(s)
+    return vnc.query() if vnc is not None else {"enabled": False}
 
 
 @command("change-vnc-password", password="str")
 def change_vnc_password(s, password):
-    raise QmpError("Could not set password")
+    vnc = _vnc(s)
+    if vnc is None or not vnc.set_password(password):
+        raise QmpError("Could not set password")
+    return {}
 
 
 @command("query-cpus-fast")
@@ -323,7 +333,11 @@ def blockdev_change_medium(s, filename, device=None, id=None, format=None, force
 @command("change", device="str", target="str", arg="str?")
 def change(s, device, target, arg=None):
     if device == "vnc":
-        raise QmpError("VNC is not enabled")
+        if _vnc(s) is None:
+            raise QmpError("VNC is not enabled")
+        if target != "password" or arg is None:
+            raise QmpError("Parameter 'target' expects password")
+        return change_vnc_password(s, arg)
     _change_medium(s, device, target, arg, None)
     return {}
 
@@ -361,9 +375,14 @@ def _key_of(kv: Any) -> str | int:
 
 @command("input-send-event", events="list", device="str?", head="int?")
 def input_send_event(s, events, device=None, head=None):
-    """key -> PS/2 keyboard; btn/rel -> PS/2 mouse (one motion report per command, as QEMU's
-    sync); abs -> a device offering abs_event(axis, value) (a USB tablet)."""
+    """Through the input router (devmodel.input), as VNC input: key -> the active keyboard
+    (USB once the guest configured it, else PS/2); abs -> the USB tablet; btn/rel -> one
+    motion report per command (QEMU's sync) to the relative pointer, or the buttons to the
+    tablet when the command moves nothing relatively."""
+    from devmodel.input import router_for
+
     c = s.controller
+    router = router_for(c.machine)
     parsed = []
     for ev in events:
         if not isinstance(ev, dict) or not isinstance(ev.get("data"), dict):
@@ -371,7 +390,7 @@ def input_send_event(s, events, device=None, head=None):
         kind, data = ev.get("type"), ev["data"]
         if kind not in ("key", "btn", "rel", "abs"):
             raise QmpError(f"Parameter 'type' does not accept value '{kind}'")
-        if not c.input_handlers(kind):
+        if not router.has(kind):
             raise QmpError(f"Input handler not found for event type {kind}")
         if kind == "key":
             parsed.append((kind, _key_of(data.get("key")), bool(data.get("down"))))
@@ -386,46 +405,52 @@ def input_send_event(s, events, device=None, head=None):
                 raise QmpError("Invalid parameter type for 'data', expected: InputMoveEvent")
             parsed.append((kind, axis, value))
     dx = dy = dz = 0
-    moved = False
+    rel = absolute = buttons = False
+    x, y = router.abs_x, router.abs_y
     for kind, a, b in parsed:
         if kind == "key":
-            for h in c.input_handlers("key"):
-                h.key_event(a, b)
+            router.key(a, b)
         elif kind == "btn":
-            moved = True
+            buttons = True
             if a == "wheel-up" and b:
                 dz -= 1
             elif a == "wheel-down" and b:
                 dz += 1
             elif a in _BUTTONS:
-                c.mouse_buttons = (c.mouse_buttons | _BUTTONS[a]) if b else (c.mouse_buttons & ~_BUTTONS[a])
+                router.button(a, b)
         elif kind == "rel":
-            moved = True
+            rel = True
             if a == "x":
                 dx += b
             else:
                 dy += b
         else:
-            for h in c.input_handlers("abs"):
-                h.abs_event(a, b)
-    if moved:
-        for h in c.input_handlers("rel"):
-            h.mouse_event(dx, dy, dz, c.mouse_buttons)
+            absolute = True
+            if a == "x":
+                x = b
+            else:
+                y = b
+    if absolute or (buttons and not rel and router.tablet_active()):
+        router.pointer_abs(x, y, wheel=-dz)
+    elif rel or buttons:
+        router.pointer_rel(dx, dy, dz)
+    c.mouse_buttons = router.buttons
     c.flush()
     return {}
 
 
 @command("send-key", keys="list", hold_time="int?")
 def send_key(s, keys, hold_time=None):
+    from devmodel.input import router_for
+
     c = s.controller
-    handlers = c.input_handlers("key")
-    if not handlers:
+    router = router_for(c.machine)
+    if not router.has("key"):
         raise QmpError("Input handler not found for event type key")
     ks = [_key_of(k) for k in keys]
     for down, seq in ((True, ks), (False, list(reversed(ks)))):
         for k in seq:
-            for h in handlers:
-                h.key_event(k, down)
+            router.key(k, down)
     c.flush()
     return {}
 

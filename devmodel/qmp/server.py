@@ -26,6 +26,8 @@ import socket
 from collections.abc import Callable
 from typing import Any
 
+from devmodel import lockdown
+
 from .commands import COMMANDS, QmpError, greeting, run_command
 from .fdsets import FdSets
 
@@ -284,8 +286,11 @@ class QmpSession:
 class QmpServer:
     """One monitor: a listening socket, at most one client at a time."""
 
-    def __init__(self, listener: socket.socket, controller, loop, fdsets: FdSets | None = None) -> None:
+    def __init__(self, listener: socket.socket, controller, loop, fdsets: FdSets | None = None,
+                 allow_uids: frozenset[int] | None = None) -> None:
         self.listener = listener
+        # Peer uids served (SO_PEERCRED, --allow-uid); default: our own uid and root.
+        self.allow_uids = allow_uids if allow_uids is not None else lockdown.default_allowed()
         self.controller = controller
         self.loop = loop
         self.fdsets: FdSets = fdsets if fdsets is not None else controller.fdsets
@@ -318,6 +323,14 @@ class QmpServer:
             return
         except OSError as e:
             log.warning("QMP accept on %s failed: %s", self.path, e)
+            return
+        why = lockdown.refusal(s, self.allow_uids, f"QMP {self.path}")
+        if why is not None:  # no greeting: one error, then the connection is closed
+            try:
+                s.send(encode({"error": {"class": "GenericError", "desc": why}}))
+            except OSError:
+                pass
+            s.close()
             return
         self._stop_accepting()
         log.info("QMP client connected on %s", self.path)

@@ -75,6 +75,9 @@ class StdVga(PciDevice):
         if rom:
             self.set_rom(rom)
         self.shared = False  # decided at attach: the machine can share regions, we have an fd
+        # Set at build time by a display backend (devmodel.backends.screen) that keeps the
+        # latest frame: an object with current() -> Frame. None: screendump renders itself.
+        self.renderer: Any = None
         self._told_gpa: int | None = None  # where the hypervisor maps VRAM now
         self.vbe_bank_mask = (size >> 16) - 1
         self._init_state()
@@ -571,6 +574,23 @@ class StdVga(PciDevice):
                 self.guest_error(f"qext byte order {value:#x}")
         else:
             self.guest_error(f"BAR2 write at {off:#x}")
+
+    # ---- screendump (QMP) ---------------------------------------------------------------
+    def screendump(self, fmt: str = "ppm") -> bytes:
+        """The current screen as image bytes, PPM (P6, QEMU's default) or PNG; the QMP
+        command writes them where it was told (no file I/O here)."""
+        if fmt not in ("ppm", "png"):
+            from devmodel.controller import ControlError
+
+            raise ControlError(f"Parameter 'format' does not accept value '{fmt}'")
+        from devmodel.backends.display import encode_png
+
+        from .render import capture, render
+
+        frame = self.renderer.current() if self.renderer is not None else render(capture(self))
+        if fmt == "png":
+            return encode_png(frame.width, frame.height, frame.rgb)
+        return b"P6\n%d %d\n255\n" % (frame.width, frame.height) + frame.rgb
 
     # ---- snapshot -----------------------------------------------------------------------
     def snapshot(self) -> dict[str, Any]:

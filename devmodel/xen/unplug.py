@@ -120,8 +120,10 @@ def unplug_ide_drives(machine: Any, ide: Any, aux: bool) -> list[tuple[str, str]
             if aux and ch.index == 0 and unit == 0:
                 continue
             backend = getattr(drive, "backend", None)
-            # The drive model is synchronous: every write acknowledged to the guest has
-            # already reached the backend; drain() covers an asynchronous one.
+            # Disk I/O is asynchronous: release_backend drains the request in flight (its
+            # completion, if still queued on the loop, is dropped by the drive: it is no
+            # longer the channel's), then fdatasyncs, then closes. Every write acknowledged
+            # to the guest had completed, so it is in the image and now durable.
             if backend is not None:
                 machine.release_backend(backend)
             machine.release_resources(drive)

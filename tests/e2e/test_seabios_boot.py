@@ -130,9 +130,9 @@ def test_cli_boot_prints_the_console_and_exits_0() -> None:
     assert "found 'Running on QEMU'" in p.stderr
 
 
-def test_cli_screendump_is_refused_clearly() -> None:
-    p = subprocess.run([sys.executable, "-m", "devmodel", "boot", "--screendump", "x.png"],
-                       capture_output=True, text=True, timeout=60)
+def test_cli_screendump_without_a_vga_is_refused_clearly() -> None:
+    p = subprocess.run([sys.executable, "-m", "devmodel", "boot", "--vga", "none", "--screendump",
+                        "x.png"], capture_output=True, text=True, timeout=60)
     assert p.returncode == 2 and "VGA" in p.stderr
 
 

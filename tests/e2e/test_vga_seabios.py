@@ -46,7 +46,7 @@ def test_seabios_banner_on_the_vga_text_screen() -> None:
             if time.monotonic() > deadline:
                 return True
             seen[:] = text_screen(capture(vga))
-            return any("SeaBIOS" in line for line in seen)
+            return any("SeaBIOS (version" in line for line in seen)  # the whole banner line
 
         stop = None
         for _ in range(200):

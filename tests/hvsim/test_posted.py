@@ -172,3 +172,17 @@ def test_no_posting_without_a_buffered_ring(machine) -> None:
     hv.barrier()
     assert len(daemon.machine.device("vgawindow").log) == 606
     assert struct.unpack("<H", sim.ram.read(0x600, 2))[0] == 0x4241
+
+
+def test_a_slice_ending_at_an_mmio_exit_does_not_repeat_the_access(machine) -> None:
+    # Unicorn re-executes an instruction whose MMIO callback stopped the vCPU; the simulator
+    # therefore ends a slice that is due at an MMIO exit only at the next port exit or HLT.
+    sim, hv, daemon, _sock = machine
+    sim.slice_exits = 7
+    sim.ram.write(ENTRY, PROGRAM)
+    assert sim.run(max_insns=100_000).reason is StopReason.HALTED
+    hv.barrier()
+    log = daemon.machine.device("vgawindow").log
+    assert [e for e in log if e[0] == "w"][:600] == [("w", 0x18000 + i, 1, i & 0xFF)
+                                                      for i in range(600)]
+    assert len(log) == 606

@@ -191,8 +191,8 @@ async def test_chardev_vnc_screendump_and_hmp(tmp_path):
     assert await c.execute("query-vnc") == {"enabled": False}
     assert await err(c, "change-vnc-password", {"password": "x"}) == (
         "GenericError", "Could not set password")
-    cls, desc = await err(c, "screendump", {"filename": str(tmp_path / "s.ppm")})
-    assert cls == "GenericError" and "no console" in desc
+    await c.execute("screendump", {"filename": str(tmp_path / "s.ppm")})  # the VGA's
+    assert (tmp_path / "s.ppm").read_bytes().startswith(b"P6\n")
     hmp = {}
     for what in ("status", "chardev", "version", "name", "nope"):
         hmp[what] = await c.execute("human-monitor-command", {"command-line": f"info {what}"})
@@ -283,3 +283,49 @@ async def test_bm_status_port_unaffected_by_qmp_queries(dm):
         await c.execute(q)
     assert [hv.pci_cfg_read(IDE_DEVFN, off, 4) for off in range(0, 64, 4)] == before
     await c.disconnect()
+
+
+async def test_screendump_without_a_display_is_refused(tmp_path):
+    d = start(["--vga", "none"])
+    c = await client(d.qmp)
+    cls, desc = await err(c, "screendump", {"filename": str(tmp_path / "s.ppm")})
+    assert cls == "GenericError" and "no console" in desc
+    await c.disconnect()
+    d.close()
+
+
+async def test_screendump_writes_the_current_vga_frame_as_ppm_and_png(tmp_path):
+    import zlib
+
+    d = start(["--screen-rate", "20"])
+    hv = d.hv
+    c = await client(d.qmp)
+
+    def vbe(i: int, v: int) -> None:
+        hv.outw(0x1CE, i)
+        hv.outw(0x1CF, v)
+
+    # A 64x32x32 VBE mode; pixels through the banked legacy window (BAR0 is shared memory,
+    # not mapped by this hypervisor).
+    for i, v in ((1, 64), (2, 32), (3, 32), (4, 0x01)):
+        vbe(i, v)
+    hv.writel(0xA0000, 0x00102030)  # (0,0): R 0x10 G 0x20 B 0x30
+    hv.writel(0xA0000 + 4 * (64 * 31 + 63), 0x00FF0000)  # bottom right: red
+    ppm, png = tmp_path / "s.ppm", tmp_path / "s.png"
+    await c.execute("screendump", {"filename": str(ppm)})
+    data = ppm.read_bytes()
+    header = b"P6\n64 32\n255\n"
+    assert data.startswith(header) and len(data) == len(header) + 64 * 32 * 3
+    rgb = data[len(header):]
+    assert rgb[:3] == bytes((0x10, 0x20, 0x30)) and rgb[-3:] == bytes((0xFF, 0, 0))
+    await c.execute("screendump", {"filename": str(png), "format": "png"})
+    blob = png.read_bytes()
+    assert blob[:8] == b"\x89PNG\r\n\x1a\n"
+    assert blob[16:24] == (64).to_bytes(4, "big") + (32).to_bytes(4, "big")
+    idat_len = int.from_bytes(blob[33:37], "big")
+    raw = zlib.decompress(blob[41 : 41 + idat_len])
+    assert len(raw) == (64 * 3 + 1) * 32 and raw[1:4] == bytes((0x10, 0x20, 0x30))
+    cls, desc = await err(c, "screendump", {"filename": str(png), "format": "jpeg"})
+    assert cls == "GenericError" and "format" in desc
+    await c.disconnect()
+    d.close()

@@ -8,9 +8,12 @@ import mmap
 import pytest
 from vgahelp import MODE3, Bus, make, set_mode
 
+from devmodel.core.clock import Clock
 from devmodel.core.device import SnapshotError
+from devmodel.core.machine import OUTBOX_MEM_ADD, OUTBOX_MEM_DEL, Machine
+from devmodel.core.memory import GuestMemory
+from devmodel.vga import build_vga, text_screen
 from devmodel.vga import regs as R
-from devmodel.vga import text_screen
 from devmodel.vga.render import capture
 from devmodel.wire.constants import IO_RANGE_MEMORY, MEM_RAM, MEM_VRAM
 
@@ -71,8 +74,13 @@ def test_nothing_is_reported_before_announcing_but_hello_sees_the_region() -> No
     assert m.shared_log == []  # the hypervisor already has it there
 
 
-def test_without_sharing_support_bar0_is_trapped() -> None:
-    m, dev = make(16, shared=True)  # a plain Machine: no share_region
+@pytest.mark.parametrize("how", ["no fd", "no share_region"])
+def test_without_sharing_support_bar0_is_trapped(how: str) -> None:
+    if how == "no fd":
+        m, dev = make(16, shared=False)  # VRAM in a bytearray: nothing to share
+    else:
+        m = NoShareMachine(GuestMemory.fake(1 << 20), Clock(virtual=True), strict=True)
+        dev = build_vga(m, 2, 16, rom_path=None, shared=True)
     bus = Bus(m)
     assert not dev.shared
     bus.cfg_write(0x10, 0xFD000000)
@@ -80,6 +88,32 @@ def test_without_sharing_support_bar0_is_trapped() -> None:
     assert m.mmio.find(0xFD000000) is not None
     bus.writeb(0xFD000010, 0xAB)
     assert dev.vram[0x10] == 0xAB
+
+
+class NoShareMachine(Machine):
+    """A machine that cannot share memory with its hypervisor."""
+
+    share_region = None
+    unshare_region = None
+
+
+def test_the_machine_queues_region_effects_in_order_with_the_dm_ops() -> None:
+    m, dev = make(16, shared=True)  # the real Machine.share_region / unshare_region
+    m.start_announcing()
+    m.outbox.clear()
+    bus = Bus(m)
+    bus.cfg_write(0x10, 0xFD000000)
+    bus.cfg_write(0x04, 0x2, 2)
+    bus.cfg_write(0x10, 0xE0000000)
+    bus.cfg_write(0x04, 0x0, 2)
+    effects = [(op, f) for op, f, _ in m.outbox if op < 0]
+    assert effects == [
+        (OUTBOX_MEM_ADD, (R.REGION_VRAM, 0xFD000000, 16 << 20, MEM_RAM | MEM_VRAM, dev.vram_fd)),
+        (OUTBOX_MEM_ADD, (R.REGION_VRAM, 0xE0000000, 16 << 20, MEM_RAM | MEM_VRAM, dev.vram_fd)),
+        (OUTBOX_MEM_DEL, (R.REGION_VRAM,)),
+    ]
+    with pytest.raises(ValueError):
+        m.unshare_region(5)  # not a daemon region id
 
 
 @pytest.mark.parametrize("use_shared", [False, True])

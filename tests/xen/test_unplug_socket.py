@@ -54,7 +54,7 @@ def test_linux_sequence_with_writes_in_flight(tmp_path):
         assert data[(NSECT - 1) * 512 :] == pattern(1, seed=99)
         assert data[200 * 512 : 204 * 512] == pattern(NSECT)[200 * 512 : 204 * 512]
         # the backend is closed: no path from the emulated side reaches the image
-        assert backend._fd is None and backend not in d.machine.backends
+        assert getattr(backend, "_raw", backend)._fd is None and backend not in d.machine.backends
         unmaps = [(r.fields[2], r.fields[3], r.fields[4]) for r in hv.state.dmops[before:]
                   if r.op == DmOp.UNMAP_IO_RANGE_FROM_IOREQ_SERVER]
         assert unmaps == [(IO_RANGE_PORT, BMIBA, BMIBA + 15)]

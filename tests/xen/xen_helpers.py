@@ -156,6 +156,15 @@ class Guest:
     def status(self, ch: int = 0) -> int:
         return self.p.inp((CMD1 if ch else CMD0) + 7)
 
+    def wait_not_busy(self, ch: int = 0, polls: int = 100_000) -> int:
+        """Poll the alternate status until BSY drops (disk I/O completes asynchronously on
+        a real daemon); bounded, as a driver's timeout."""
+        for _ in range(polls):
+            st = self.p.inp(CTL0 if ch == 0 else 0x376)
+            if not st & ata.BUSY_STAT:
+                return st
+        raise AssertionError("drive stayed BSY")
+
     def taskfile(self, lba: int, count: int, unit: int = 0, ch: int = 0) -> None:
         b = CMD1 if ch else CMD0
         self.p.out(b + 6, 0xE0 | (unit << 4) | ((lba >> 24) & 0xF))
@@ -170,9 +179,10 @@ class Guest:
         self.taskfile(lba, n)
         self.p.out(CMD0 + 7, ata.CMD_WRITE)
         for i in range(n):
-            assert self.status() & ata.DRQ_STAT
+            assert self.wait_not_busy() & ata.DRQ_STAT
             self.p.poke(BUF, data[i * 512 : (i + 1) * 512])
             self.p.rep_outs(CMD0, BUF, 256)
+        self.wait_not_busy()
         assert not self.status() & (ata.DRQ_STAT | ata.ERR_STAT)
 
     def dma_write_issue(self, lba: int, data: bytes) -> None:
@@ -188,7 +198,10 @@ class Guest:
         """The whole ata_bmdma sequence; returns when the command is acknowledged."""
         self.dma_write_issue(lba, data)
         self.p.out(BMIBA, ata.BM_CMD_START)
-        st = self.p.inp(BMIBA + 2)
+        for _ in range(100_000):  # ata_bmdma: wait for the interrupt (Active drops with it)
+            st = self.p.inp(BMIBA + 2)
+            if st & ata.BM_STATUS_INT:
+                break
         assert st & ata.BM_STATUS_INT and not st & ata.BM_STATUS_ERROR, hex(st)
         self.p.out(BMIBA, 0)
         self.p.out(BMIBA + 2, st)
