@@ -1,32 +1,19 @@
 """The hypervisor simulator: one vCPU, guest RAM, PIC/PIT, and ioreq forwarding; the firmware
 is the device model's (MEM_ADD regions and set_mem_type, firmware.py).
 
-A run is a loop of slices: ``emu_start`` *without* an instruction count (a count makes Unicorn
-call a hook before every instruction, which costs about 8 ns each and halves the speed of
-memory-bound code; switching the count off again flushes the translation cache). A slice ends
-only at a deterministic point of the guest's execution: an exit that stops it (an interrupt
-became deliverable, a timer deadline or ``until_ns`` was passed, a device-model region or
-memory type changed, a software interrupt or exception was delivered, every ``slice_exits``
-exits so that ``until`` predicates are looked at), HLT, or a stop. Between slices the simulator
-replays timer edges, lets the device model's DMOPs in (``port.poll()``), and delivers a pending
-8259 interrupt. An exit stops the slice at the end of its translation block (obstacle 5).
+A run is a loop of instruction slices (``emu_start(count=slice_insns)``). Between slices the
+simulator replays timer edges, lets the device model's DMOPs in (``port.poll()``), and delivers
+a pending 8259 interrupt through the real-mode IVT. Interrupts can land only there, at HLT, and
+right after an exit that made one deliverable (the exit stops the slice early; Unicorn lets the
+rest of the translation block run first, obstacle 5). Everything is paced by one VirtualClock,
+so two runs with the same inputs take the same path.
 
-Virtual time: ``exit_ns`` per port or MMIO exit and per RDTSC, and jumps to the next timer
-deadline while halted; instructions themselves take no time (Unicorn does not count them when
-it runs at full speed). So interrupts land at exits and at HLT, and two runs with the same
-inputs take the same path, exit for exit.
-
-The one exception is a guest that spins without a single exit for a whole ``watchdog_s`` of
-wall time (watchdog.py): waiting on memory that an interrupt handler changes, say. That slice
-is stopped where it happens to be, a pending interrupt is delivered there and, if none is, time
-jumps to the next timer deadline as if the vCPU had halted (``stats.spins``). Where that lands
-depends on the host's speed: such a run is not reproducible. A watchdog expiry in a slice that
-did have exits changes nothing (the slice just goes on).
-
-The device model gets the same time (``port.clock``, a CLOCK message, docs/protocol.md 4.6):
-before an access it serves whenever the clock moved since the last one, and after each halted
-jump, then synchronously, so the IRQs of its timers that fell due are in before the vCPU goes
-on.
+Virtual time: ``ns_per_insn`` per instruction of every completed slice (a slice cut short by a
+stop or HLT is not charged, because Unicorn does not report how far it got), ``exit_ns`` per
+port or MMIO exit and per RDTSC, and jumps to the next timer deadline while halted. The device
+model gets the same time (``port.clock``, a CLOCK message, docs/protocol.md 4.6): before an
+access it serves whenever the clock moved since the last one, and after each halted jump, then
+synchronously, so the IRQs of its timers that fell due are in before the vCPU goes on.
 
 Posted writes (posted.py): single writes to the VGA window that the device model claims go out
 batched as BUFIOREQ, as Xen buffers them, and so do single writes to the claimed ports of
@@ -42,8 +29,6 @@ formula, as Xen answers PM_TMR itself; everything else in the block stays the de
 from __future__ import annotations
 
 import enum
-import math
-import threading
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
@@ -85,19 +70,10 @@ from .pmtimer import PmTimer
 from .ports import IoreqPort
 from .posted import PostedWrites
 from .routing import APIC_PAGE, IoRouter, Route
-from .watchdog import Watchdog
 
 PAGE = 0x1000
 DEFAULT_RAM = 64 << 20
-# A slice ends after this many exits, so that run()'s ``until`` predicate and limits are looked
-# at regularly, at points that do not depend on the host's speed.
-DEFAULT_SLICE_EXITS = 1024
-# Wall seconds a slice may run without any exit before it is treated as a spin (module doc).
-DEFAULT_WATCHDOG_S = 0.1
-# run(max_insns=...): instructions are not counted; the budget is converted to exits at SeaBIOS's
-# POST average (5.8 M instructions and 38 k exits to the boot sector), and a spinning slice is
-# charged as slice_exits exits.
-INSNS_PER_EXIT = 150
+DEFAULT_SLICE_INSNS = 200_000
 # Lazily mapped all-ones/forwarding MMIO pages; a guest that wanders through the whole 4 GiB
 # is stopped rather than allowed to build a million mappings.
 MAX_LAZY_MMIO_PAGES = 4096
@@ -109,7 +85,7 @@ CPUID_HYPERVISOR_LEAF = 0x40000000
 
 class StopReason(enum.Enum):
     TIME = "time"  # virtual time reached run(until_ns=...)
-    BUDGET = "budget"  # run(max_insns=...) or max_wakeups spent
+    BUDGET = "budget"  # run(max_insns=...) spent
     HALTED = "halted"  # HLT with IF=0: the guest is finished
     IDLE = "idle"  # HLT with IF=1 and no timer or device event can wake the vCPU
     SHUTDOWN = "shutdown"  # the device model sent remote_shutdown; code = reason
@@ -133,11 +109,9 @@ class Stop:
 
 @dataclass
 class Stats:
-    slices: int = 0  # emu_start calls (instructions are not counted: see the module doc)
+    slices: int = 0
+    insns: int = 0  # instructions of completed slices (a lower bound)
     exits: int = 0  # port + MMIO exits
-    watchdog: int = 0  # slices the watchdog stopped (resumed at once if they had exits)
-    spins: int = 0  # of those, slices without any exit: the non-reproducible case
-    single_steps: int = 0  # counted one-instruction runs (STI shadow; each flushes the TBs)
     rep_batches: int = 0  # pio_string calls
     rep_elements: int = 0
     irqs: int = 0  # hardware interrupts delivered
@@ -164,8 +138,8 @@ class Simulator:
         *,
         ram: GuestRam | None = None,
         tsc_hz: int = 1_000_000_000,
-        slice_exits: int = DEFAULT_SLICE_EXITS,
-        watchdog_s: float = DEFAULT_WATCHDOG_S,
+        slice_insns: int = DEFAULT_SLICE_INSNS,
+        ns_per_insn: int = 1,
         exit_ns: int = 1_000,
         sync_clock: bool = True,
         local_pm_timer: bool | None = None,
@@ -179,9 +153,8 @@ class Simulator:
         self.clock = VirtualClock(tsc_hz)
         self.sync_clock = sync_clock
         self._clock_sent = -1
-        if slice_exits < 1 or exit_ns < 0:
-            raise ValueError("slice_exits must be positive and exit_ns not negative")
-        self.slice_exits = slice_exits
+        self.slice_insns = slice_insns
+        self.ns_per_insn = ns_per_insn
         self.exit_ns = exit_ns
         self.stats = Stats()
 
@@ -210,25 +183,6 @@ class Simulator:
         self._stop: Stop | None = None
         self._kicked = False
         self._halted = False
-        # Exits and RDTSCs so far; checked on every one (_exit), as is the next event: the slice
-        # is stopped at the exit that reaches either.
-        self._events = 0
-        self._slice_end_events = 0
-        self._event_ns = math.inf  # the next PIT edge, or run()'s until_ns
-        self._until_ns: int | None = None
-        # An 8259 interrupt is pending but IF was clear: every exit looks at IF (an STI does
-        # not exit), and the first one that finds it set stops the slice.
-        self._irq_waiting = False
-        # Unicorn re-executes an instruction whose MMIO callback called emu_stop (the access
-        # happens twice): a kick wanted during an MMIO exit waits for the next port exit, RDTSC,
-        # interrupt hook or HLT. The watchdog takes this lock to stay out of MMIO callbacks.
-        self._mmio_lock = threading.Lock()
-        self._in_mmio = False
-        self._kick_deferred = False
-        self._wd_events = 0
-        self._wd_spun = False
-        self._busy = False  # in a port or MMIO hook (waiting for the device model, maybe)
-        self.watchdog = Watchdog(self._on_watchdog, watchdog_s)
 
         port.on_isa_irq = self._dm_isa_irq
         port.on_pci_intx = self._dm_pci_intx
@@ -300,18 +254,14 @@ class Simulator:
     def run(
         self,
         until_ns: int | None = None,
-        max_insns: int | None = None,
+        max_insns: int = 100_000_000,
         until: Callable[[Simulator], bool] | None = None,
         max_wakeups: int = 100_000,
-        *,
-        max_exits: int | None = None,
     ) -> Stop:
         """Run until a stop condition and return it.
 
-        Bounded by ``max_exits`` port/MMIO exits (a spinning slice counts as ``slice_exits``),
-        ``max_wakeups`` (HLT wake-ups and spins, each a jump to the next timer edge) and, if
-        given, ``until_ns`` of virtual time. Instructions are not counted: ``max_insns`` is
-        converted to ``max_exits`` at INSNS_PER_EXIT; with neither, 666,666 exits.
+        Bounded three ways: ``max_insns`` (in whole slices), ``max_wakeups`` (HLT wake-ups,
+        each a jump to the next timer edge) and, if given, ``until_ns`` of virtual time.
         ``until`` is a predicate checked between slices and wake-ups.
         """
         self._stop = None
@@ -319,13 +269,10 @@ class Simulator:
             return self._finish(Stop(StopReason.ERROR, "no firmware: the device model shared "
                                      "no shadow RAM at 0xC0000 (is it running with --bios, and "
                                      "was the simulator attached before its handshake?)"))
-        if max_exits is None:
-            max_exits = max(1, (max_insns if max_insns is not None else 100_000_000)
-                            // INSNS_PER_EXIT)
-        self._until_ns = until_ns
-        work_at_start = self._work()
-        # Slices cut short (HLT, a kick) spend no exits, so the loop itself is capped too.
-        max_iterations = 2 * (max_exits + max_wakeups) + 16
+        max_slices = max(1, -(-max_insns // self.slice_insns))
+        insns_at_start = self.stats.insns
+        # Slices cut short (HLT, a kick) charge no instructions, so the loop itself is capped too.
+        max_iterations = 2 * (max_slices + max_wakeups)
         iterations = wakeups = 0
         while self._stop is None:
             iterations += 1
@@ -333,8 +280,8 @@ class Simulator:
                 self._stop = Stop(StopReason.REQUESTED, "predicate")
             elif until_ns is not None and self.clock.ns >= until_ns:
                 self._stop = Stop(StopReason.TIME)
-            elif self._work() - work_at_start >= max_exits:
-                self._stop = Stop(StopReason.BUDGET, f"{max_exits} exits")
+            elif self.stats.insns - insns_at_start >= max_insns:
+                self._stop = Stop(StopReason.BUDGET, f"{max_insns} instructions")
             elif wakeups >= max_wakeups:
                 self._stop = Stop(StopReason.BUDGET, f"{max_wakeups} wake-ups")
             elif iterations > max_iterations:
@@ -349,16 +296,10 @@ class Simulator:
                 wakeups += 1
                 self._wait_for_event(until_ns)
                 continue
-            if self._run_slice():
-                wakeups += 1
-        self._until_ns = None
+            self._run_slice(self.slice_insns)
         return self._finish(self._stop)
 
-    def _work(self) -> int:
-        return self._events + self.stats.spins * self.slice_exits
-
     def close(self) -> None:
-        self.watchdog.close()
         for region in self.dm_regions.values():
             unmap(region.address, region.size)
         self.dm_regions.clear()
@@ -378,117 +319,35 @@ class Simulator:
         # another event (the study's 0xCF9 reset followed by int3, obstacle 5).
         if self._stop is None:
             self._stop = stop
-        if self._in_mmio:
-            self._kick_deferred = True  # see _kick
-        else:
-            self.cpu.uc.emu_stop()
+        self.cpu.uc.emu_stop()
 
     def _kick(self) -> None:
         self._kicked = True
-        if self._in_mmio:
-            self._kick_deferred = True
-            return
-        self._kick_deferred = False
         self.cpu.uc.emu_stop()
 
-    def _on_watchdog(self) -> bool:
-        """The watchdog thread, every watchdog_s of one emu_start: stop the vCPU if it did not
-        exit at all in that time (a spin; a hook still waiting for the device model is not
-        one). Never in an MMIO callback; an MMIO access that starts after the stop request is
-        dropped, since Unicorn executes its instruction again after the stop."""
-        events = self._events
-        if events != self._wd_events or self._busy:
-            self._wd_events = events
-            return False
-        with self._mmio_lock:
-            if self._events != events:  # an MMIO exit got in first
-                self._wd_events = self._events
-                return False
-            self._wd_spun = True
-            self.cpu.uc.emu_stop()
-        return True
-
-    def _arm_event_ns(self) -> None:
-        deadline = self.pit.next_deadline()
-        event = math.inf if deadline is None else deadline
-        if self._until_ns is not None:
-            event = min(event, self._until_ns)
-        self._event_ns = event
-
-    def _arm_events(self) -> None:
-        """What the next slice's exits watch for: the next PIT edge and run()'s until_ns,
-        the slice's exit quota, and a pending interrupt that waits for IF."""
-        self._arm_event_ns()
-        self._slice_end_events = self._events + self.slice_exits
-        self._irq_waiting = self.pic.has_interrupt()
-
-    def _run_slice(self) -> bool:
-        """Run the vCPU until the slice ends (module doc). True if it spun: a watchdog expiry
-        without any exit, after which the caller counts a wake-up."""
+    def _run_slice(self, count: int) -> None:
         self._kicked = False
         self._cs_bases.clear()
-        self._arm_events()
-        uc = self.cpu.uc
-        while True:
-            self.stats.slices += 1
-            events = self._events
-            self._wd_events = events
-            self._wd_spun = False
-            self._kick_deferred = False
-            self.watchdog.arm()
-            try:
-                uc.emu_start(self.cpu.eip, 0xFFFFFFFF)
-            except UcError as exc:
-                self._latch(Stop(StopReason.ERROR, f"unicorn: {exc}"))
-                return False
-            finally:
-                fired = self.watchdog.disarm()
-                # Nothing posted waits past the slice (or the HLT that ended it); the port
-                # sends it with its next message or poll(), which the run loop calls next.
-                self.posted.flush()
-            if self._stop is not None:
-                return False
-            # Checked even after a kick: the block may have run into HLT.
-            if self._just_halted():
-                self._halted = True
-                self.stats.halts += 1
-                return False
-            if fired:
-                self.stats.watchdog += 1
-                if self._wd_spun:
-                    self._spun()
-                    return True
-            if self._kicked or fired or self._events == events:
-                return False
-            # Stopped by nobody we know of (Unicorn's own stop after a mem_protect): go on.
-
-    def _spun(self) -> None:
-        """A whole watchdog period without an exit (module doc: not reproducible). The run
-        loop delivers a pending interrupt next; if none is pending but IF is set, time jumps
-        to the next timer edge, which is what a guest waiting for a tick is waiting for."""
-        self.stats.spins += 1
-        if self.pic.has_interrupt() or not self.cpu.eflags & EFLAGS_IF:
+        self.stats.slices += 1
+        try:
+            self.cpu.uc.emu_start(self.cpu.eip, 0xFFFFFFFF, count=count)
+        except UcError as exc:
+            self._latch(Stop(StopReason.ERROR, f"unicorn: {exc}"))
             return
-        deadline = self.pit.next_deadline()
-        if deadline is None:
+        finally:
+            # Nothing posted waits past the slice (or the HLT that ended it); the port sends
+            # it with its next message or poll(), which the run loop calls next.
+            self.posted.flush()
+        if self._stop is not None:
             return
-        if self._until_ns is not None:
-            deadline = min(deadline, self._until_ns)
-        self.clock.advance_to(deadline)
-        self.pit.run_until(deadline)
-        if self.sync_clock:
-            self._send_clock(sync=True)
-
-    def _exit(self, port_or_mmio: bool = True) -> None:
-        """Account one exit (or RDTSC); stop the slice at it if an event is due (module doc)."""
-        clock = self.clock
-        clock.ns += self.exit_ns
-        self._events += 1
-        if port_or_mmio:
-            self.stats.exits += 1
-        if (self._kick_deferred or clock.ns >= self._event_ns or self._events >= self._slice_end_events
-                or (self._irq_waiting and self.cpu.eflags & EFLAGS_IF)):
-            self._kick()
+        if self._just_halted():  # checked even after a kick: the block may have run into HLT
+            self._halted = True
+            self.stats.halts += 1
+            return
+        if self._kicked:
+            return
+        self.stats.insns += count
+        self.clock.advance(count * self.ns_per_insn)
 
     def _just_halted(self) -> bool:
         # HLT makes emu_start return quietly with EIP past the 0xF4 (obstacle 4). A slice that
@@ -508,10 +367,9 @@ class Simulator:
         pc = cpu.linear_pc()
         if not self._halted and cpu.read_linear((pc - 1) & 0xFFFFFFFF, 1) == b"\xfb":
             # STI shadow (SDM vol. 2, STI): no interrupt before the next instruction, or
-            # `sti; hlt` would lose its wake-up (a translation block ends after STI, so a slice
-            # often stops there). That instruction runs first.
-            self._step_sti_shadow(pc)
-            if self._stop is not None or self._halted or not cpu.eflags & EFLAGS_IF:
+            # `sti; hlt` would lose its wake-up. Run exactly one instruction first.
+            self._run_slice(1)
+            if self._stop is not None or self._halted:
                 return self._stop
         vector = self.pic.acknowledge()
         if not self._deliver(vector, software=False, error_code=None, kind="IRQ"):
@@ -519,41 +377,6 @@ class Simulator:
         self._halted = False
         self.stats.irqs += 1
         return None
-
-    def _step_sti_shadow(self, pc: int) -> None:
-        """Execute the one instruction after an STI. HLT, NOP, PAUSE and CLI, the usual ones,
-        are done here; anything else runs as a one-instruction emu_start, which costs two
-        flushes of Unicorn's translation cache (before it, and when the next slice runs
-        uncounted again). A jump target right after an STI is taken for a shadow too."""
-        code = self.cpu.read_linear(pc, 2) or b""
-        eip = self.cpu.eip
-        if code[:1] == b"\xf4":  # hlt: halted, and the interrupt wakes it up
-            self.cpu.set_reg(x86.UC_X86_REG_EIP, eip + 1)
-            self._halted = True
-            self.stats.halts += 1
-        elif code[:1] == b"\x90":  # nop
-            self.cpu.set_reg(x86.UC_X86_REG_EIP, eip + 1)
-        elif code[:2] == b"\xf3\x90":  # pause
-            self.cpu.set_reg(x86.UC_X86_REG_EIP, eip + 2)
-        elif code[:1] == b"\xfa":  # cli: no interrupt window at all
-            self.cpu.set_reg(x86.UC_X86_REG_EFLAGS, self.cpu.eflags & ~EFLAGS_IF)
-            self.cpu.set_reg(x86.UC_X86_REG_EIP, eip + 1)
-        else:
-            self.stats.slices += 1
-            self.stats.single_steps += 1
-            try:
-                # Unicorn adds its counting hook for a count but keeps the blocks translated
-                # without it, which would not count: flush them first.
-                self.cpu.uc.ctl_flush_tb()
-                self.cpu.uc.emu_start(eip, 0xFFFFFFFF, count=1)
-            except UcError as exc:
-                self._latch(Stop(StopReason.ERROR, f"unicorn: {exc}"))
-                return
-            finally:
-                self.posted.flush()
-            if self._stop is None and self._just_halted():
-                self._halted = True
-                self.stats.halts += 1
 
     def _wait_for_event(self, until_ns: int | None) -> None:
         """Halted: advance virtual time edge by edge until an interrupt is pending (bounded by
@@ -579,8 +402,7 @@ class Simulator:
 
     # ---- device-model callbacks ------------------------------------------------------------
     def _irq_changed(self) -> None:
-        self._irq_waiting = self.pic.has_interrupt()
-        if self._irq_waiting and self.cpu.eflags & EFLAGS_IF:
+        if self.pic.has_interrupt() and self.cpu.eflags & EFLAGS_IF:
             self._kick()
 
     def _dm_isa_irq(self, irq: int, level: int) -> None:
@@ -701,14 +523,8 @@ class Simulator:
 
     # ---- CPU hooks -------------------------------------------------------------------------
     def _hook_in(self, uc: Uc, port: int, size: int, _ud: object) -> int:
-        self._busy = True
-        try:
-            return self._port_in(port, size)
-        finally:
-            self._busy = False
-
-    def _port_in(self, port: int, size: int) -> int:
-        self._exit()
+        self.clock.advance(self.exit_ns)
+        self.stats.exits += 1
         router = self.router
         if router.port_route(port, size) is Route.DM:
             value = self._rep_string(port, size, is_in=True)
@@ -720,14 +536,8 @@ class Simulator:
         return value
 
     def _hook_out(self, uc: Uc, port: int, size: int, value: int, _ud: object) -> None:
-        self._busy = True
-        try:
-            self._port_out(port, size, value)
-        finally:
-            self._busy = False
-
-    def _port_out(self, port: int, size: int, value: int) -> None:
-        self._exit()
+        self.clock.advance(self.exit_ns)
+        self.stats.exits += 1
         router = self.router
         if router.port_route(port, size) is Route.DM:
             if self._rep_string(port, size, is_in=False) is not None:
@@ -736,7 +546,6 @@ class Simulator:
         if port in (0x20, 0x21, 0xA0, 0xA1, 0x4D0, 0x4D1, 0x40, 0x43):
             self.pit.run_until(self.clock.ns)
             self._irq_changed()
-            self._arm_event_ns()  # the PIT may have been reprogrammed
 
     def _rep_string(self, port: int, size: int, is_in: bool) -> int | None:
         """Move a whole REP INS/OUTS run as one pio_string call.
@@ -804,7 +613,7 @@ class Simulator:
         return 0
 
     def _hook_rdtsc(self, uc: Uc, _ud: object) -> int:
-        self._exit(port_or_mmio=False)
+        self.clock.advance(self.exit_ns)
         self.stats.rdtsc += 1
         tsc = self.clock.tsc()
         uc.reg_write(x86.UC_X86_REG_EAX, tsc & 0xFFFFFFFF)
@@ -838,10 +647,6 @@ class Simulator:
             error_code = cpu.page_fault_error_code()
         self._deliver(intno, software=software, error_code=error_code,
                       kind="int" if software else "exception")
-        # Writing EIP from a hook makes Unicorn (2.1.4) skip its PC sync before every later
-        # hook of this emu_start (uc_reg_write sets skip_sync_pc_on_exit, which only a new
-        # emu_start clears): the port hooks would see a stale EIP. So the slice ends here.
-        self._kick()
 
     def _deliver(self, vector: int, *, software: bool, error_code: int | None,
                  kind: str) -> bool:
@@ -865,26 +670,14 @@ class Simulator:
 
     # ---- memory hooks ----------------------------------------------------------------------
     def _mmio_read_cb(self, uc: Uc, offset: int, size: int, base: int) -> int:
-        with self._mmio_lock:
-            if self._wd_spun:
-                return 0  # the watchdog stopped the vCPU: this read is done again (_on_watchdog)
-            self._in_mmio = self._busy = True
-            try:
-                self._exit()
-                return self.router.mmio_read(base + offset, size)
-            finally:
-                self._in_mmio = self._busy = False
+        self.clock.advance(self.exit_ns)
+        self.stats.exits += 1
+        return self.router.mmio_read(base + offset, size)
 
     def _mmio_write_cb(self, uc: Uc, offset: int, size: int, value: int, base: int) -> None:
-        with self._mmio_lock:
-            if self._wd_spun:
-                return  # the watchdog stopped the vCPU: this write is done again (_on_watchdog)
-            self._in_mmio = self._busy = True
-            try:
-                self._exit()
-                self.router.mmio_write(base + offset, size, value)
-            finally:
-                self._in_mmio = self._busy = False
+        self.clock.advance(self.exit_ns)
+        self.stats.exits += 1
+        self.router.mmio_write(base + offset, size, value)
 
     def _hook_unmapped(
         self, uc: Uc, access: int, address: int, size: int, value: int, _ud: object

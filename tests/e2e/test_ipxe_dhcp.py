@@ -155,8 +155,7 @@ def test_ipxe_rom_gets_a_dhcp_lease_over_a_tap(netns, tmp_path) -> None:
 
     daemon = InProcessDaemon(factory, DaemonConfig(domid=1, virtual_clock=True))
     hv = Hypervisor.connect(daemon.socket_path, handshake=False)
-    # watchdog_s: iPXE decompresses itself without a single exit for about a second
-    sim = Simulator(hv, RAM, exit_ns=EXIT_NS, watchdog_s=2.0)
+    sim = Simulator(hv, RAM, exit_ns=EXIT_NS)
     try:
         hv.hello()
         for rid, region in enumerate(sim.ram.regions()):

@@ -169,28 +169,8 @@ def test_reset_restores_the_reset_vector(tiny_sim) -> None:
     assert sim.stats.resets == 2
 
 
-@pytest.mark.parametrize("slice_exits", [1, 3, 512])
-def test_slice_size_does_not_change_the_outcome(tiny_sim, slice_exits: int) -> None:
-    sim, _ = tiny_sim(timer_program(4, 5000), slice_exits=slice_exits)
+@pytest.mark.parametrize("slice_insns", [1_000, 50_000])
+def test_slice_size_does_not_change_the_outcome(tiny_sim, slice_insns: int) -> None:
+    sim, _ = tiny_sim(timer_program(4, 5000), slice_insns=slice_insns)
     assert sim.run(max_insns=1_000_000).reason is StopReason.HALTED
     assert counter(sim) == 4
-
-
-def spin_program(ticks: int, count: int) -> bytes:
-    """timer_program without HLT: it waits for the ticks in a loop that never exits."""
-    pit = bytes((0xB0, 0x34, 0xE6, 0x43, 0xB0, count & 0xFF, 0xE6, 0x40,
-                 0xB0, count >> 8, 0xE6, 0x40))
-    # sti ; loop: cmp word [COUNTER], ticks ; jb loop ; cli ; hlt
-    loop = b"\xfb\x83\x3e" + struct.pack("<HB", COUNTER, ticks) + b"\x72\xf9\xfa\xf4"
-    return program(SETUP + set_vector(0x08) + pic_init(0xFE) + pit + loop)
-
-
-def test_a_guest_spinning_without_exits_gets_its_timer_ticks(tiny_sim) -> None:
-    sim, _ = tiny_sim(spin_program(3, 11932), watchdog_s=0.02)
-    stop = sim.run(max_insns=1_000_000)
-    assert stop.reason is StopReason.HALTED, stop
-    assert counter(sim) == 3
-    # Each tick came from a watchdog expiry: time jumped to the PIT edge as if halted.
-    assert sim.stats.spins >= 3 and sim.stats.irqs == 3
-    assert 20_000_000 < sim.clock.ns < 40_000_000
-
