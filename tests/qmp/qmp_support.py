@@ -154,6 +154,12 @@ def ide_dma_read(hv: Hypervisor, lba: int, nsectors: int, gpa: int, prd: int = 0
     hv.outb(0x1F5, lba >> 16 & 0xFF)
     hv.outb(0x1F7, 0xC8)  # READ DMA
     hv.outb(bmiba, 0x09)  # start
+    # The disk completes asynchronously (on the daemon's loop): wait for the bus-master
+    # Interrupt bit as a driver waits for IRQ 14, bounded.
+    for _ in range(500):
+        if hv.inb(bmiba + 2) & 0x04:
+            break
+        hv.poll(0.01)
     assert hv.inb(bmiba + 2) & 0x04, "no DMA interrupt"
     hv.outb(bmiba, 0x00)
     hv.outb(bmiba + 2, 0x04)  # clear the interrupt bit
