@@ -13,8 +13,6 @@ What the guest prints reaches stdout as it comes, one line at a time:
   hvm_print_line sees them, and kept apart (`BootResult.outputs["e9"]`); that copy is echoed
   (prefixed `[e9]`) only when the daemon has no `--debugcon`. POST codes (port 0x80) are
   taken from the vCPU side as well.
-Options the daemon does not have are left out (its parser is asked), and then 0x402 is
-taken from the vCPU side too, so the firmware banner shows either way.
 
 A run ends when TEXT (`--until`) appears in any output (exit 0), when the guest halts with
 interrupts off (exit 0), when it powers off (exit 0), at the guest's first write to
@@ -222,11 +220,6 @@ def pin_to_one_cpu(pid: int, cpu: int | None = None) -> tuple[int, set[int]]:
     return cpu, mine
 
 
-def daemon_options() -> set[str]:
-    """The option strings `devmodel run` accepts (this tree's parser, which the daemon uses)."""
-    return set(_subparser("run")._option_string_actions)
-
-
 class BootSession:
     """A daemon subprocess, the client on its socket and the simulator, wired together."""
 
@@ -260,7 +253,6 @@ class BootSession:
     # ---- start-up -----------------------------------------------------------------------
     def _daemon_args(self) -> list[str]:
         c = self.config
-        known = daemon_options()
         args = ["--clock", "virtual", "--bios", c.bios, "--memory", str(c.memory),
                 "--vcpus", str(c.vcpus), "--log-level", c.daemon_log_level]
         if c.name:
@@ -269,36 +261,23 @@ class BootSession:
             import uuid
 
             args += ["--uuid", str(uuid.UUID(bytes=c.uuid))]
-        if "--debugcon" in known:
-            path = os.path.join(self.tmpdir, "debugcon.log")
-            self.tails.append(FileTail(path, self.outputs["debugcon"]))
-            args += ["--debugcon", f"file:{path}"]
-            self._observe_debugcon = False
-            self.outputs["e9"].echo = None  # it is in the debugcon stream already
-        else:
-            self.notes.append("the daemon has no --debugcon yet: port 0x402 taken from the vCPU")
-        if "--serial" in known:
-            path = os.path.join(self.tmpdir, "com1.log")
-            self.tails.append(FileTail(path, self.outputs["com1"]))
-            args += ["--serial", f"file:{path}"]
-        else:
-            self.notes.append("the daemon has no --serial yet: no COM1 output")
+        path = os.path.join(self.tmpdir, "debugcon.log")
+        self.tails.append(FileTail(path, self.outputs["debugcon"]))
+        args += ["--debugcon", f"file:{path}"]
+        self._observe_debugcon = False
+        self.outputs["e9"].echo = None  # it is in the debugcon stream already
+        path = os.path.join(self.tmpdir, "com1.log")
+        self.tails.append(FileTail(path, self.outputs["com1"]))
+        args += ["--serial", f"file:{path}"]
         disks = list(c.disks)
         if not disks and c.demo_disk:
             from devmodel.demo_disk import write_image
 
             image = write_image(os.path.join(self.tmpdir, "demo.img"))
             disks = [f"format=raw,vdev=hda,access=rw,target={image}"]
-            if "--disk" not in known:
-                self.notes.append("the daemon has no --disk yet: booting without the demo disk")
-                disks = []
-        if disks and "--disk" not in known:
-            raise ValueError("the daemon has no --disk option yet (IDE is not wired in)")
         for spec in disks:
             args += ["--disk", spec]
         if c.screendump or c.screentext or c.screen:
-            if "--screentext" not in known:
-                raise ValueError("the daemon has no --screendump/--screentext")
             if c.screendump:
                 args += ["--screendump", os.path.abspath(c.screendump)]
             text = c.screentext or os.path.join(self.tmpdir, "screen.txt")

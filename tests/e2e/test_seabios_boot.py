@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from devmodel.boot import BootConfig, BootResult, boot, daemon_options, machine_argv
+from devmodel.boot import BootConfig, BootResult, boot, machine_argv
 from devmodel.demo_disk import DISK_TEXT, DONE, GREETING
 
 SEABIOS = Path("/usr/share/seabios")
@@ -79,7 +79,6 @@ def test_e820_map(image: str) -> None:
 
 def test_halting_guest_ends_the_run_after_the_demo_disk() -> None:
     """Needs the daemon's --disk (IDE): the demo boot sector prints and halts with IF=0."""
-    assert "--disk" in daemon_options(), "devmodel run has no --disk option yet"
     result = run()
     assert result.outcome == "halted", result.message
     e9 = result.text("e9").replace("\r", "")
@@ -88,7 +87,6 @@ def test_halting_guest_ends_the_run_after_the_demo_disk() -> None:
 
 
 def test_demo_disk_prints_on_com1() -> None:
-    assert "--disk" in daemon_options(), "devmodel run has no --disk option yet"
     com1 = run().text("com1").replace("\r", "")
     assert GREETING.replace("\r", "") in com1
 
