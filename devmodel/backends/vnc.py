@@ -56,7 +56,8 @@ BLINK_PHASE_S = 0.266  # text cursor blink half-period (QEMU VGA_TEXT_CURSOR_PER
 FULL_CHECK_S = 1.0  # render anyway this often (a change outside the watched VRAM range)
 WATCH_VGA_BYTES = 4 << 20  # VRAM a non-VBE mode can show (start address + 1024 lines)
 # Rendering shares the loop with the ioreq path: the next refresh waits until the last one's
-# cost is at most this fraction of the time since (a 100 ms text render: 2.5 refreshes/s).
+# cost is at most this fraction of the time since (a 2 ms text frame allows the full rate;
+# a guest that makes every frame expensive gets fewer).
 RENDER_DUTY = 0.25
 
 RFB_VERSION = b"RFB 003.008\n"
@@ -866,7 +867,9 @@ def build_vnc(machine: Any, spec_text: str, password_file: str | None = None, *,
               name: str = "devmodel", vga: Any = None, blink: bool = False) -> VncServer:
     """Set-up time: bind the listener, find the VGA, register the server as a machine backend
     (closed with the machine) and as an io hook (served on the daemon's loop). The text cursor
-    does not blink by default: each blink phase is a full text render (~100 ms) on the loop."""
+    does not blink by default, so that what a client sees is what `--screendump` and QMP
+    screendump write (the screen recorder draws it steadily); a blink phase costs a text frame
+    (about 1-2 ms) when it is on."""
     from devmodel.input import router_for
 
     spec = parse_vnc_spec(spec_text)
