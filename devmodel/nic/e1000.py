@@ -28,6 +28,7 @@ from . import e1000_defs as d
 from . import phy as phymod
 from .e1000_regs import build_table
 from .e1000_rx import E1000Rx
+from .e1000_stats import FrameTally
 from .e1000_tx import E1000Tx
 from .eeprom import MicrowireEeprom, build_eeprom, eerd_read
 
@@ -229,39 +230,31 @@ class E1000(E1000Tx, E1000Rx, PciDevice):
 
     def stat_frame(self, good: str, octets: str, total: str, total_octets: str,
                    sizes: tuple[str, ...], bcast: str, mcast: str, frame: bytes | bytearray) -> None:
-        """One good frame's counters at once (the per-frame hot path of TX and RX): packets
-        and octets (FCS included), the size bucket, broadcast or multicast."""
+        """One good frame's counters (the slow paths; batches use a FrameTally)."""
+        tally = FrameTally()
+        tally.add(frame)
+        self.stat_tally(tally, good, octets, total, total_octets, sizes, bcast, mcast)
+
+    def stat_tally(self, t: FrameTally, good: str, octets: str, total: str, total_octets: str,
+                   sizes: tuple[str, ...], bcast: str, mcast: str) -> None:
+        """A batch of good frames' counters at once: packets and octets (FCS included), the
+        size buckets, broadcast and multicast; each sticks at all-ones (SDM 13.7)."""
+        if not t.frames:
+            return
         values = self.regs.values
-        wire = len(frame) + 4
         for name in (total, good):
-            v = values[name]
-            if v < 0xFFFFFFFF:
-                values[name] = v + 1
+            values[name] = min(values[name] + t.frames, 0xFFFFFFFF)
         for low in (octets, total_octets):
             high = low[:-1] + "H"
-            v = min((values[high] << 32 | values[low]) + wire, (1 << 64) - 1)
+            v = min((values[high] << 32 | values[low]) + t.octets, (1 << 64) - 1)
             values[low] = v & 0xFFFFFFFF
             values[high] = v >> 32
-        if wire > 1023:
-            bucket = sizes[5]
-        elif wire > 511:
-            bucket = sizes[4]
-        elif wire > 255:
-            bucket = sizes[3]
-        elif wire > 127:
-            bucket = sizes[2]
-        elif wire > 64:
-            bucket = sizes[1]
-        elif wire == 64:
-            bucket = sizes[0]
-        else:
-            bucket = None
-        if bucket is not None and values[bucket] < 0xFFFFFFFF:
-            values[bucket] += 1
-        if frame[0] & 1:
-            name = bcast if frame[:6] == b"\xff\xff\xff\xff\xff\xff" else mcast
-            if values[name] < 0xFFFFFFFF:
-                values[name] += 1
+        for name, n in zip(sizes, t.buckets[:6], strict=True):
+            if n:
+                values[name] = min(values[name] + n, 0xFFFFFFFF)
+        for name, n in ((bcast, t.bcast), (mcast, t.mcast)):
+            if n:
+                values[name] = min(values[name] + n, 0xFFFFFFFF)
 
     # ---- CTRL, link and PHY -------------------------------------------------------------
     def _w_ctrl(self, old: int, new: int) -> None:

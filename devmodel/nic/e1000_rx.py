@@ -16,13 +16,17 @@
 
 from __future__ import annotations
 
+import struct
+
 from . import e1000_defs as d
+from .e1000_stats import FrameTally
 from .netpkt import BROADCAST, ETH_ZLEN, csum_add, fcs, rx_checksums
 
 RX_MAX_SHORT = 1518  # 14 header + 4 VLAN tag + 1500, without FCS (1522 on the wire)
 RX_MAX_LONG = 16384 - 4  # the 82540EM's 16 KiB packet buffer limit, without FCS
 RX_MAX_DESC_PER_PACKET = 96  # 16 KiB in 256-byte buffers is 64, plus skipped null buffers
 LOOPBACK_QUEUE_MAX = 64
+_U64 = struct.Struct("<Q")
 _BSIZE = {(0, 0): 2048, (0, 1): 1024, (0, 2): 512, (0, 3): 256,
           (1, 1): 16384, (1, 2): 8192, (1, 3): 4096, (1, 0): 2048}
 _MTA_SHIFT = (4, 3, 2, 0)
@@ -43,6 +47,9 @@ class E1000Rx:
     def rx_init(self) -> None:
         self.loop_queue: list[bytes] = []
         self.rx_bufsize = 2048
+        self._rx_tally: FrameTally | None = None
+        self._rx_cause = 0
+        self._rx_ring: memoryview | bool | None = None  # per batch: see _rx_store
 
     def rx_post_restore(self) -> None:
         self.rx_bufsize = rx_buffer_size(self.regs["RCTL"])
@@ -84,17 +91,52 @@ class E1000Rx:
     def receive(self, frame: bytes | bytearray | memoryview) -> bool:
         """Offer one frame (without FCS). True: consumed (stored, filtered or counted as
         dropped); False: no descriptors now, offer it again after `on_rx_space`."""
-        regs = self.regs
-        rctl = regs["RCTL"]
-        if not rctl & d.RCTL_EN or not regs["STATUS"] & d.STATUS_LU:
+        return self.receive_many((frame,)) == 1
+
+    def receive_many(self, frames) -> int:
+        """Offer frames in order; returns how many were consumed (the rest wait for
+        `on_rx_space`). Statistics and interrupt causes are evaluated once for the batch: the
+        guest sees the same registers and line as after the frames one by one, since no time
+        passes in between (moderation timers are armed from the same `now`)."""
+        tally = FrameTally()
+        self._rx_tally = tally
+        self._rx_cause = 0
+        self._rx_ring = None
+        done = 0
+        try:
+            for frame in frames:
+                if not self._rx_frame(frame):
+                    break
+                done += 1
+        finally:
+            self._rx_tally = None
+            self._rx_ring = None
+            if tally.frames:
+                self.stat_tally(tally, "GPRC", "GORCL", "TPR", "TORL", d.PRC_REGS, "BPRC", "MPRC")
+                self.counters["rx frames"] += tally.frames
+            cause = self._rx_cause
+            if tally.frames:
+                if self.regs.values["RDTR"] & 0xFFFF:
+                    self._rx_interrupt()
+                else:
+                    cause |= d.ICR_RXT0
+            if cause:
+                self.raise_cause(cause)
+        return done
+
+    def _rx_frame(self, frame: bytes | bytearray | memoryview) -> bool:
+        values = self.regs.values
+        rctl = values["RCTL"]
+        if not rctl & d.RCTL_EN or not values["STATUS"] & d.STATUS_LU:
             self.counters["rx dropped: receiver off or link down"] += 1
             return True
         if not self.bus_master:
             return False
-        f = bytes(frame)
-        if len(f) < ETH_ZLEN:
-            f += bytes(ETH_ZLEN - len(f))  # as QEMU: a tap frame is not padded
+        f = frame if type(frame) is bytes else bytes(frame)
         size = len(f)
+        if size < ETH_ZLEN:
+            f += bytes(ETH_ZLEN - size)  # as QEMU: a tap frame is not padded
+            size = ETH_ZLEN
         if size > RX_MAX_LONG or (size > RX_MAX_SHORT and not rctl & (d.RCTL_LPE | d.RCTL_SBP)):
             self.stat_add("ROC")  # CVE-2012-6075: too long for the buffer rules
             return True
@@ -103,14 +145,13 @@ class E1000Rx:
             return True
         status = 0
         special = 0
-        vet = regs["VET"] & 0xFFFF
-        if regs["CTRL"] & d.CTRL_VME and (f[12] << 8 | f[13]) == vet:
+        if values["CTRL"] & d.CTRL_VME and (f[12] << 8 | f[13]) == values["VET"] & 0xFFFF:
             special = f[14] << 8 | f[15]
             f = f[:12] + f[16:]
             status |= d.RXD_STAT_VP
         csum_status, errors = self._rx_checksum(f)
-        pcss = regs["RXCSUM"] & d.RXCSUM_PCSS_MASK
-        pkt_csum = csum_add(f[pcss:]) if pcss < len(f) else 0
+        pcss = values["RXCSUM"] & d.RXCSUM_PCSS_MASK
+        pkt_csum = csum_add(memoryview(f)[pcss:]) if pcss < len(f) else 0
         while pkt_csum >> 16:
             pkt_csum = (pkt_csum & 0xFFFF) + (pkt_csum >> 16)
         data = f if rctl & d.RCTL_SECRC else f + fcs(f)
@@ -118,30 +159,54 @@ class E1000Rx:
 
     def _rx_store(self, f: bytes, data: bytes, status: int, errors: int, special: int,
                   pkt_csum: int) -> bool:
-        regs = self.regs
-        n = regs["RDLEN"] // d.DESC_SIZE
-        head, tail = regs["RDH"], regs["RDT"]
+        values = self.regs.values
+        n = values["RDLEN"] // d.DESC_SIZE
+        head, tail = values["RDH"], values["RDT"]
         if n == 0 or head >= n or tail >= n:
-            self.guest_error(f"rx ring pointers outside RDLEN: {head} {tail} {regs['RDLEN']:#x}")
+            self.guest_error(f"rx ring pointers outside RDLEN: {head} {tail} {values['RDLEN']:#x}")
             self.rx_missed()
             return True
         bufsize = self.rx_bufsize
         total = len(data)
         needed = -(-total // bufsize)
         avail = (tail - head) % n
-        base = regs["RDBAH"] << 32 | regs["RDBAL"]
+        base = values["RDBAH"] << 32 | values["RDBAL"]
         mem = self.ctx.memory
-        descs: list[tuple[int, int]] = []  # (descriptor address, buffer address)
+        ring = self._rx_ring
+        if ring is None:
+            # the ring as one writable view, once per batch (the guest cannot move it while
+            # a batch runs); None when it straddles regions or leaves RAM: then one access
+            # per descriptor, which also reports the bus error
+            views = mem.views(base, n * d.DESC_SIZE, write=True)
+            ring = self._rx_ring = views[0] if views is not None and len(views) == 1 else False
+        if ring and needed == 1 and avail:
+            # the common frame: one buffer, in the descriptor at the head
+            off = head * d.DESC_SIZE
+            buf = _U64.unpack_from(ring, off)[0]
+            if buf:
+                err = errors
+                if not mem.write(buf, data):
+                    self.dma_error(f"rx buffer outside RAM: {buf:#x}+{total}")
+                    err |= d.RXD_ERR_RXE
+                d.RX_DESC.pack_into(ring, off, buf, total, pkt_csum,
+                                    d.RXD_STAT_DD | d.RXD_STAT_EOP | status, err, special)
+                if mem.dirty_log is not None:
+                    mem.mark_dirty(base + off, d.DESC_SIZE)
+                return self._rx_stored(f, head + 1 if head + 1 < n else 0, tail, n)
+        descs: list[tuple[int, int]] = []  # (descriptor offset in the ring, buffer address)
         found = 0
         idx = head
         for _ in range(min(avail, RX_MAX_DESC_PER_PACKET)):
-            addr = base + idx * d.DESC_SIZE
-            buf = mem.read_int(addr, 8)
-            if buf is None:
-                self.dma_error(f"rx descriptor outside RAM: {addr:#x}")
-                self.rx_missed()
-                return True
-            descs.append((addr, buf))
+            off = idx * d.DESC_SIZE
+            if ring:
+                buf = _U64.unpack_from(ring, off)[0]
+            else:
+                buf = mem.read_int(base + off, 8)
+                if buf is None:
+                    self.dma_error(f"rx descriptor outside RAM: {base + off:#x}")
+                    self.rx_missed()
+                    return True
+            descs.append((off, buf))
             if buf:
                 found += 1
                 if found == needed:
@@ -157,40 +222,42 @@ class E1000Rx:
             return False
         pos = 0
         last = len(descs) - 1
-        for i, (addr, buf) in enumerate(descs):
+        write = mem.write
+        for i, (off, buf) in enumerate(descs):
             length = 0
             err = 0
             st = d.RXD_STAT_DD
             if buf:
-                chunk = data[pos : pos + bufsize]
-                pos += len(chunk)
+                chunk = data[pos : pos + bufsize] if total > bufsize else data
                 length = len(chunk)
-                if not mem.write(buf, chunk):
+                pos += length
+                if not write(buf, chunk):
                     self.dma_error(f"rx buffer outside RAM: {buf:#x}+{length}")
                     err = d.RXD_ERR_RXE
             if i == last:
                 st |= d.RXD_STAT_EOP | status
                 err |= errors
-            desc = d.RX_DESC.pack(buf, length, pkt_csum if i == last else 0, st, err,
-                                  special if i == last else 0)
-            if not mem.write(addr, desc):
-                self.dma_error(f"rx write-back outside RAM: {addr:#x}")
-        head = (head + len(descs)) % n
-        regs["RDH"] = head
-        self._rx_stats(f)
-        cause = 0
-        free = (tail - head) % n
-        shift = ((regs["RCTL"] >> d.RCTL_RDMTS_SHIFT) & 3) + 1
-        if free <= n >> shift:
-            cause |= d.ICR_RXDMT0
-        if cause:
-            self.raise_cause(cause)
-        self._rx_interrupt()
-        return True
+                fields = (buf, length, pkt_csum, st, err, special)
+            else:
+                fields = (buf, length, 0, st, err, 0)
+            if ring:
+                d.RX_DESC.pack_into(ring, off, *fields)
+            elif not write(base + off, d.RX_DESC.pack(*fields)):
+                self.dma_error(f"rx write-back outside RAM: {base + off:#x}")
+        if ring and mem.dirty_log is not None:
+            mem.mark_dirty(base, n * d.DESC_SIZE)  # written in place: the pages may have wrapped
+        return self._rx_stored(f, (head + len(descs)) % n, tail, n)
 
-    def _rx_stats(self, f: bytes) -> None:
-        self.stat_frame("GPRC", "GORCL", "TPR", "TORL", d.PRC_REGS, "BPRC", "MPRC", f)
-        self.counters["rx frames"] += 1
+    def _rx_stored(self, f: bytes, head: int, tail: int, n: int) -> bool:
+        values = self.regs.values
+        values["RDH"] = head
+        if self._rx_tally is not None:
+            self._rx_tally.add(f)
+        free = (tail - head) % n
+        shift = ((values["RCTL"] >> d.RCTL_RDMTS_SHIFT) & 3) + 1
+        if free <= n >> shift:
+            self._rx_cause |= d.ICR_RXDMT0
+        return True
 
     def _rx_checksum(self, f: bytes) -> tuple[int, int]:
         rxcsum = self.regs["RXCSUM"]
@@ -238,12 +305,12 @@ class E1000Rx:
 
     # ---- moderation ---------------------------------------------------------------------
     def _rx_interrupt(self) -> None:
-        """RXT0 at once with RDTR 0; else after RDTR since the last frame (restarted by each)
-        or RADV since the first, whichever comes first (SDM 3.2.7)."""
+        """RXT0 at once with RDTR 0 (already in the batch's causes); else after RDTR since the
+        last frame (restarted by each) or RADV since the first, whichever comes first (SDM
+        3.2.7)."""
         regs = self.regs
         rdtr = regs["RDTR"] & 0xFFFF
         if not rdtr:
-            self.raise_cause(d.ICR_RXT0)
             return
         self.timer("rdtr").arm_in(rdtr * 1024)
         radv = regs["RADV"] & 0xFFFF
