@@ -33,6 +33,22 @@ def add_parsers(sub) -> None:
     f.add_argument("--mode", choices=("random", "atheris"), default="random")
     f.add_argument("--time", type=float, metavar="S", help="stop after S seconds")
     f.add_argument("--runs", type=int, metavar="N", help="stop after N inputs")
+    f.add_argument("--ioreqs", type=int, metavar="N", help="random mode: stop after N ioreqs")
+    f.add_argument("--ops-bytes", type=int, default=1024, metavar="N",
+                   help="random mode: op-stream bytes per input at most (default 1024; longer "
+                        "inputs spend less time building machines: ~4096 ops at most)")
+    f.add_argument("--corpus", nargs="+", metavar="TRACE",
+                   help="random mode: seed inputs from these recorded boots (`--trace` files, "
+                        "plain or gzipped, e.g. tests/fuzz/seeds/*.trace.gz) and mutate their "
+                        "ioreq streams instead of generating inputs from nothing")
+    f.add_argument("--mutation-rate", type=float, default=0.01, metavar="P",
+                   help="with --corpus: the share of recorded events mutated (default 0.01)")
+    f.add_argument("--make-seed", nargs=2, metavar=("TRACE", "SEED"),
+                   help="write the ioreq stream of TRACE to SEED (gzipped) and exit; "
+                        "--seed-ioreqs N keeps the first N ioreqs")
+    f.add_argument("--seed-ioreqs", type=int, metavar="N")
+    f.add_argument("--progress", type=float, default=0.0, metavar="S",
+                   help="random mode: a JSON progress line on stderr every S seconds")
     f.add_argument("--seed", type=int, default=0, help="random mode: input i derives from it")
     f.add_argument("--out", default="fuzz-findings", metavar="DIR", help="reproducers go here")
     f.add_argument("--ram-seed", type=int, default=4, metavar="KIB",
@@ -83,6 +99,23 @@ def cmd_fuzz(args: argparse.Namespace) -> int:
     def log(msg: str) -> None:
         print(msg, file=sys.stderr, flush=True)
 
+    if args.make_seed:
+        from .seeds import load_seed, shrink_trace
+
+        kept = shrink_trace(args.make_seed[0], args.make_seed[1], args.seed_ioreqs)
+        n = len(load_seed(args.make_seed[1]))
+        print(json.dumps({"seed": args.make_seed[1], "messages": kept, "events": n,
+                          "bytes": os.path.getsize(args.make_seed[1])}))
+        return 0
+    corpus = None
+    if args.corpus:
+        from .seeds import load_seed
+
+        corpus = [load_seed(p) for p in args.corpus]
+        empty = [p for p, c in zip(args.corpus, corpus, strict=True) if not c]
+        if empty:
+            log(f"no ioreqs in seed {empty[0]}")
+            return 2
     if args.input:
         report = replay_inputs(args.input, setup, limits, ram_seed, args.out, log)
     elif args.mode == "atheris":
@@ -96,7 +129,10 @@ def cmd_fuzz(args: argparse.Namespace) -> int:
                                 libfuzzer_args=extra, log=log)
     else:
         report = random_campaign(setup, limits, seed=args.seed, seconds=args.time, runs=args.runs,
-                                 ram_seed=ram_seed, out_dir=args.out, log=log)
+                                 ram_seed=ram_seed, out_dir=args.out, log=log,
+                                 ops_bytes=args.ops_bytes, max_ioreqs=args.ioreqs,
+                                 progress_s=args.progress, corpus=corpus,
+                                 mutation_rate=args.mutation_rate)
     print_report(report)
     return 1 if report.failed else 0
 

@@ -90,13 +90,14 @@ def qtest_lines(events: list) -> list[str]:
 
 
 def write_reproducer(out_dir: str, finding: Finding, events: list, setup: FuzzSetup,
-                     data: bytes | None = None) -> str:
-    """Write NAME.trace, NAME.qtest, NAME.txt (and NAME.input); returns the path stem."""
+                     data: bytes | None = None, name: str | None = None) -> str:
+    """Write NAME.trace, NAME.qtest, NAME.txt (and NAME.input); returns the path stem. NAME
+    is KIND-DIGEST of the finding's signature unless given."""
     os.makedirs(out_dir, exist_ok=True)
     end = finding.op_index + 1 if finding.op_index >= 0 else len(events)
     kept = events[:end]
     digest = hashlib.sha1(finding.signature.encode()).hexdigest()[:12]
-    stem = os.path.join(out_dir, f"{finding.kind}-{digest}")
+    stem = os.path.join(out_dir, name or f"{finding.kind}-{digest}")
     with open(stem + ".trace", "wb") as f:
         f.write(trace_bytes(kept, setup, f"{finding.kind}: {finding.message}"))
     with open(stem + ".qtest", "w") as f:

@@ -11,14 +11,18 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from .engine import Limits, Outcome, Watchdog, run_input
+from .engine import Finding, Limits, Outcome, Watchdog, describe, new_histogram, percentile_ns, run_input
 from .machine import FuzzSetup
 from .repro import write_reproducer
+from .seeds import mutation_bytes
 
 PRD_EOT = 0x80000000
 
 
-def random_input(rng: random.Random, ram_seed: int, max_ops_bytes: int = 1024) -> bytes:
+MAX_OPS_BYTES = 1024  # default op-stream length bound of a random input (~50 ioreqs on average)
+
+
+def random_input(rng: random.Random, ram_seed: int, max_ops_bytes: int = MAX_OPS_BYTES) -> bytes:
     """Guest RAM that looks like descriptors (pointers into itself, sector-ish lengths, PRD
     end-of-table bits), then random op bytes."""
     words = []
@@ -60,16 +64,28 @@ class Report:
     slow: int = 0
     other: int = 0
     max_ioreq_ms: float = 0.0
+    p50_ioreq_us: float = 0.0
+    p99_ioreq_us: float = 0.0
+    p999_ioreq_us: float = 0.0
+    slowest: dict = field(default_factory=dict)  # the slowest ioreq: ms, device, ioreq, reproducer
     rss_start_mb: float = 0.0
     rss_end_mb: float = 0.0
     findings: list[dict] = field(default_factory=list)
+    hist: list[int] = field(default_factory=new_histogram)
 
     @property
     def failed(self) -> bool:
         return bool(self.escapes or self.hangs or self.other)
 
+    def finish(self) -> None:
+        """Percentiles from the latency histogram (bucket upper edges, ~1 us resolution)."""
+        self.p50_ioreq_us = percentile_ns(self.hist, 0.5) / 1e3
+        self.p99_ioreq_us = percentile_ns(self.hist, 0.99) / 1e3
+        self.p999_ioreq_us = percentile_ns(self.hist, 0.999) / 1e3
+
     def as_dict(self) -> dict:
         d = dict(self.__dict__)
+        del d["hist"]
         d["ioreqs_per_s"] = round(self.ioreqs / self.seconds) if self.seconds else 0
         d["seconds"] = round(self.seconds, 2)
         d["max_ioreq_ms"] = round(self.max_ioreq_ms, 3)
@@ -93,7 +109,9 @@ class Collector:
         r = self.report
         r.inputs += 1
         r.ioreqs += o.ioreqs
-        r.max_ioreq_ms = max(r.max_ioreq_ms, o.max_ioreq_ns / 1e6)
+        if o.max_ioreq_ns / 1e6 > r.max_ioreq_ms and o.max_index >= 0:
+            r.max_ioreq_ms = o.max_ioreq_ns / 1e6
+            self._slowest(o, data)
         stems = []
         for f in o.findings:
             sig = f.signature
@@ -124,17 +142,34 @@ class Collector:
                 self.log(f"{f.kind}: {f.message}" + (f" -> {stem}.trace/.qtest" if stem else ""))
         return stems
 
+    def _slowest(self, o: Outcome, data: bytes) -> None:
+        """A new worst case: keep it as the `slowest` reproducer (overwritten by the next)."""
+        ev = o.events[o.max_index]
+        ms = round(o.max_ioreq_ns / 1e6, 3)
+        stem = None
+        if self.out_dir:
+            f = Finding("slowest", f"ioreq took {ms} ms on {o.max_owner or '?'}", describe(ev),
+                        o.max_index, o.max_ioreq_ns, f"{ev[1]}:{ev[2]:#x}")
+            stem = write_reproducer(self.out_dir, f, o.events, self.setup, data, name="slowest")
+        self.report.slowest = {"ms": ms, "device": o.max_owner, "ioreq": describe(ev),
+                               "input": self.report.inputs - 1, "reproducer": stem}
+
 
 def random_campaign(setup: FuzzSetup, limits: Limits, *, seed: int = 0, seconds: float | None = None,
                     runs: int | None = None, ram_seed: int = 4096, out_dir: str | None = None,
-                    log: Callable[[str], None] = lambda s: None) -> Report:
+                    log: Callable[[str], None] = lambda s: None, ops_bytes: int = MAX_OPS_BYTES,
+                    max_ioreqs: int | None = None, progress_s: float = 0.0,
+                    corpus: list[list[tuple]] | None = None, mutation_rate: float = 0.01) -> Report:
     """Input i is random_input(Random(f"{seed}:{i}")): the same seed gives the same inputs,
-    whatever the machine's speed (a time bound only decides how many run)."""
+    whatever the machine's speed (a time or ioreq bound only decides how many run).
+    With a `corpus` of recorded ioreq streams (devmodel.fuzz.seeds.load_seed), input i is
+    corpus[i % len] with about `mutation_rate` of its events mutated instead."""
     report = Report("random", list(setup.devices), seed=seed)
     col = Collector(report, setup, out_dir, log)
     t0 = time.monotonic()
     report.rss_start_mb = rss_bytes() / 2**20
     baseline = None
+    last = t0
     with Watchdog(limits.hang_s):
         i = 0
         while True:
@@ -142,14 +177,26 @@ def random_campaign(setup: FuzzSetup, limits: Limits, *, seed: int = 0, seconds:
                 break
             if seconds is not None and time.monotonic() - t0 >= seconds:
                 break
-            if runs is None and seconds is None and i >= 1000:
+            if max_ioreqs is not None and report.ioreqs >= max_ioreqs:
                 break
-            data = random_input(random.Random(f"{seed}:{i}"), ram_seed)
-            col.add(run_input(data, setup, limits, ram_seed), data)
+            if runs is None and seconds is None and max_ioreqs is None and i >= 1000:
+                break
+            rng = random.Random(f"{seed}:{i}")
+            if corpus:
+                base = corpus[i % len(corpus)]
+                data = mutation_bytes(rng, len(base), mutation_rate)
+                col.add(run_input(data, setup, limits, ram_seed, report.hist, seed=base), data)
+            else:
+                data = random_input(rng, ram_seed, ops_bytes)
+                col.add(run_input(data, setup, limits, ram_seed, report.hist), data)
             i += 1
             if i == 50:
                 baseline = rss_bytes()
+            if progress_s and time.monotonic() - last >= progress_s:
+                last = time.monotonic()
+                _progress(report, last - t0, log)
     report.seconds = time.monotonic() - t0
+    report.finish()
     report.rss_end_mb = rss_bytes() / 2**20
     if baseline is not None and rss_bytes() - baseline > limits.memory_peak * 4:
         report.other += 1
@@ -157,6 +204,15 @@ def random_campaign(setup: FuzzSetup, limits: Limits, *, seed: int = 0, seconds:
                                 f"{(rss_bytes() - baseline) >> 20} MiB over the campaign",
                                 "reproducer": None})
     return report
+
+
+def _progress(report: Report, elapsed: float, log: Callable[[str], None]) -> None:
+    report.finish()
+    log(json.dumps({"progress_s": round(elapsed), "inputs": report.inputs, "ioreqs": report.ioreqs,
+                    "escapes": report.escapes, "hangs": report.hangs, "other": report.other,
+                    "max_ioreq_ms": round(report.max_ioreq_ms, 3),
+                    "p999_ioreq_us": report.p999_ioreq_us, "rss_mb": round(rss_bytes() / 2**20, 1),
+                    "slowest_device": report.slowest.get("device")}))
 
 
 def replay_inputs(paths: list[str], setup: FuzzSetup, limits: Limits, ram_seed: int,
@@ -169,8 +225,9 @@ def replay_inputs(paths: list[str], setup: FuzzSetup, limits: Limits, ram_seed: 
         for p in paths:
             with open(p, "rb") as f:
                 data = f.read()
-            col.add(run_input(data, setup, limits, ram_seed), data)
+            col.add(run_input(data, setup, limits, ram_seed, report.hist), data)
     report.seconds = time.monotonic() - t0
+    report.finish()
     return report
 
 

@@ -125,3 +125,22 @@ def test_cli_random_mode_smoke(tmp_path):
     assert proc.returncode == 0, proc.stderr
     report = json.loads(proc.stdout)
     assert report["inputs"] == 20 and report["escapes"] == 0 and report["hangs"] == 0
+
+
+def test_latency_percentiles_and_slowest_reproducer(tmp_path):
+    hist = engine.new_histogram()
+    hist[0] = 998  # 998 ioreqs under ~1 us, one at ~5 us, one at ~2 ms
+    hist[5] = 1
+    hist[2000] = 1
+    assert engine.percentile_ns(hist, 0.5) == 1 << engine.HIST_SHIFT
+    assert engine.percentile_ns(hist, 0.999) == 6 << engine.HIST_SHIFT
+    assert engine.percentile_ns(hist, 1.0) == 2001 << engine.HIST_SHIFT
+    report = random_campaign(FuzzSetup(devices=("rtc", "ide")), Limits(), runs=20, ram_seed=512,
+                             out_dir=str(tmp_path))
+    assert sum(report.hist) == report.ioreqs
+    assert 0 < report.p50_ioreq_us <= report.p999_ioreq_us
+    slow = report.slowest
+    assert slow["ms"] == round(report.max_ioreq_ms, 3) and slow["device"]
+    text = open(slow["reproducer"] + ".qtest").read()
+    assert text.startswith("# devmodel fuzz reproducer: slowest: ioreq took")
+    assert not run_qtest(text).finding or run_qtest(text).finding.kind == "slow"
