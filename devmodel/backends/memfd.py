@@ -25,6 +25,18 @@ class SharedMemory:
         os.close(self.fd)
 
 
+def share_rom(machine, dev, name: str) -> bool:
+    """Put `dev`'s expansion ROM in a memfd the hypervisor maps at its ROM BAR
+    (PciDevice.share_rom), registered in machine.backends to be closed with it. False (the ROM
+    BAR stays a trapped range) when there is no ROM or it is smaller than a page."""
+    if not dev.rom or dev.rom_size % 4096:
+        return False
+    mem = SharedMemory(name, dev.rom_size, dev.rom)
+    machine.backends.append(mem)
+    dev.share_rom(mem.fd)
+    return True
+
+
 def load_firmware(path: str, max_size: int = 16 << 20) -> bytes:
     """A firmware image from disk, checked for a size a PC's flash can hold."""
     try:

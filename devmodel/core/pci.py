@@ -13,6 +13,8 @@ import logging
 from collections.abc import Callable
 from dataclasses import dataclass
 
+from devmodel.wire.constants import MEM_RAM, MEM_READONLY
+
 from .bus import ALL_SIZES, AddressSpace, OverlapError, Range, ReadFn, WriteFn
 from .device import Device
 
@@ -57,6 +59,21 @@ BAR_MEM_PREFETCH = 0x8
 ROM_ENABLE = 0x1
 
 HEADER_MULTIFUNCTION = 0x80
+
+PAGE_SIZE = 4096
+# Daemon region id of a shared expansion ROM: this | devfn (docs/protocol.md 4.7).
+REGION_ROM_BASE = 0x8000_0100
+
+
+@dataclass(frozen=True)
+class RomRegion:
+    """A shared ROM as machine.share_region takes it (the fields of a SharedRegion)."""
+
+    region_id: int
+    gpa: int
+    size: int
+    fd: int
+    flags: int
 
 
 @dataclass(eq=False)
@@ -104,6 +121,9 @@ class PciDevice(Device):
         self.bars: list[Bar | None] = [None] * 6
         self.rom: bytes | None = None
         self.rom_size = 0
+        # A memfd holding the ROM (share_rom): the hypervisor then maps it at the ROM BAR.
+        self.rom_fd: int | None = None
+        self._rom_told: int | None = None  # where the hypervisor was last told it is mapped
         self.multifunction = multifunction
         self.irq_level = 0
         self.irq_line = None  # IrqLine, set by the bus when the device has a pin
@@ -161,6 +181,44 @@ class PciDevice(Device):
         # bits 10:1 read-only as the PCI spec wants.
         mask = (~(size - 1) & 0xFFFFFFFF) | ROM_ENABLE
         self.wmask[ROM_ADDRESS : ROM_ADDRESS + 4] = mask.to_bytes(4, "little")
+
+    def share_rom(self, fd: int) -> None:
+        """The ROM's bytes are also in the memfd `fd` (rom_size bytes): from now on the ROM BAR
+        is memory the hypervisor maps read-only (a daemon->hypervisor MEM_ADD whenever it
+        starts decoding or moves, MEM_DEL when it stops) instead of a trapped MMIO range. This
+        is what QEMU does on Xen: its ROM is a RAM block that xen_add_to_physmap puts at the
+        BAR, so firmware copying an option ROM (SeaBIOS reads it dword by dword) does not trap.
+        """
+        if not self.rom_size or self.rom_size % PAGE_SIZE:
+            raise ValueError(f"{self.name}: a ROM of {self.rom_size:#x} bytes cannot be mapped "
+                             "by pages")
+        self.rom_fd = fd
+
+    def rom_region(self, gpa: int) -> RomRegion:
+        assert self.rom_fd is not None
+        return RomRegion(REGION_ROM_BASE | self.devfn, gpa, self.rom_size, self.rom_fd,
+                         MEM_RAM | MEM_READONLY)
+
+    def shared_regions(self) -> list:
+        """The shared ROM if it already decodes when the hypervisor connects (a restore)."""
+        if self.rom_fd is None:
+            return []
+        gpa = self.rom_address()
+        self._rom_told = gpa
+        return [] if gpa is None else [self.rom_region(gpa)]
+
+    def sync_rom(self, gpa: int | None) -> None:
+        """Tell the hypervisor where the shared ROM decodes now (None: nowhere)."""
+        machine = self.ctx.machine if self.ctx is not None else None
+        if self.rom_fd is None or machine is None or gpa == self._rom_told:
+            return
+        if not machine.announcing:
+            return  # the HELLO exchange sends shared_regions() as it is then
+        if gpa is None:
+            machine.unshare_region(REGION_ROM_BASE | self.devfn)
+        else:
+            machine.share_region(self.rom_region(gpa))
+        self._rom_told = gpa
 
     def add_capability(self, cap_id: int, offset: int, size: int) -> int:
         """Link a capability at `offset` into the list (head insertion, as QEMU does)."""
@@ -352,7 +410,9 @@ class PciBus:
                 want[bar.index] = (space, addr, bar.size, bar.read, bar.write, bar.sizes,
                                    f"{dev.name}.bar{bar.index}")
         rom_addr = dev.rom_address()
-        if rom_addr is not None:
+        if dev.rom_fd is not None:
+            dev.sync_rom(rom_addr)  # memory the hypervisor maps, never a trapped range
+        elif rom_addr is not None:
             want[6] = (self.mmio, rom_addr, dev.rom_size, dev._rom_read, dev._rom_write,
                        ALL_SIZES, f"{dev.name}.rom")
         for idx in range(7):
@@ -377,6 +437,7 @@ class PciBus:
                 self._mapped[key] = (space, r)
 
     def unmap_all(self, dev: PciDevice) -> None:
+        dev.sync_rom(None)
         for idx in range(7):
             cur = self._mapped.pop((dev.devfn, idx), None)
             if cur is not None:

@@ -45,11 +45,14 @@ def build_e1000(machine, slot: int, mac: bytes | str, backend: Any, *, rom: str 
     The backend is registered in `machine.backends` (closed at exit); the frame pump that
     needs the daemon's event loop is registered in `machine.io_hooks`. Frames the guest sends
     before the pump runs go straight to the backend, which queues them (bounded)."""
+    from devmodel.backends.memfd import share_rom
     from devmodel.backends.net import NetPump
 
     if isinstance(mac, str):
         mac = parse_mac(mac)
     nic = E1000(mac, load_rom(rom), name=name or f"e1000.{slot}")
+    # The ROM BAR as memory the hypervisor maps, as QEMU's ROM RAM block is on Xen.
+    share_rom(machine, nic, f"devmodel-rom-{nic.name}-{os.getpid()}")
     machine.add(nic, slot=slot)
     if backend is not None:
         nic.transmit = backend.send

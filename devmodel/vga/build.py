@@ -48,11 +48,12 @@ def build_vga(machine: Machine, slot: int | None = None, vram_mb: int = R.VRAM_D
         slot = SLOT_PC if machine.pci.get(SLOT_PC << 3) is None else SLOT_XENFV
     rom = load_rom(rom_path) if rom_path else None
     if shared:
-        from devmodel.backends.memfd import SharedMemory
+        from devmodel.backends.memfd import SharedMemory, share_rom
 
         mem = SharedMemory(f"devmodel-vram-{os.getpid()}", size)
         machine.backends.append(mem)
         dev = StdVga(mem.mm, vram_fd=mem.fd, rom=rom)
+        share_rom(machine, dev, f"devmodel-vgarom-{os.getpid()}")  # as QEMU on Xen maps it
     else:
         dev = StdVga(bytearray(size), rom=rom)
     machine.add(dev, slot=slot)

@@ -152,11 +152,12 @@ class StdVga(PciDevice):
     def shared_regions(self) -> list[SharedRegion]:
         """What the daemon announces right after HELLO: VRAM if BAR0 already decodes (after a
         restore); normally nothing yet, and the region follows once the guest maps BAR0."""
+        rom = super().shared_regions()  # the shared ROM BAR, if it decodes
         if not self.shared:
-            return []
+            return rom
         gpa = self.bar_address(self.vram_bar)
         self._told_gpa = gpa
-        return [] if gpa is None else [self.vram_region(gpa)]
+        return rom if gpa is None else [*rom, self.vram_region(gpa)]
 
     def config_written(self, off: int, size: int, value: int) -> None:
         if off < 0x06 and off + size > 0x04 or off < BAR0 + 4 and off + size > BAR0:

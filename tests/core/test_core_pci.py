@@ -290,3 +290,86 @@ def test_multifunction_bit_and_absent_functions():
         m.add(PciDevice("dup", vendor_id=1, device_id=2, class_code=0), slot=5)
     with pytest.raises(ValueError):
         m.add(PciDevice("noslot", vendor_id=1, device_id=2, class_code=0))
+
+
+# ---- expansion ROM as memory the hypervisor maps (PciDevice.share_rom, protocol.md 4.7) ----
+def _rom_device(rom: bytes, size: int | None = None) -> tuple[Machine, BarDevice]:
+    from devmodel.backends.memfd import share_rom
+
+    dev = BarDevice()
+    dev.set_rom(rom, size)
+    m = machine_with((dev, BAR_SLOT))
+    assert share_rom(m, dev, "test-rom")
+    m.start_announcing()
+    m.outbox.clear()
+    return m, dev
+
+
+def _regions(m: Machine) -> list[tuple]:
+    from devmodel.core.machine import OUTBOX_MEM_ADD
+
+    out = [(op, fields[:4] if op == OUTBOX_MEM_ADD else fields) for op, fields, _ in m.outbox
+           if op < 0]
+    m.outbox.clear()
+    return out
+
+
+def test_shared_rom_is_mapped_memory_not_a_trapped_range():
+    import os
+
+    from devmodel.core.machine import OUTBOX_MEM_ADD, OUTBOX_MEM_DEL
+    from devmodel.core.pci import REGION_ROM_BASE
+    from devmodel.wire.constants import MEM_RAM, MEM_READONLY
+
+    rom = bytes(range(256)) * 24  # 6 KiB: an 8 KiB ROM BAR
+    m, dev = _rom_device(rom)
+    rid = REGION_ROM_BASE | BAR_DEVFN
+    assert size_bar(m, BAR_DEVFN, 0x30) == 0xFFFFE001  # sizing unchanged (enable bit too)
+    _program(m)
+    assert 6 not in m.pci.mapped(dev) and m.mmio.find(0xFEB40000) is None
+    assert all(not s <= 0xFEB40000 <= e for t, s, e in m.claimed() if t == IO_RANGE_MEMORY)
+    assert _regions(m) == [(OUTBOX_MEM_ADD, (rid, 0xFEB40000, 0x2000, MEM_RAM | MEM_READONLY))]
+    fd = dev.rom_fd
+    assert fd is not None
+    assert os.pread(fd, 0x2000, 0) == rom + b"\0" * 0x800  # what the hypervisor maps
+    cfg_w(m, BAR_DEVFN, 0x30, 4, 0xFEB40001)  # the same address again: nothing new
+    assert _regions(m) == []
+    cfg_w(m, BAR_DEVFN, 0x30, 4, 0xFEB50001)  # moved: the same id again
+    assert _regions(m) == [(OUTBOX_MEM_ADD, (rid, 0xFEB50000, 0x2000, MEM_RAM | MEM_READONLY))]
+    cfg_w(m, BAR_DEVFN, 0x30, 4, 0xFEB50000)  # enable bit off
+    assert _regions(m) == [(OUTBOX_MEM_DEL, (rid,))]
+    cfg_w(m, BAR_DEVFN, 0x30, 4, 0xFEB50001)
+    m.reset()  # a reset disables the ROM BAR
+    assert _regions(m) == [(OUTBOX_MEM_ADD, (rid, 0xFEB50000, 0x2000, MEM_RAM | MEM_READONLY)),
+                           (OUTBOX_MEM_DEL, (rid,))]
+    m.pci.config_write(BAR_DEVFN, 0x30, 4, 0xFEB50001)
+    m.pci.config_write(BAR_DEVFN, 4, 2, 2)
+    m.pci.remove(dev)  # hot-unplug takes the mapping away too
+    assert _regions(m)[-1] == (OUTBOX_MEM_DEL, (rid,))
+
+
+def test_shared_rom_before_announcing_goes_with_hello():
+    from devmodel.backends.memfd import share_rom
+
+    dev = BarDevice()
+    dev.set_rom(bytes(4096))
+    m = machine_with((dev, BAR_SLOT))
+    assert share_rom(m, dev, "test-rom")
+    _program(m)
+    assert _regions(m) == []  # not announcing yet: the HELLO exchange sends it
+    assert [(r.gpa, r.size) for r in dev.shared_regions()] == [(0xFEB40000, 0x1000)]
+    m.start_announcing()
+    cfg_w(m, BAR_DEVFN, 0x30, 4, 0xFEB40001)
+    assert _regions(m) == []  # the hypervisor already has it there
+
+
+def test_rom_smaller_than_a_page_stays_trapped():
+    from devmodel.backends.memfd import share_rom
+
+    dev = BarDevice()  # a 2 KiB ROM
+    m = machine_with((dev, BAR_SLOT))
+    assert not share_rom(m, dev, "test-rom") and dev.rom_fd is None
+    with pytest.raises(ValueError):
+        dev.share_rom(0)
+    _program(m)
+    assert m.mmio.read(0xFEB40000, 4) == 0x03020100
