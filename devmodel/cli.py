@@ -497,6 +497,10 @@ def _serve(args: argparse.Namespace, machine, log: logging.Logger, controller=No
                 lc.ready()  # READY to --ready-fd and to a --daemonize parent
 
         why = runner(daemon.serve(listener, connected, ready=ready))
+        # The loop is closed; asyncio's (not uvloop's) restored SIG_DFL then. The daemon
+        # ignores SIGTERM/SIGINT once its shutdown began (daemon.py): keep it so until exit.
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            signal.signal(sig, signal.SIG_IGN)
     finally:
         for path in ([args.socket] if args.socket else []) + qmp_paths:
             try:

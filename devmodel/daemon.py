@@ -682,8 +682,15 @@ class Daemon:
                 except (ValueError, OSError):
                     pass
             if handle_signals:
+                # Shutdown has begun. Removing the loop's handlers would restore SIG_DFL,
+                # and a repeated SIGTERM (a toolstack's second kill) would then end the
+                # orderly exit with -15 half-way through closing the backends. So they are
+                # replaced by SIG_IGN in one step (no window with SIG_DFL) and stay so until
+                # the process exits: the exit is already under way. (uvloop leaves them alone
+                # when it closes; asyncio's loop restores SIG_DFL then, and cli.py ignores
+                # them again after the loop.)
                 for sig in (signal.SIGTERM, signal.SIGINT):
-                    loop.remove_signal_handler(sig)
+                    signal.signal(sig, signal.SIG_IGN)
             for qs in self.qmp_servers:
                 qs.close()
             if self.controller is not None:
