@@ -20,13 +20,14 @@ import struct
 
 from . import e1000_defs as d
 from .e1000_stats import FrameTally
-from .netpkt import BROADCAST, ETH_ZLEN, csum_add, fcs, rx_checksums
+from .netpkt import BROADCAST, ETH_P_IPV4, ETH_P_IPV6, ETH_P_VLAN, ETH_ZLEN, csum_add, fcs, rx_checksums
 
 RX_MAX_SHORT = 1518  # 14 header + 4 VLAN tag + 1500, without FCS (1522 on the wire)
 RX_MAX_LONG = 16384 - 4  # the 82540EM's 16 KiB packet buffer limit, without FCS
 RX_MAX_DESC_PER_PACKET = 96  # 16 KiB in 256-byte buffers is 64, plus skipped null buffers
 LOOPBACK_QUEUE_MAX = 64
 _U64 = struct.Struct("<Q")
+_CSUM_TYPES = frozenset((ETH_P_IPV4, ETH_P_IPV6, ETH_P_VLAN))  # what rx_checksums looks into
 _BSIZE = {(0, 0): 2048, (0, 1): 1024, (0, 2): 512, (0, 3): 256,
           (1, 1): 16384, (1, 2): 8192, (1, 3): 4096, (1, 0): 2048}
 _MTA_SHIFT = (4, 3, 2, 0)
@@ -104,10 +105,7 @@ class E1000Rx:
         self._rx_ring = None
         done = 0
         try:
-            for frame in frames:
-                if not self._rx_frame(frame):
-                    break
-                done += 1
+            done = self._rx_batch(frames, tally)
         finally:
             self._rx_tally = None
             self._rx_ring = None
@@ -122,6 +120,93 @@ class E1000Rx:
                     cause |= d.ICR_RXT0
             if cause:
                 self.raise_cause(cause)
+        return done
+
+    def _rx_batch(self, frames, tally: FrameTally) -> int:
+        """The receive loop. What cannot change while a batch runs (no ioreq comes in between)
+        is read once: the ring as one writable view, buffer size, filters, checksum start.
+        The common frame (60..1518 bytes, untagged, to our address, broadcast or promiscuous,
+        fitting one buffer at the head) is stored right here; any other frame, or a ring not
+        in one piece of RAM, takes _rx_frame with the full rules."""
+        values = self.regs.values
+        rctl = values["RCTL"]
+        mem = self.ctx.memory
+        n = values["RDLEN"] // d.DESC_SIZE
+        head, tail = values["RDH"], values["RDT"]
+        ring = None
+        if (rctl & d.RCTL_EN and values["STATUS"] & d.STATUS_LU and self.bus_master
+                and not values["CTRL"] & d.CTRL_VME and head < n and tail < n):
+            views = mem.views(values["RDBAH"] << 32 | values["RDBAL"], n * d.DESC_SIZE, write=True)
+            if views is not None and len(views) == 1:
+                ring = self._rx_ring = views[0]
+        done = 0
+        if ring is None:
+            for frame in frames:
+                if not self._rx_frame(frame):
+                    break
+                done += 1
+            return done
+        fcs_len = 0 if rctl & d.RCTL_SECRC else 4
+        max_fast = min(RX_MAX_SHORT, self.rx_bufsize - fcs_len)
+        rxcsum = values["RXCSUM"]
+        pcss = rxcsum & d.RXCSUM_PCSS_MASK
+        csum_on = rxcsum & (d.RXCSUM_IPOFL | d.RXCSUM_TUOFL)
+        vet = values["VET"] & 0xFFFF
+        upe = rctl & d.RCTL_UPE
+        bam = rctl & d.RCTL_BAM
+        rah0 = values["RAH0"]
+        own = (values["RAL0"].to_bytes(4, "little") + (rah0 & 0xFFFF).to_bytes(2, "little")
+               if rah0 & d.RAH_AV and not rah0 & 0x30000 else None)
+        low_mark = n >> (((rctl >> d.RCTL_RDMTS_SHIFT) & 3) + 1)
+        base = values["RDBAH"] << 32 | values["RDBAL"]
+        dirty = mem.dirty_log is not None
+        write = mem.write
+        unpack = _U64.unpack_from
+        pack_into = d.RX_DESC.pack_into
+        add = tally.add
+        cause = 0
+        try:
+            for frame in frames:
+                f = frame if type(frame) is bytes else bytes(frame)
+                size = len(f)
+                if ETH_ZLEN <= size <= max_fast and head != tail:
+                    et = f[12] << 8 | f[13]
+                    dst = f[:6]
+                    if et != vet and (dst == own or (dst == BROADCAST and bam)
+                                      or (upe and not dst[0] & 1)):
+                        off = head * d.DESC_SIZE
+                        buf = unpack(ring, off)[0]
+                        if buf:
+                            if csum_on and et in _CSUM_TYPES:
+                                status, errors = self._rx_checksum(f)
+                            else:
+                                status, errors = d.RXD_STAT_IXSM, 0
+                            pkt_csum = csum_add(memoryview(f)[pcss:]) if pcss < size else 0
+                            while pkt_csum >> 16:
+                                pkt_csum = (pkt_csum & 0xFFFF) + (pkt_csum >> 16)
+                            data = f + fcs(f) if fcs_len else f
+                            if not write(buf, data):
+                                self.dma_error(f"rx buffer outside RAM: {buf:#x}+{len(data)}")
+                                errors |= d.RXD_ERR_RXE
+                            pack_into(ring, off, buf, len(data), pkt_csum,
+                                      d.RXD_STAT_DD | d.RXD_STAT_EOP | status, errors, 0)
+                            if dirty:
+                                mem.mark_dirty(base + off, d.DESC_SIZE)
+                            head = head + 1 if head + 1 < n else 0
+                            add(f)
+                            if (tail - head) % n <= low_mark:
+                                cause |= d.ICR_RXDMT0
+                            done += 1
+                            continue
+                values["RDH"] = head
+                ok = self._rx_frame(f)
+                head = values["RDH"]
+                if not ok:
+                    break
+                done += 1
+        finally:
+            values["RDH"] = head
+            self._rx_cause |= cause
         return done
 
     def _rx_frame(self, frame: bytes | bytearray | memoryview) -> bool:
@@ -149,7 +234,10 @@ class E1000Rx:
             special = f[14] << 8 | f[15]
             f = f[:12] + f[16:]
             status |= d.RXD_STAT_VP
-        csum_status, errors = self._rx_checksum(f)
+        if (f[12] << 8 | f[13]) in _CSUM_TYPES:
+            csum_status, errors = self._rx_checksum(f)
+        else:
+            csum_status, errors = d.RXD_STAT_IXSM, 0  # not IP: nothing to check (SDM 3.2.9)
         pcss = values["RXCSUM"] & d.RXCSUM_PCSS_MASK
         pkt_csum = csum_add(memoryview(f)[pcss:]) if pcss < len(f) else 0
         while pkt_csum >> 16:

@@ -19,16 +19,18 @@ ETH_P_VLAN = 0x8100
 def csum_add(data: bytes | bytearray | memoryview, start: int = 0) -> int:
     """The ones' complement sum of `data` as big-endian 16-bit words, plus `start`; callers
     fold it. Since 2**16 = 1 (mod 0xFFFF), the sum of the words is congruent to the whole
-    even-length prefix read as one big-endian integer, so one C-speed int.from_bytes and one
-    modulo replace a loop over the words (4x faster at 1514 bytes). The end-around-carry sum
+    even-length prefix read as one integer, so one C-speed int.from_bytes and one modulo
+    replace a loop over the words (4-5x faster at 1514 bytes). The end-around-carry sum
     of nonzero data is never 0, hence 0xFFFF for a multiple of 0xFFFF (RFC 1071 1.)."""
     mv = memoryview(data)
     n = len(mv)
     total = start
     if n >= 2:
-        v = int.from_bytes(mv[: n & ~1], "big")
+        # read little-endian (no byte reversal: faster); swapping the two bytes of the sum
+        # is a multiplication by 2**8 modulo 0xFFFF (RFC 1071 2.(B), byte order independence)
+        v = int.from_bytes(mv[: n & ~1], "little")
         r = v % 0xFFFF
-        total += r if r or not v else 0xFFFF
+        total += (r << 8) % 0xFFFF if r else 0xFFFF if v else 0
     if n & 1:
         total += mv[n - 1] << 8
     return total

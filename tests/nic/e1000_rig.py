@@ -31,13 +31,21 @@ TX_BUFS, RX_BUFS = 0x100000, 0x400000
 
 class Rig:
     def __init__(self, mac: bytes = MAC, ram: int = RAM_SIZE, rom: str | None = None,
-                 backend=None, enable: bool = True) -> None:
-        self.m = Machine(GuestMemory.fake(ram), Clock(virtual=True), strict=True)
+                 backend=None, enable: bool = True, split: int | None = None) -> None:
+        """`split`: guest RAM as two regions meeting at that address (a ring across it is
+        not one view, so the device takes its general per-descriptor path)."""
+        if split is None:
+            memory = GuestMemory.fake(ram)
+        else:
+            memory = GuestMemory()
+            memory.add_buffer(0, 0, bytearray(split))
+            memory.add_buffer(1, split, bytearray(ram - split))
+        self.m = Machine(memory, Clock(virtual=True), strict=True)
         self.mem = self.m.memory
         self.nic = build_e1000(self.m, SLOT, mac, backend, rom=rom)
         self.sent: list[bytes] = []
         if backend is None:
-            self.nic.transmit = self.sent.append
+            self.nic.transmit = lambda frame: self.sent.append(bytes(frame))
         if enable:
             self.cfg_write(0x10, 4, MMIO_BASE)
             self.cfg_write(0x14, 4, IO_BASE | 1)
