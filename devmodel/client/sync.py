@@ -461,6 +461,12 @@ class Hypervisor:
     def mmio_write(self, gpa: int, size: int, value: int) -> None:
         self._io(IOREQ_TYPE_COPY, gpa, size, IOREQ_WRITE, value)
 
+    def mmio_string(self, gpa: int, size: int, count: int, data: int, ptr: bool,
+                    df: bool) -> None:
+        """REP STOS (`data` the fill value) or REP MOVS from RAM (`ptr`, `data` the source
+        GPA) into MMIO at `gpa` as one COPY write with a count (xen-protocol.md 1.4)."""
+        self._io(IOREQ_TYPE_COPY, gpa, size, IOREQ_WRITE, data, count, int(ptr), int(df))
+
     def pci_cfg_read(self, sbdf: int, reg: int, size: int) -> int:
         return self._io(IOREQ_TYPE_PCI_CONFIG, sbdf << 32 | reg, size, IOREQ_READ)
 

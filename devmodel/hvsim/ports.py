@@ -9,6 +9,11 @@ raises an IRQ before it answers the ioreq that caused it, 7.4). Install them bef
 model's handshake, so that its MEM_ADDs, sent right after HELLO, find them. ``on_mem_del`` is
 set on every port but is not part of the Protocol: a port that never unmaps need not have it.
 
+REP STOS / REP MOVS into MMIO as one request is optional too: a port with
+``mmio_string(gpa, size, count, data, ptr, df)`` (``devmodel.client.Hypervisor``) gets them as
+one COPY write with a count (``data`` the fill value, or with ``ptr`` the GPA of the RAM
+source); ports without it get every element as ``mmio_write`` (or a posted write).
+
 Posted writes (posted.py) are optional: a port whose ``buffered`` attribute is true (its device
 model has a buffered ring) receives them through ``bufioreq`` and may hold messages back until
 ``flush``, ``poll`` or its next synchronous call. Ports without these members get every write

@@ -214,6 +214,14 @@ class IoRouter:
         self.port.pci_cfg_write(sbdf, reg, size, value)
 
     # ---- MMIO ------------------------------------------------------------------------------
+    def dm_mmio(self, gpa: int, size: int) -> bool:
+        """Whether an access to [gpa, gpa + size) goes to the device model (it claims all of
+        it and it is not an APIC page)."""
+        for base in (LAPIC_BASE, IOAPIC_BASE):
+            if gpa < base + APIC_PAGE and base < gpa + size:
+                return False
+        return self.port.claims_mmio(gpa, size)
+
     def mmio_read(self, gpa: int, size: int) -> int:
         self.mmio_counts[gpa >> 12] += 1
         if LAPIC_BASE <= gpa < LAPIC_BASE + APIC_PAGE:

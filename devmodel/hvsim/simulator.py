@@ -21,6 +21,11 @@ posted.POSTED_PORTS (debug consoles, POST codes, CMOS index); flushed before any
 access or CLOCK, when the batch is full, and at the end of every slice (HLT included) and of
 every run.
 
+REP STOS and REP MOVS (from RAM) into memory the device model claims go as one COPY ioreq
+with a count per page (``port.mmio_string``, when the port has it), as Xen's hvmemul_rep_stos
+/ hvmemul_rep_movs send them (xen-protocol.md 1.4): the VGA BIOS clearing the text window is 8
+requests instead of 16k stores. MMIO -> MMIO moves stay element by element, as on Xen.
+
 The ACPI PM timer (pmtimer.py): 4-byte reads of PM_TMR in the device model's PIIX4 PM block,
 found by snooping its PCI config, are answered from the virtual clock with the device model's
 formula, as Xen answers PM_TMR itself; everything else in the block stays the device model's.
@@ -126,6 +131,8 @@ class Stats:
     clock_msgs: int = 0  # CLOCK messages sent to the device model
     posted_writes: int = 0  # VGA-window and POSTED_PORTS writes sent as BUFIOREQ slots
     posted_batches: int = 0  # BUFIOREQ messages
+    mmio_rep_batches: int = 0  # REP STOS/MOVS stores sent as one COPY ioreq with a count
+    mmio_rep_elements: int = 0
 
 
 class Simulator:
@@ -176,10 +183,17 @@ class Simulator:
         self.posted = PostedWrites(self._send_posted)
         if callable(getattr(port, "bufioreq", None)):
             self.router.post = self._post
+        # REP STOS / MOVS into MMIO as one request (optional on a port, as posted writes are).
+        self._mmio_string = getattr(port, "mmio_string", None)
+        if not callable(self._mmio_string):
+            self._mmio_string = None
         self.cpu = Cpu()
         # Protected-mode CS selector -> base, for the cheap REP check (_rep_string); emptied at
         # every slice and reset, since the guest may rewrite its GDT.
         self._cs_bases: dict[int, int] = {}
+        # The REP STOS/MOVS found unbatchable at its first element (CS, EIP): its other
+        # elements skip the decode. Forgotten at every slice, like _cs_bases.
+        self._mmio_single_pc: tuple[int, int] | None = None
         self._stop: Stop | None = None
         self._kicked = False
         self._halted = False
@@ -328,6 +342,7 @@ class Simulator:
     def _run_slice(self, count: int) -> None:
         self._kicked = False
         self._cs_bases.clear()
+        self._mmio_single_pc = None
         self.stats.slices += 1
         try:
             self.cpu.uc.emu_start(self.cpu.eip, 0xFFFFFFFF, count=count)
@@ -565,15 +580,9 @@ class Simulator:
         eip, cs, cr0, eflags = cpu.pc_state()
         if cr0 & CR0_PG:
             return None
-        if cr0 & CR0_PE and not eflags & EFLAGS_VM:
-            cs_base = self._cs_bases.get(cs)
-            if cs_base is None:
-                cs_base = cpu.seg_base(strings.SEG_CS)
-                if cs_base is None:
-                    return None
-                self._cs_bases[cs] = cs_base
-        else:
-            cs_base = cs << 4
+        cs_base = self._cs_base(cs, cr0, eflags)
+        if cs_base is None:
+            return None
         try:
             head = cpu.uc.mem_read((cs_base + eip) & 0xFFFFFFFF, 15)
         except UcError:
@@ -677,7 +686,104 @@ class Simulator:
     def _mmio_write_cb(self, uc: Uc, offset: int, size: int, value: int, base: int) -> None:
         self.clock.advance(self.exit_ns)
         self.stats.exits += 1
+        if self._mmio_string is not None and self._rep_mmio_write(base + offset, size):
+            return
         self.router.mmio_write(base + offset, size, value)
+
+    def _rep_mmio_write(self, gpa: int, size: int) -> bool:
+        """Move a whole REP STOS / REP MOVS (RAM source) into device-model MMIO as one COPY
+        ioreq with a count, as Xen's hvmemul_rep_stos / hvmemul_rep_movs do (xen-protocol.md
+        1.4): STOS sends the fill value (data_is_ptr 0), MOVS the GPA of the RAM source
+        (data_is_ptr 1); neither side crosses a page, the rest of the instruction follows as
+        the next request. Called from the store of the first element; the registers are left
+        as _rep_string leaves them (this element still to be completed by the CPU). False:
+        store this element alone (not a REP string, an MMIO source, not the device model's).
+        """
+        cpu = self.cpu
+        eip, cs, cr0, eflags = cpu.pc_state()
+        if cr0 & CR0_PG or (cs, eip) == self._mmio_single_pc:
+            return False
+        cs_base = self._cs_base(cs, cr0, eflags)
+        if cs_base is None:
+            return False
+        try:
+            head = cpu.uc.mem_read((cs_base + eip) & 0xFFFFFFFF, 15)
+        except UcError:
+            return False
+        if not strings.is_rep_mem_string(head):
+            return False
+        code = cpu.read_linear(cpu.linear_pc(), 15)
+        insn = None if code is None else strings.decode_mem_string_insn(code, cpu.code32())
+        if insn is None or not insn.rep:
+            return False
+        es_base = cpu.seg_base(strings.SEG_ES)
+        if es_base is None:
+            return False
+        df = bool(eflags & EFLAGS_DF)
+        cx = cpu.reg(x86.UC_X86_REG_ECX)
+        di = cpu.reg(x86.UC_X86_REG_EDI)
+        dst = strings.plan_string(insn, size, cx, di, es_base, df)
+        if dst is None or dst.gpa != gpa:
+            return False
+        count = dst.count
+        data, ptr, si = 0, False, 0
+        if insn.movs:
+            src_base = cpu.seg_base(insn.segment)
+            si = cpu.reg(x86.UC_X86_REG_ESI)
+            src = None if src_base is None else strings.plan_string(insn, size, cx, si,
+                                                                    src_base, df)
+            if src is None:
+                return False
+            count = min(count, src.count)
+            lo = src.gpa - (count - 1) * size if df else src.gpa
+            if count < 2 or not self._ram_buffer(lo, count * size):
+                # An MMIO source: Xen does not batch MMIO -> MMIO either. The rest of this
+                # instruction's elements are not worth decoding again (_mmio_single_pc).
+                self._mmio_single_pc = (cs, eip)
+                return False
+            data, ptr = src.gpa, True
+        else:
+            data = cpu.reg(x86.UC_X86_REG_EAX) & ((1 << 8 * size) - 1)
+        lo = gpa - (count - 1) * size if df else gpa
+        if not self.router.dm_mmio(lo, count * size):
+            self._mmio_single_pc = (cs, eip)
+            return False
+        self.router.before_dm()
+        self._mmio_string(gpa, size, count, data, ptr, df)  # type: ignore[misc]
+        self.router.mmio_counts[gpa >> 12] += count
+        self.stats.mmio_rep_batches += 1
+        self.stats.mmio_rep_elements += count
+        # As in _rep_string: final values minus the one step the CPU still takes.
+        mask = 0xFFFFFFFF if insn.addr32 else 0xFFFF
+        step = -size if df else size
+        cpu.set_reg(x86.UC_X86_REG_ECX, (cx & ~mask) | (((cx & mask) - count + 1) & mask))
+        cpu.set_reg(x86.UC_X86_REG_EDI, (di & ~mask) | (((di & mask) + step * (count - 1)) & mask))
+        if insn.movs:
+            cpu.set_reg(x86.UC_X86_REG_ESI,
+                        (si & ~mask) | (((si & mask) + step * (count - 1)) & mask))
+        return True
+
+    def _ram_buffer(self, gpa: int, size: int) -> bool:
+        """Whether [gpa, gpa + size) is memory the device model can read as guest RAM for a
+        data_is_ptr request: the guest RAM, or the shadow RAM at 0xC0000-0xFFFFF (it is the
+        device model's own memory there; on Xen it is plain guest RAM)."""
+        if self.ram.contains(gpa, size):
+            return True
+        region = self._region_at(gpa) if SHADOW_START <= gpa < HIGH_START else None
+        return (region is not None and not region.readonly
+                and gpa + size <= min(region.gpa + region.size, HIGH_START))
+
+    def _cs_base(self, cs: int, cr0: int, eflags: int) -> int | None:
+        """CS base for the cheap REP checks: cached per selector in protected mode."""
+        if cr0 & CR0_PE and not eflags & EFLAGS_VM:
+            cs_base = self._cs_bases.get(cs)
+            if cs_base is None:
+                cs_base = self.cpu.seg_base(strings.SEG_CS)
+                if cs_base is None:
+                    return None
+                self._cs_bases[cs] = cs_base
+            return cs_base
+        return cs << 4
 
     def _hook_unmapped(
         self, uc: Uc, access: int, address: int, size: int, value: int, _ud: object

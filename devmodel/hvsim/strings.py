@@ -75,6 +75,57 @@ def is_rep_string(code: bytes) -> bool:
 
 
 @dataclass(frozen=True, slots=True)
+class MemStringInsn:
+    """A STOS or MOVS: the string instructions whose stores Xen batches into one MMIO request
+    (hvmemul_rep_stos / hvmemul_rep_movs; xen-protocol.md 1.4)."""
+
+    movs: bool  # MOVS (memory -> memory) or STOS (AL/AX/EAX -> memory)
+    rep: bool
+    addr32: bool
+    segment: int  # source segment of MOVS (override allowed); the destination is always ES
+    length: int
+
+
+_MEM_STRING = frozenset({0xA4, 0xA5, 0xAA, 0xAB})
+
+
+def is_rep_mem_string(code: bytes) -> bool:
+    """Cheap filter, as is_rep_string: STOS/MOVS (0xA4/0xA5/0xAA/0xAB) after prefixes that
+    include a REP."""
+    rep = False
+    for byte in code[: MAX_PREFIXES + 1]:
+        if byte in _MEM_STRING:
+            return rep
+        if byte not in _ANY_PREFIX:
+            return False
+        if byte in _REP_PREFIX:
+            rep = True
+    return False
+
+
+def decode_mem_string_insn(code: bytes, default32: bool) -> MemStringInsn | None:
+    """Decode STOS/MOVS at the start of ``code``; None for anything else. REPNE counts as
+    REP: for STOS/MOVS the CPU ignores the Z condition of either prefix (SDM vol. 2, REP)."""
+    rep = False
+    addr32 = default32
+    segment = SEG_DS
+    for i, byte in enumerate(code[: MAX_PREFIXES + 1]):
+        if byte in (0xF3, 0xF2):
+            rep = True
+        elif byte == 0x67:
+            addr32 = not default32
+        elif byte in _SEG_PREFIX:
+            segment = _SEG_PREFIX[byte]
+        elif byte in _OTHER_PREFIX:
+            pass
+        elif byte in _MEM_STRING:
+            return MemStringInsn(byte in (0xA4, 0xA5), rep, addr32, segment, i + 1)
+        else:
+            return None
+    return None
+
+
+@dataclass(frozen=True, slots=True)
 class StringPlan:
     """One batch: ``count`` elements with element 0 at ``gpa``; the new register values are
     what they must be *after* the whole batch."""
@@ -86,7 +137,7 @@ class StringPlan:
 
 
 def plan_string(
-    insn: StringInsn, size: int, cx: int, index: int, seg_base: int, df: bool
+    insn: StringInsn | MemStringInsn, size: int, cx: int, index: int, seg_base: int, df: bool
 ) -> StringPlan | None:
     """The largest batch Xen would send for this REP INS/OUTS, or None to fall back to one
     element at a time (count < 2, or the first element straddles a page).

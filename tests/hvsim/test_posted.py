@@ -186,3 +186,85 @@ def test_a_slice_ending_at_an_mmio_exit_does_not_repeat_the_access(machine) -> N
     assert [e for e in log if e[0] == "w"][:600] == [("w", 0x18000 + i, 1, i & 0xFF)
                                                       for i in range(600)]
     assert len(log) == 606
+
+
+# ---- REP STOS / REP MOVS into MMIO: one COPY ioreq with a count (xen-protocol.md 1.4) -----
+def _prog(*parts: str) -> bytes:
+    # xor ax,ax; mov ds,ax; mov ax,0xB800; mov es,ax, then the test's part, then
+    # mov [0x600],cx; mov [0x602],si; mov [0x604],di; cli; hlt
+    return bytes.fromhex("31c08ed8b800b88ec0" + "".join(parts) + "890e00068936020689 3e0406faf4"
+                         .replace(" ", ""))
+
+
+def _copy_writes(sock: CountingSocket) -> list[codec.Ioreq]:
+    ioreqs = [codec.Ioreq.unpack(m.payload) for m in hv_messages(sock) if m.type == MsgType.IOREQ]
+    return [r for r in ioreqs if r.type == 1 and r.dir == 0]
+
+
+def _regs(sim: Simulator) -> tuple[int, int, int]:
+    cx, si, di = struct.unpack("<HHH", sim.ram.read(0x600, 6))
+    return cx, si, di
+
+
+def test_rep_stosw_is_one_request_per_page(machine) -> None:
+    sim, hv, daemon, sock = machine
+    # mov di,0x0F00; mov cx,512; mov ax,0x0720; cld; rep stosw: 1 KiB across a page boundary
+    sim.ram.write(ENTRY, _prog("bf000f", "b90002", "b82007", "fc", "f3ab"))
+    assert sim.run(max_insns=100_000).reason is StopReason.HALTED
+    hv.barrier()
+    log = daemon.machine.device("vgawindow").log
+    assert log == [("w", 0x18F00 + 2 * i, 2, 0x0720) for i in range(512)]
+    reqs = _copy_writes(sock)
+    assert [(r.addr, r.count, r.size, r.data_is_ptr, r.data) for r in reqs] == [
+        (0xB8F00, 128, 2, 0, 0x0720), (0xB9000, 384, 2, 0, 0x0720)]
+    assert sim.stats.mmio_rep_batches == 2 and sim.stats.mmio_rep_elements == 512
+    assert sim.stats.posted_writes == 0
+    cx, _si, di = _regs(sim)
+    assert (cx, di) == (0, 0x1300)
+
+
+def test_rep_movsb_from_ram_is_one_pointer_request(machine) -> None:
+    sim, hv, daemon, sock = machine
+    pattern = bytes((i * 7 + 3) & 0xFF for i in range(300))
+    sim.ram.write(0x800, pattern)
+    # mov si,0x800; mov di,0x10; mov cx,300; cld; rep movsb
+    sim.ram.write(ENTRY, _prog("be0008", "bf1000", "b92c01", "fc", "f3a4"))
+    assert sim.run(max_insns=100_000).reason is StopReason.HALTED
+    hv.barrier()
+    dev = daemon.machine.device("vgawindow")
+    assert bytes(dev.mem[0x18010 : 0x18010 + 300]) == pattern
+    assert [e[1] for e in dev.log] == [0x18010 + i for i in range(300)]
+    reqs = _copy_writes(sock)
+    assert [(r.addr, r.count, r.size, r.data_is_ptr, r.data) for r in reqs] == [
+        (0xB8010, 300, 1, 1, 0x800)]
+    assert _regs(sim) == (0, 0x92C, 0x13C)
+
+
+def test_rep_movsw_backwards(machine) -> None:
+    sim, hv, daemon, sock = machine
+    sim.ram.write(0x880, bytes(range(0x80, 0x100)) + b"\x55\x66")
+    # mov si,0x900; mov di,0x200; mov cx,64; std; rep movsw; cld
+    sim.ram.write(ENTRY, _prog("be0009", "bf0002", "b94000", "fd", "f3a5", "fc"))
+    assert sim.run(max_insns=100_000).reason is StopReason.HALTED
+    hv.barrier()
+    dev = daemon.machine.device("vgawindow")
+    # Elements 0x900, 0x8FE, ... 0x882 land at 0x200, 0x1FE, ... 0x182.
+    assert bytes(dev.mem[0x18182 : 0x18202]) == sim.ram.read(0x882, 128)
+    (req,) = _copy_writes(sock)
+    assert (req.addr, req.count, req.size, req.data_is_ptr, req.df, req.data) == (
+        0xB8200, 64, 2, 1, 1, 0x900)
+    assert _regs(sim) == (0, 0x880, 0x180)
+
+
+def test_rep_movsw_mmio_to_mmio_is_not_batched(machine) -> None:
+    sim, hv, daemon, sock = machine
+    # mov ax,0xB800; mov ds,ax; mov si,0; mov di,0x100; mov cx,10; cld; rep movsw; then
+    # ds back to 0 for the register stores (xor ax,ax; mov ds,ax)
+    sim.ram.write(ENTRY, _prog("b800b88ed8", "be0000", "bf0001", "b90a00", "fc", "f3a5",
+                               "31c08ed8"))
+    assert sim.run(max_insns=100_000).reason is StopReason.HALTED
+    hv.barrier()
+    log = daemon.machine.device("vgawindow").log
+    assert [e[0] for e in log] == ["r", "w"] * 10  # element by element, as Xen does
+    assert sim.stats.mmio_rep_batches == 0
+    assert _regs(sim) == (0, 0x14, 0x114)

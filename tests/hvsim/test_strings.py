@@ -6,7 +6,15 @@ import struct
 
 from unicorn import x86_const as x86
 
-from devmodel.hvsim.strings import SEG_DS, SEG_ES, decode_string_insn, plan_string
+from devmodel.hvsim.strings import (
+    SEG_CS,
+    SEG_DS,
+    SEG_ES,
+    decode_mem_string_insn,
+    decode_string_insn,
+    is_rep_mem_string,
+    plan_string,
+)
 
 DATA_PORT = 0x1F0
 
@@ -22,6 +30,23 @@ def test_decode() -> None:
     assert decode_string_insn(bytes.fromhex("e461"), False) is None  # in al, 0x61
     assert decode_string_insn(bytes.fromhex("66ed"), False) is None  # in eax, dx
     assert decode_string_insn(b"\xf3" * 20, False) is None  # runaway prefixes
+
+
+def test_decode_stos_movs() -> None:
+    insn = decode_mem_string_insn(bytes.fromhex("f3ab"), default32=False)  # rep stosw
+    assert insn is not None and not insn.movs and insn.rep and not insn.addr32
+    assert insn.length == 2
+    insn = decode_mem_string_insn(bytes.fromhex("2e67f3a4"), default32=False)  # rep movsb cs:
+    assert insn is not None and insn.movs and insn.addr32 and insn.segment == SEG_CS
+    insn = decode_mem_string_insn(bytes.fromhex("66f2a5"), default32=True)  # repne movsw
+    assert insn is not None and insn.movs and insn.rep and insn.segment == SEG_DS
+    assert decode_mem_string_insn(bytes.fromhex("aa"), False) is not None  # plain stosb
+    assert decode_mem_string_insn(bytes.fromhex("f36d"), False) is None  # rep insw
+    assert decode_mem_string_insn(bytes.fromhex("f3a6"), False) is None  # repe cmpsb
+    assert decode_mem_string_insn(b"\xf3" * 20, False) is None
+    assert is_rep_mem_string(bytes.fromhex("f3ab2e67")) and is_rep_mem_string(b"\x26\xf3\xa5")
+    assert not is_rep_mem_string(bytes.fromhex("ab")) and not is_rep_mem_string(b"\xf3\x6d")
+    assert not is_rep_mem_string(bytes.fromhex("8907"))  # mov [bx], ax
 
 
 def test_plan_clamps_at_page_and_wrap() -> None:
