@@ -13,6 +13,7 @@ ioreq server is enabled exactly while the state is "running" (xen-protocol.md 4.
 
 from __future__ import annotations
 
+import errno
 import logging
 import os
 import time
@@ -84,6 +85,9 @@ class Controller:
         self.fdsets = FdSets()  # add-fd sets, shared by every monitor (as in QEMU)
         self.mouse_buttons = 0  # input-send-event button state
         self.monitor_paths: list[str] = []  # QMP sockets, for query-chardev
+        ide = self.find_type("PiixIde")
+        if ide is not None and hasattr(ide, "io_error_listeners"):
+            ide.io_error_listeners.append(self._ide_io_error)
 
     # ---- wiring ---------------------------------------------------------------------------
     @property
@@ -305,10 +309,20 @@ class Controller:
         self.emit("DEVICE_DELETED", {"device": qdev_id, "path": path or f"/machine/peripheral/{qdev_id}"})
 
     def block_io_error(self, device: str, operation: str, action: str = "report",
-                       reason: str = "") -> None:
+                       reason: str = "", nospace: bool = False) -> None:
         """For block devices to report an I/O error (BLOCK_IO_ERROR)."""
         self.emit("BLOCK_IO_ERROR", {"device": device, "node-name": device, "operation": operation,
-                                     "action": action, "nospace": False, "reason": reason})
+                                     "action": action, "nospace": nospace, "reason": reason})
+
+    def _ide_io_error(self, channel: int, unit: int, operation: str, err: OSError | None) -> None:
+        """An IDE backend error: the guest already has the error status (QEMU's default
+        rerror/werror "report"); the toolstack gets BLOCK_IO_ERROR, nospace set for ENOSPC as
+        QEMU does (a toolstack may grow the volume and let the guest retry)."""
+        name = next((b.name for b in self.block_devices() if (b.channel, b.unit) == (channel, unit)),
+                    f"ide{channel}-hd{unit}")
+        errno_ = getattr(err, "errno", None)
+        reason = (os.strerror(errno_) if errno_ else str(err)) if err is not None else "I/O error"
+        self.block_io_error(name, operation, reason=reason, nospace=errno_ == errno.ENOSPC)
 
     # ---- input ----------------------------------------------------------------------------
     def input_handlers(self, kind: str) -> list:

@@ -37,6 +37,11 @@ MAX_FRAME = 65536
 MAX_BACKLOG = 256  # frames waiting for a writable fd
 RX_BATCH = 64  # frames read per readiness callback
 MAX_PENDING = 256  # frames waiting for receive descriptors
+# Read errors that mean the backend is gone for good, not a passing condition: a tap deleted
+# under us (`ip link del`: the fd stays open, poll() reports it readable for ever, read()
+# fails with EBADFD), a device that went away (ENODEV, ENXIO), a broken fd (EBADF, EIO).
+# Left in the reader, such an fd would spin the loop; see NetPump._readable.
+GONE_ERRNOS = frozenset({errno.EBADFD, errno.ENODEV, errno.ENXIO, errno.EBADF, errno.EIO})
 FEED_BATCH = 64  # frames offered to the device per loop turn
 
 TUNSETIFF = 0x400454CA
@@ -104,6 +109,7 @@ class NetBackend:
         self.counters: collections.Counter[str] = collections.Counter()
         self.on_backlog: Callable[[], None] | None = None
         self.on_fd_closing: Callable[[int], None] | None = None
+        self.gone = False  # a read failed with one of GONE_ERRNOS: nothing more will come
 
     # -- reading --------------------------------------------------------------------------
     def fileno(self) -> int | None:
@@ -120,7 +126,12 @@ class NetBackend:
                 break
             except OSError as e:
                 self.counters["read errors"] += 1
-                log.warning("%s: read failed: %s", self.kind, e)
+                if e.errno in GONE_ERRNOS:
+                    if not self.gone:
+                        log.warning("%s: read failed, the backend is gone: %s", self.kind, e)
+                    self.gone = True
+                else:
+                    log.warning("%s: read failed: %s", self.kind, e)
                 break
             if frame is None:
                 break
@@ -147,6 +158,9 @@ class NetBackend:
         if self.capture is not None:
             self.capture.write(frame)
             self.capture.flush()
+        if self.gone:
+            self.counters["tx dropped: backend gone"] += 1
+            return
         if self.backlog:
             self._queue(frame)
             return
@@ -385,7 +399,7 @@ class NetPump:
             self._want_write()
 
     def _sync_reader(self) -> None:
-        want = None if self.closed else self.backend.fileno()
+        want = None if self.closed or self.backend.gone else self.backend.fileno()
         if want == self._reader_fd:
             return
         if self._reader_fd is not None:
@@ -398,6 +412,8 @@ class NetPump:
         if self.closed:
             return
         frames = self.backend.recv_frames(RX_BATCH)
+        if self.backend.gone:
+            self._backend_gone()
         if not frames:
             return
         direct = not self.pending
@@ -413,6 +429,19 @@ class NetPump:
             self.pending.append(frame)
         if not direct:
             self._feed(notify=False)
+        self._effects()
+
+    def _backend_gone(self) -> None:
+        """The backend cannot deliver any more (a deleted tap): stop watching its fd, which
+        would stay readable for ever, and pull the NIC's cable as QMP set_link off does, so
+        the guest sees link down (e1000: STATUS.LU clear, ICR.LSC) and its transmits are
+        dropped and counted. Frames already queued for the NIC are still delivered."""
+        if self._reader_fd is not None:
+            self.loop.remove_reader(self._reader_fd)
+            self._reader_fd = None
+        set_link = getattr(self.nic, "set_link", None)
+        if callable(set_link):
+            set_link(False)
         self._effects()
 
     def _feed(self, notify: bool = True) -> None:

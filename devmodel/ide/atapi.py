@@ -339,8 +339,7 @@ class AtapiDrive(AtaDrive):
 
     def _medium_block_done(self, err: OSError | None, size: int) -> None:
         if err is not None:
-            self.channel.dev.counters["backend_read_error"] += 1
-            self.cmd_error(mmc.MEDIUM_ERROR, mmc.ASC_UNRECOVERED_READ_ERROR)
+            self.dma_io_error(err)  # the same report, PIO or DMA
             return
         self.xfer_offset += size
         self._reply_block(size)
@@ -377,8 +376,11 @@ class AtapiDrive(AtaDrive):
             pos += len(v)
         done(None)
 
-    def dma_io_error(self) -> None:
-        self.channel.dev.counters["backend_read_error"] += 1
+    def dma_io_error(self, err: OSError | None = None) -> None:
+        dev = self.channel.dev
+        dev.counters["backend_read_error"] += 1
+        for fn in getattr(dev, "io_error_listeners", ()):
+            fn(self.channel.index, self.unit, "read", err)
         self.cmd_error(mmc.MEDIUM_ERROR, mmc.ASC_UNRECOVERED_READ_ERROR)
 
     def dma_complete(self) -> None:

@@ -354,7 +354,7 @@ class IdeChannel:
         def done(err: OSError | None) -> None:
             # The drive's completion (inline, or on the loop): Active stayed set until now.
             if err is not None:
-                d.dma_io_error()
+                d.dma_io_error(err)
                 self._dma_finish(d, more=False)
                 return
             if to_memory:

@@ -307,12 +307,16 @@ class AtaDrive:
         self.error = ata.IDNF_ERR
         self.channel.set_irq()
 
-    def io_error(self, is_read: bool) -> None:
-        """The backend failed: report it to the guest and carry on."""
+    def io_error(self, is_read: bool, err: OSError | None = None) -> None:
+        """The backend failed: report it to the guest and carry on (QEMU rerror/werror=report:
+        the error status plus a BLOCK_IO_ERROR event through io_error_listeners)."""
         self.transfer_stop()
         self.status = ata.READY_STAT | ata.ERR_STAT
         self.error = ata.UNC_ERR if is_read else ata.ABRT_ERR
-        self.channel.dev.counters["backend_read_error" if is_read else "backend_write_error"] += 1
+        dev = self.channel.dev
+        dev.counters["backend_read_error" if is_read else "backend_write_error"] += 1
+        for fn in getattr(dev, "io_error_listeners", ()):
+            fn(self.channel.index, self.unit, "read" if is_read else "write", err)
         self.channel.set_irq()
 
     # ---- backend requests -----------------------------------------------------------------
@@ -619,7 +623,7 @@ class AtaDrive:
 
     def _dsm_done(self, err: OSError | None) -> None:
         if err is not None:
-            self.io_error(is_read=False)
+            self.io_error(is_read=False, err=err)
             return
         self.transfer_stop()
         self.nsector = 0
@@ -704,7 +708,7 @@ class AtaDrive:
 
     def _sector_read_done(self, err: OSError | None, lba: int, n: int) -> None:
         if err is not None:
-            self.io_error(is_read=True)
+            self.io_error(is_read=True, err=err)
             return
         self.status = ata.READY_STAT | ata.SEEK_STAT
         self.set_sector(lba + n)
@@ -730,7 +734,7 @@ class AtaDrive:
 
     def _sector_write_done(self, err: OSError | None, lba: int, n: int) -> None:
         if err is not None:
-            self.io_error(is_read=False)
+            self.io_error(is_read=False, err=err)
             return
         self.status = ata.READY_STAT | ata.SEEK_STAT
         self.nsector -= n
@@ -751,7 +755,7 @@ class AtaDrive:
 
     def _flush_done(self, err: OSError | None) -> None:
         if err is not None:
-            self.io_error(is_read=False)
+            self.io_error(is_read=False, err=err)
             return
         self.status = ata.READY_STAT | ata.SEEK_STAT
         self.channel.set_irq()
@@ -799,8 +803,8 @@ class AtaDrive:
         else:
             self._io_seq([("write", (offset, views, not self.write_cache))], done)
 
-    def dma_io_error(self) -> None:
-        self.io_error(is_read=self.dma_cmd == DMA_READ)
+    def dma_io_error(self, err: OSError | None = None) -> None:
+        self.io_error(is_read=self.dma_cmd == DMA_READ, err=err)
 
     def dma_complete(self) -> None:
         if self.dma_cmd == DMA_TRIM:

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import errno
 import os
+from collections.abc import Callable
 from typing import Any
 
 from devmodel.backends.disk import DiskBackend
@@ -57,6 +58,9 @@ class PiixIde(PciDevice):
         geometries = geometries or {}
         self.translations = dict(translations or {})
         self.disks = disks
+        # Hear backend I/O errors (channel, unit, "read"/"write", the OSError or None): the
+        # QMP side turns them into BLOCK_IO_ERROR events. The guest sees the error status.
+        self.io_error_listeners: list[Callable[[int, int, str, OSError | None], None]] = []
         self.add_bar(Bar(4, 16, True, self._bar_read, self._bar_write, "bmdma"))
         self.channels = [IdeChannel(self, 0), IdeChannel(self, 1)]
         for ch in self.channels:
