@@ -290,10 +290,10 @@ def _exit_on_signal(signum: int, frame: object) -> None:
 def resolve_config(args: argparse.Namespace, argv: list[str]):
     """`--config FILE` (run) or CONFIG (validate) merged into `args`: what the command line
     gave wins. Returns the Config (None without one); its problems are left to the caller."""
-    from devmodel import config as cf
-
     if not getattr(args, "config", None):
         return None
+    from devmodel import config as cf  # tomllib, difflib: only with a config file
+
     cfg = cf.load_config(args.config, _RUN_PARSERS["run"])
     rest = argv[argv.index(args.command) + 1:] if args.command in argv else argv
     try:

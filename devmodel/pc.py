@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import os
 import time
-import uuid as uuidlib
 from dataclasses import dataclass, field
 
 from devmodel.core.bus import OverlapError, Range
@@ -32,7 +31,7 @@ class PcOptions:
     memory: int = 128 << 20  # guest RAM in bytes, as the toolstack's -m
     vcpus: int = 1
     name: str = ""
-    uuid: bytes = field(default_factory=lambda: uuidlib.UUID(int=0).bytes)
+    uuid: bytes = bytes(16)  # the nil UUID, as QEMU without -uuid
     # The system BIOS to share with the hypervisor (QEMU-style platform, as with hvsim).
     # None on Xen, where hvmloader loads the firmware into guest RAM itself.
     bios: str | None = None

@@ -26,8 +26,6 @@ is put back to the snapshot taken just before.
 
 from __future__ import annotations
 
-import base64
-import hashlib
 import json
 import logging
 import struct
@@ -60,6 +58,8 @@ def encode_value(v: Any, depth: int = 0) -> Any:
     if v is None or isinstance(v, (bool, int, float, str)):
         return v
     if isinstance(v, (bytes, bytearray, memoryview)):
+        import base64  # base64, hashlib: at save/load only, not at start-up
+
         return {"$b": base64.b64encode(bytes(v)).decode("ascii")}
     if isinstance(v, list):
         return [encode_value(x, depth + 1) for x in v]
@@ -83,6 +83,8 @@ def decode_value(v: Any, depth: int = 0) -> Any:
             if tag == "$b":
                 if not isinstance(inner, str):
                     raise StateFileError("state file: bad bytes value")
+                import base64
+
                 try:
                     return base64.b64decode(inner.encode("ascii"), validate=True)
                 except (ValueError, UnicodeEncodeError):
@@ -116,6 +118,8 @@ def encode_state(machine) -> bytes:
         "layout": layout_of(machine),
         "machine": encode_value(machine.snapshot()),
     }
+    import hashlib
+
     body = json.dumps(doc, separators=(",", ":"), sort_keys=True, allow_nan=False).encode()
     return HEADER.pack(MAGIC, FORMAT_VERSION, 0, len(body), hashlib.sha256(body).digest()) + body
 
@@ -138,6 +142,8 @@ def decode_state(data: bytes) -> dict[str, Any]:
     if len(body) != length:
         raise StateFileError(f"state file truncated or padded: body has {len(body)} bytes, "
                              f"header says {length}")
+    import hashlib
+
     if hashlib.sha256(body).digest() != digest:
         raise StateFileError("state file checksum mismatch: the file is corrupted")
     try:

@@ -24,7 +24,6 @@ import select
 import socket
 import stat
 import sys
-import tty
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -174,6 +173,8 @@ class PtyBackend(CharBackend):
 
     def __init__(self) -> None:
         super().__init__()
+        import tty  # (termios) only when a pty is configured
+
         self._master, self._slave = os.openpty()
         tty.setraw(self._slave)  # no echo or line discipline, as QEMU's cfmakeraw
         os.set_blocking(self._master, False)

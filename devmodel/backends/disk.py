@@ -24,7 +24,6 @@ does); the device range-checks sector numbers before it gets here.
 from __future__ import annotations
 
 import ctypes
-import ctypes.util
 import errno
 import os
 from collections.abc import Sequence
@@ -181,6 +180,8 @@ def _libc_fallocate():
     if not _fallocate_looked_up:
         _fallocate_looked_up = True
         try:
+            import ctypes.util  # (subprocess, shutil: once, at the first fallocate)
+
             libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
             fn = libc.fallocate
             fn.argtypes = [ctypes.c_int, ctypes.c_int, ctypes.c_int64, ctypes.c_int64]

@@ -20,10 +20,8 @@ from __future__ import annotations
 import errno
 import logging
 import os
-import shutil
 import signal
 import subprocess
-import tempfile
 import time
 from collections.abc import Sequence
 
@@ -92,6 +90,9 @@ class QemuNbd:
         return cmd
 
     def start(self, timeout: float = START_TIMEOUT) -> QemuNbd:
+        import shutil  # shutil, tempfile: only when a qemu-nbd is started (not for raw)
+        import tempfile
+
         exe = shutil.which(self.qemu_nbd)
         if exe is None:
             raise QemuNbdError(f"{self.qemu_nbd} not found: install Debian's qemu-utils package "
@@ -161,6 +162,8 @@ class QemuNbd:
 
     def _cleanup(self) -> None:
         if self.tmpdir is not None:
+            import shutil
+
             shutil.rmtree(self.tmpdir, ignore_errors=True)
             self.tmpdir = None
 
