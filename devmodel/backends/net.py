@@ -31,6 +31,8 @@ import time
 from collections.abc import Callable
 from typing import Any
 
+from .pump import FdPump
+
 log = logging.getLogger("devmodel.net")
 
 MAX_FRAME = 65536
@@ -109,7 +111,17 @@ class NetBackend:
         self.counters: collections.Counter[str] = collections.Counter()
         self.on_backlog: Callable[[], None] | None = None
         self.on_fd_closing: Callable[[int], None] | None = None
+        self.on_fds_changed: Callable[[], None] | None = None
         self.gone = False  # a read failed with one of GONE_ERRNOS: nothing more will come
+
+    # a stream is flow-controlled (the pump stops reading when the NIC is full); datagrams
+    # are not (frames beyond the pump's queue are counted as missed)
+    reliable = False
+
+    @property
+    def ready(self) -> int:
+        """Frames already decoded and waiting for recv_frames (streams)."""
+        return 0
 
     # -- reading --------------------------------------------------------------------------
     def fileno(self) -> int | None:
@@ -367,68 +379,69 @@ class SocketBackend(NetBackend):
 
 
 # ---- the pump -----------------------------------------------------------------------------
-class NetPump:
+class NetPump(FdPump):
     """Moves frames between a backend and a NIC on an asyncio loop.
 
-    Input: the backend's fd is watched with add_reader; frames go to `nic.receive`; those it
-    has no room for wait here (at most MAX_PENDING) and are offered again after the NIC calls
-    `on_rx_space` (deferred with call_soon, so the device is never re-entered from inside an
-    ioreq). Frames beyond the bound are counted by the NIC as missed. Output: when the
-    backend's backlog fills, its fd is watched with add_writer until it drains.
+    Input: the backend's fd is watched with add_reader; frames go to `nic.receive_many`;
+    those it has no room for wait here (at most MAX_PENDING) and are offered again after the
+    NIC calls `on_rx_space` (deferred with call_soon, so the device is never re-entered from
+    inside an ioreq). Beyond the bound: a datagram backend (tap, udp, unix) keeps reading and
+    the NIC counts the frames as missed (MPC, RXO), as a full packet buffer does; a stream
+    backend (`reliable`) stops reading instead, so TCP/Unix flow control holds the peer back
+    (QEMU's stream netdev does the same). Output: when the backend's backlog fills, its fd is
+    watched with add_writer until it drains.
 
     `on_effects` is called after frames were pushed into the NIC outside an ioreq, so the
     caller sends the IRQ dm_ops the machine queued."""
 
     def __init__(self, loop: Any, backend: NetBackend, nic: Any,
                  on_effects: Callable[[], None] | None = None) -> None:
-        self.loop = loop
-        self.backend = backend
+        super().__init__(loop, backend, on_effects)
         self.nic = nic
-        self.on_effects = on_effects
         self.pending: collections.deque[bytes] = collections.deque()
-        self._reader_fd: int | None = None
-        self._writer_fd: int | None = None
         self._feed_scheduled = False
-        self.closed = False
+        self._read_scheduled = False
         nic.transmit = backend.send
         nic.on_rx_space = self._rx_space
-        backend.on_backlog = self._want_write
-        backend.on_fd_closing = self._fd_closing
-        self._sync_reader()
-        if backend.backlog:
-            self._want_write()
+        self.start()
 
-    def _sync_reader(self) -> None:
-        want = None if self.closed or self.backend.gone else self.backend.fileno()
-        if want == self._reader_fd:
-            return
-        if self._reader_fd is not None:
-            self.loop.remove_reader(self._reader_fd)
-        self._reader_fd = want
-        if want is not None:
-            self.loop.add_reader(want, self._readable)
+    def _reading_paused(self) -> bool:
+        backend = self.backend
+        return backend.gone or (backend.reliable and len(self.pending) >= MAX_PENDING)
 
     def _readable(self) -> None:
+        self._read_scheduled = False
         if self.closed:
             return
-        frames = self.backend.recv_frames(RX_BATCH)
-        if self.backend.gone:
+        backend = self.backend
+        limit = RX_BATCH
+        if backend.reliable:
+            limit = min(limit, MAX_PENDING - len(self.pending))
+            if limit <= 0:
+                self._sync_reader()
+                return
+        frames = backend.recv_frames(limit)
+        if backend.gone:
             self._backend_gone()
-        if not frames:
-            return
-        direct = not self.pending
-        if direct:
-            # the usual case: straight into the NIC as one batch; what it has no room for
-            # waits (the NIC counted RNBC once and calls on_rx_space later)
-            frames = frames[self.nic.receive_many(frames):]
-        for frame in frames:
-            if len(self.pending) >= MAX_PENDING:
-                self.backend.counters["rx missed: queue full"] += 1
-                self.nic.rx_missed()
-                continue
-            self.pending.append(frame)
-        if not direct:
-            self._feed(notify=False)
+        if frames:
+            direct = not self.pending
+            if direct:
+                # the usual case: straight into the NIC as one batch; what it has no room
+                # for waits (the NIC counted RNBC once and calls on_rx_space later)
+                frames = frames[self.nic.receive_many(frames):]
+            for frame in frames:
+                if len(self.pending) >= MAX_PENDING:
+                    backend.counters["rx missed: queue full"] += 1
+                    self.nic.rx_missed()
+                    continue
+                self.pending.append(frame)
+            if not direct:
+                self._feed(notify=False)
+        if backend.ready and not self._reading_paused() and not self._read_scheduled:
+            # decoded frames left over from one read: no fd readiness will announce them
+            self._read_scheduled = True
+            self.loop.call_soon(self._readable)
+        self._sync_reader()
         self._effects()
 
     def _backend_gone(self) -> None:
@@ -436,9 +449,7 @@ class NetPump:
         would stay readable for ever, and pull the NIC's cable as QMP set_link off does, so
         the guest sees link down (e1000: STATUS.LU clear, ICR.LSC) and its transmits are
         dropped and counted. Frames already queued for the NIC are still delivered."""
-        if self._reader_fd is not None:
-            self.loop.remove_reader(self._reader_fd)
-            self._reader_fd = None
+        self._sync_reader()
         set_link = getattr(self.nic, "set_link", None)
         if callable(set_link):
             set_link(False)
@@ -455,6 +466,11 @@ class NetPump:
                 pending.popleft()
             if done == FEED_BATCH and pending:
                 self._schedule_feed()
+        if self.backend.reliable:
+            self._sync_reader()  # room again: resume reading
+            if self.backend.ready and not self._read_scheduled and not self._reading_paused():
+                self._read_scheduled = True
+                self.loop.call_soon(self._readable)
         if notify:
             self._effects()
 
@@ -467,46 +483,10 @@ class NetPump:
         if self.pending:
             self._schedule_feed()
 
-    def _effects(self) -> None:
-        if self.on_effects is not None:
-            self.on_effects()
-
-    def _want_write(self) -> None:
-        fd = self.backend.write_fileno()
-        if fd is None or self.closed or fd == self._writer_fd:
-            return
-        if self._writer_fd is not None:
-            self.loop.remove_writer(self._writer_fd)
-        self._writer_fd = fd
-        self.loop.add_writer(fd, self._writable)
-
-    def _writable(self) -> None:
-        self.backend.flush()
-        if not self.backend.backlog and self._writer_fd is not None:
-            self.loop.remove_writer(self._writer_fd)
-            self._writer_fd = None
-
-    def _fd_closing(self, fd: int) -> None:
-        if fd == self._reader_fd:
-            self.loop.remove_reader(fd)
-            self._reader_fd = None
-        if fd == self._writer_fd:
-            self.loop.remove_writer(fd)
-            self._writer_fd = None
-
     def close(self) -> None:
-        if self.closed:
-            return
-        self.closed = True
-        if self._reader_fd is not None:
-            self.loop.remove_reader(self._reader_fd)
-            self._reader_fd = None
-        if self._writer_fd is not None:
-            self.loop.remove_writer(self._writer_fd)
-            self._writer_fd = None
-        self.nic.on_rx_space = None
-        self.backend.on_backlog = None
-        self.backend.on_fd_closing = None
+        if not self.closed:
+            self.nic.on_rx_space = None
+        super().close()
 
 
 # ---- specs --------------------------------------------------------------------------------
