@@ -124,7 +124,10 @@ def run_devmodel(bios: str, timeout: float, profile: object | None = None,
                              rep_elements=sim.stats.rep_elements,
                              posted_batches=sim.stats.posted_batches,
                              posted_writes=sim.stats.posted_writes,
-                             pm_timer_local=sim.pm_timer.reads)
+                             pm_timer_local=sim.pm_timer.reads,
+                             rtc_index_local=sim.router.rtc_index_reads,
+                             mmio_rep_batches=sim.stats.mmio_rep_batches,
+                             mmio_rep_elements=sim.stats.mmio_rep_elements)
 
         sim.observers.append(observe)
         daemon_cpu0 = proc_cpu_s(session.proc.pid)

@@ -19,6 +19,11 @@ The rules are Xen's (xen-protocol.md 1.5):
   (``post``, posted.py) rather than sent synchronously, when the device model takes posted
   writes; so is a single write to a claimed port of posted.POSTED_PORTS (0x70, 0x80, 0xE9,
   0x402), as a PIO slot. Reads of those ports stay synchronous (and flush what was posted).
+- a byte read of the RTC index port 0x70 is answered 0xFF here when ``rtc_index_local`` is
+  set: Xen emulates the RTC itself and never forwards 0x70 (its rtc.c, like QEMU's
+  cmos_ioport_read, returns 0xFF for the write-only index port), and the device model's RTC
+  answers the same. SeaBIOS reads 0x70 on every 16/32-bit mode switch (call32_prep saves the
+  NMI-mask bit), about 600 round trips per boot.
 """
 
 from __future__ import annotations
@@ -43,6 +48,7 @@ APIC_PAGE = 0x1000
 PIC_PORTS = frozenset({0x20, 0x21, 0xA0, 0xA1, 0x4D0, 0x4D1})
 PIT_PORTS = frozenset({0x40, 0x41, 0x42, 0x43})
 PORT_B = 0x61
+RTC_INDEX = 0x70
 PLATFORM_PORTS = PIC_PORTS | PIT_PORTS | {PORT_B}
 
 # Observer signature: (kind, address, size, value, is_write). kind is "pio", "mmio" or "pci"
@@ -88,6 +94,9 @@ class IoRouter:
         self.post: Callable[[int, int, int, int], bool] | None = None
         # The ACPI PM timer answered locally (pmtimer.py), or None to forward every read.
         self.pm_timer: PmTimer | None = None
+        # Answer byte reads of the RTC index port 0x70 here (0xFF), as Xen does.
+        self.rtc_index_local = False
+        self.rtc_index_reads = 0
         self.cf8 = 0
         self.pio_counts: Counter[int] = Counter()
         self.mmio_counts: Counter[int] = Counter()  # by 4 KiB page
@@ -126,6 +135,9 @@ class IoRouter:
             pm = self.pm_timer
             if pm is not None and port == pm.tmr_port and size == 4:
                 value = pm.read()
+            elif port == RTC_INDEX and size == 1 and self.rtc_index_local:
+                self.rtc_index_reads += 1
+                value = 0xFF
             else:
                 self.before_dm()
                 value = self.port.pio_read(port, size) & ones(size)

@@ -150,11 +150,14 @@ class Simulator:
         exit_ns: int = 1_000,
         sync_clock: bool = True,
         local_pm_timer: bool | None = None,
+        local_rtc_index: bool = True,
     ) -> None:
         """``sync_clock``: send the virtual time to the device model (it must run with
         ``--clock virtual``); off for a device model on the host's clock.
         ``local_pm_timer``: answer ACPI PM_TMR reads here (pmtimer.py), as Xen does; by
-        default on exactly when ``sync_clock`` is (both sides must share one clock)."""
+        default on exactly when ``sync_clock`` is (both sides must share one clock).
+        ``local_rtc_index``: answer byte reads of the RTC index port 0x70 here with 0xFF, as
+        Xen's own RTC does (routing.py); off to forward them to the device model."""
         self.port = port
         self.ram = ram if ram is not None else GuestRam(ram_size)
         self.clock = VirtualClock(tsc_hz)
@@ -180,6 +183,7 @@ class Simulator:
         self.pm_timer = PmTimer(self.clock)
         if sync_clock if local_pm_timer is None else local_pm_timer:
             self.router.pm_timer = self.pm_timer
+        self.router.rtc_index_local = local_rtc_index
         self.posted = PostedWrites(self._send_posted)
         if callable(getattr(port, "bufioreq", None)):
             self.router.post = self._post

@@ -23,7 +23,8 @@ class RecordingPort(NullPort):
         last = port + size - 1
         return (0x3F8 <= port and last <= 0x3FF) or (port == 0xCF8 and size == 4) or (
             0xCFC <= port and last <= 0xCFF
-        ) or (0x20 <= port <= 0x21)  # a DM claiming a PIC port must still not get it
+        ) or (0x20 <= port <= 0x21) or (  # a DM claiming a PIC port must still not get it
+            0x70 <= port and last <= 0x71)
 
     def claims_mmio(self, gpa: int, size: int) -> bool:
         return 0xE0000000 <= gpa and gpa + size <= 0xE0100000
@@ -88,6 +89,19 @@ def test_platform_ports_stay_in_the_hypervisor() -> None:
     assert router.pio_read(0x21, 2) == 0xFFFF  # byte-only, as Xen's vpic
     assert router.bad_size == 1
     assert port.calls == []
+
+
+def test_rtc_index_reads_answered_locally_as_xen_does() -> None:
+    router, port, syncs = make()
+    assert router.pio_read(0x70, 1) == 0x78  # forwarded unless switched on
+    router.rtc_index_local = True
+    assert router.pio_read(0x70, 1) == 0xFF and router.rtc_index_reads == 1
+    assert port.calls == [("pio_read", 0x70, 1)] and len(syncs) == 1
+    router.pio_write(0x70, 1, 0x8F)  # the index write and the data port still go
+    assert router.pio_read(0x71, 1) == 0x78
+    assert router.pio_read(0x70, 2) == 0x5678  # not a byte read: the device model's
+    assert [c[:2] for c in port.calls[1:]] == [("pio_write", 0x70), ("pio_read", 0x71),
+                                               ("pio_read", 0x70)]
 
 
 def test_cf8_is_latched_and_forwarded() -> None:
