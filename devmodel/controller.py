@@ -88,6 +88,11 @@ class Controller:
         ide = self.find_type("PiixIde")
         if ide is not None and hasattr(ide, "io_error_listeners"):
             ide.io_error_listeners.append(self._ide_io_error)
+        # A guest's PV drivers unplugging emulated devices: DEVICE_DELETED per device and a
+        # XEN_PLATFORM_UNPLUG summary (devmodel/qmp/unplug_events.py).
+        from devmodel.qmp.unplug_events import wire_unplug_events
+
+        wire_unplug_events(self)
 
     # ---- wiring ---------------------------------------------------------------------------
     @property
