@@ -25,6 +25,7 @@ import itertools
 import logging
 import os
 import socket
+import stat
 import struct
 import threading
 import time
@@ -378,6 +379,289 @@ class SocketBackend(NetBackend):
         self.sock.close()
 
 
+# ---- streams (QEMU -netdev stream) ----------------------------------------------------------
+STREAM_LEN = struct.Struct(">I")
+# QEMU's NET_BUFSIZE (4096 + 65536): net_fill_rstate ends the connection on a longer frame
+STREAM_MAX_FRAME = 4096 + 65536
+STREAM_READ = 65536  # bytes read per readiness callback
+
+
+class StreamDeframer:
+    """QEMU's stream framing, sans I/O: each frame is a 4-byte big-endian length and then
+    that many bytes. Holds at most one incomplete frame. A length above STREAM_MAX_FRAME is a
+    protocol error, as it is for QEMU (which then drops the connection): `error` is set and
+    nothing more is decoded; the frames before it are still returned, as QEMU delivers each
+    frame the moment it is complete."""
+
+    def __init__(self) -> None:
+        self.buf = bytearray()
+        self.error: str | None = None
+
+    def feed(self, data: bytes) -> list[bytes]:
+        if self.error:
+            return []
+        buf = self.buf
+        buf += data
+        out: list[bytes] = []
+        pos = 0
+        n = len(buf)
+        while n - pos >= 4:
+            length = STREAM_LEN.unpack_from(buf, pos)[0]
+            if length > STREAM_MAX_FRAME:
+                self.error = f"stream frame of {length} bytes (at most {STREAM_MAX_FRAME})"
+                buf.clear()
+                return out
+            end = pos + 4 + length
+            if end > n:
+                break
+            out.append(bytes(buf[pos + 4 : end]))
+            pos = end
+        del buf[:pos]
+        return out
+
+
+def stream_frame(frame: bytes) -> bytes:
+    return STREAM_LEN.pack(len(frame)) + frame
+
+
+class StreamBackend(NetBackend):
+    """QEMU's `-netdev stream`: frames with a 4-byte big-endian length over a Unix or TCP
+    stream, as a client (connects at start, clear error if nobody listens) or as a server
+    (listens; one client at a time, the next one is accepted when it leaves, as QEMU's
+    listener does). Frames sent while no peer is connected are dropped and counted, as QEMU
+    drops them on a link-down netdev. Output that the socket does not take waits in the
+    bounded backlog (a partly sent frame is always finished, never dropped: that would break
+    the framing); a peer that stops reading costs at most MAX_BACKLOG frames."""
+
+    kind = "stream"
+    reliable = True
+
+    def __init__(self, path: str | None = None, addr: tuple[str, int] | None = None,
+                 server: bool = False) -> None:
+        super().__init__()
+        self.path = path
+        self.addr = addr
+        self.server = server
+        self.listener: socket.socket | None = None
+        self.sock: socket.socket | None = None
+        self.deframer = StreamDeframer()
+        self.frames: collections.deque[bytes] = collections.deque()
+        self.connections = 0
+        if server:
+            self.listener = self._listen()
+        else:
+            self._attach(self._connect())
+
+    @property
+    def where(self) -> str:
+        return self.path if self.path is not None else f"{self.addr[0]}:{self.addr[1]}"
+
+    def _socket(self) -> socket.socket:
+        if self.path is not None:
+            return socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        family = socket.AF_INET6 if ":" in self.addr[0] else socket.AF_INET
+        return socket.socket(family, socket.SOCK_STREAM)
+
+    def _listen(self) -> socket.socket:
+        sock = self._socket()
+        try:
+            if self.path is not None:
+                if os.path.exists(self.path) and stat.S_ISSOCK(os.stat(self.path).st_mode):
+                    os.unlink(self.path)  # a stale socket, as QEMU's unix_listen does
+            else:
+                sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            sock.bind(self.path if self.path is not None else self.addr)
+            sock.listen(1)
+        except OSError as e:
+            sock.close()
+            raise ValueError(f"cannot listen on stream {self.where}: {e.strerror}") from None
+        sock.setblocking(False)
+        if self.addr is not None and self.addr[1] == 0:
+            self.addr = sock.getsockname()[:2]
+        return sock
+
+    def _connect(self) -> socket.socket:
+        sock = self._socket()
+        try:
+            sock.connect(self.path if self.path is not None else self.addr)
+        except OSError as e:
+            sock.close()
+            raise ValueError(f"cannot connect stream to {self.where}: {e.strerror}") from None
+        return sock
+
+    def _attach(self, sock: socket.socket) -> None:
+        sock.setblocking(False)
+        if sock.family != socket.AF_UNIX:
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)  # as QEMU: no Nagle
+        self.sock = sock
+        self.fd = sock.fileno()
+        self.deframer = StreamDeframer()
+        self.connections += 1
+        if self.on_fds_changed is not None:
+            self.on_fds_changed()
+
+    def _detach(self, why: str) -> None:
+        """The peer left (or broke the framing): drop the connection and what was queued for
+        it; a server listens again."""
+        log.info("stream %s: peer gone (%s)", self.where, why)
+        self.counters[f"disconnects: {why}"] += 1
+        if self.sock is not None:
+            if self.on_fd_closing is not None:
+                self.on_fd_closing(self.sock.fileno())
+            self.sock.close()
+        self.sock = None
+        self.fd = None
+        if self.backlog:
+            self.counters["tx dropped: peer gone"] += len(self.backlog)
+            self.backlog.clear()
+        self.frames.clear()
+        if self.on_fds_changed is not None:
+            self.on_fds_changed()
+
+    @property
+    def connected(self) -> bool:
+        return self.sock is not None
+
+    @property
+    def ready(self) -> int:
+        return len(self.frames)
+
+    def fileno(self) -> int | None:
+        if self.sock is not None:
+            return self.sock.fileno()
+        return self.listener.fileno() if self.listener is not None else None
+
+    def write_fileno(self) -> int | None:
+        return self.sock.fileno() if self.sock is not None else None
+
+    # -- reading --------------------------------------------------------------------------
+    def recv_frames(self, limit: int = RX_BATCH) -> list[bytes]:
+        if self.sock is None:
+            if self.listener is not None:
+                self._accept()
+        elif len(self.frames) < limit:
+            self._read()
+        out = []
+        frames = self.frames
+        while frames and len(out) < limit:
+            frame = frames.popleft()
+            if frame:
+                out.append(frame)
+            else:
+                self.counters["rx empty frames"] += 1
+        if out:
+            self.counters["rx frames"] += len(out)
+            if self.capture is not None:
+                for frame in out:
+                    self.capture.write(frame)
+                self.capture.flush()
+        return out
+
+    def _accept(self) -> None:
+        try:
+            sock, _ = self.listener.accept()
+        except (BlockingIOError, InterruptedError):
+            return
+        except OSError as e:
+            self.counters["accept errors"] += 1
+            log.warning("stream %s: accept failed: %s", self.where, e)
+            return
+        log.info("stream %s: peer connected", self.where)
+        self._attach(sock)
+
+    def _read(self) -> None:
+        try:
+            data = self.sock.recv(STREAM_READ)
+        except (BlockingIOError, InterruptedError):
+            return
+        except OSError as e:
+            self.counters["read errors"] += 1
+            self._detach(e.strerror or str(e))
+            return
+        if not data:
+            self._detach("end of stream")
+            return
+        self.frames.extend(self.deframer.feed(data))
+        if self.deframer.error:
+            log.warning("stream %s: %s: connection dropped", self.where, self.deframer.error)
+            frames = list(self.frames)
+            self._detach("oversized frame")
+            self.frames.extend(frames)  # complete before the error: delivered, as by QEMU
+
+    # -- writing --------------------------------------------------------------------------
+    def send(self, frame: bytes) -> None:
+        if self.capture is not None:
+            self.capture.write(frame)
+            self.capture.flush()
+        if self.sock is None:
+            self.counters["tx dropped: not connected"] += 1
+            return
+        data = stream_frame(frame)
+        if self.backlog:
+            self._queue(data)
+            return
+        try:
+            n = self.sock.send(data)
+        except (BlockingIOError, InterruptedError):
+            n = 0
+        except OSError as e:
+            self.counters["tx errors"] += 1
+            self._detach(e.strerror or str(e))
+            return
+        self.counters["tx frames"] += 1
+        if n < len(data):
+            # the head of the backlog may be a partly sent frame; it is always finished
+            self.backlog.append(data[n:])
+            if self.on_backlog is not None:
+                self.on_backlog()
+
+    def _queue(self, data: bytes) -> None:
+        if len(self.backlog) >= MAX_BACKLOG:
+            self.counters["tx dropped: backlog full"] += 1
+            return
+        self.counters["tx frames"] += 1
+        self.backlog.append(data)
+
+    def flush(self) -> None:
+        backlog = self.backlog
+        while backlog and self.sock is not None:
+            head = backlog[0]
+            try:
+                n = self.sock.send(head)
+            except (BlockingIOError, InterruptedError):
+                break
+            except OSError as e:
+                self.counters["tx errors"] += 1
+                self._detach(e.strerror or str(e))
+                break
+            if n < len(head):
+                backlog[0] = head[n:]
+                break
+            backlog.popleft()
+        if self.capture is not None:
+            self.capture.flush()
+
+    def close(self) -> None:
+        if self.sock is not None:
+            if self.on_fd_closing is not None:
+                self.on_fd_closing(self.sock.fileno())
+            self.sock.close()
+            self.sock = None
+        if self.listener is not None:
+            if self.on_fd_closing is not None:
+                self.on_fd_closing(self.listener.fileno())
+            self.listener.close()
+            self.listener = None
+            if self.path is not None:
+                try:
+                    os.unlink(self.path)
+                except OSError:
+                    pass
+        self.fd = None
+        if self.capture is not None:
+            self.capture.close()
+
+
 # ---- the pump -----------------------------------------------------------------------------
 class NetPump(FdPump):
     """Moves frames between a backend and a NIC on an asyncio loop.
@@ -492,9 +776,15 @@ class NetPump(FdPump):
 # ---- specs --------------------------------------------------------------------------------
 def open_backend(kind: str, *, ifname: str = "", netns: str | None = None, path: str | None = None,
                  peer: str | None = None, capture: str | None = None,
-                 create: bool | None = None) -> NetBackend:
+                 create: bool | None = None, addr: str | None = None,
+                 server: bool = False) -> NetBackend:
     """Open a backend by kind: `tap` (ifname), `udp` (peer host:port, path = local
-    host:port), `unix` (path = our socket, peer = theirs), `null`; `capture` adds a pcap."""
+    host:port), `unix` (path = our socket, peer = theirs), `dgram` (QEMU's name for those
+    two: udp when the addresses are HOST:PORT, else unix), `stream` (path = a Unix socket or
+    addr = HOST:PORT for TCP; server: listen instead of connect), `null`; `capture` adds a
+    pcap."""
+    if kind == "dgram":
+        kind = "udp" if all(_is_hostport(a) for a in (peer, path) if a) else "unix"
     if kind == "tap":
         backend: NetBackend = TapBackend(ifname, netns, create)
     elif kind == "udp":
@@ -502,10 +792,15 @@ def open_backend(kind: str, *, ifname: str = "", netns: str | None = None, path:
                                     _hostport(path) if path else None)
     elif kind == "unix":
         backend = SocketBackend.unix(path, peer)
+    elif kind == "stream":
+        if (path is None) == (addr is None):
+            raise ValueError("stream backend needs path=SOCKET (Unix) or addr=HOST:PORT (TCP)")
+        backend = StreamBackend(path=path, addr=_hostport(addr) if addr else None, server=server)
     elif kind in ("null", "none"):
         backend = NullBackend()
     else:
-        raise ValueError(f"unknown network backend {kind!r}: expected tap, udp, unix or null")
+        raise ValueError(f"unknown network backend {kind!r}: expected tap, stream, dgram, udp, unix "
+                         "or null")
     if capture:
         try:
             backend.capture = PcapWriter(capture)
@@ -513,6 +808,11 @@ def open_backend(kind: str, *, ifname: str = "", netns: str | None = None, path:
             backend.close()
             raise ValueError(f"cannot write capture {capture}: {e.strerror}") from None
     return backend
+
+
+def _is_hostport(text: str) -> bool:
+    host, sep, port = text.rpartition(":")
+    return bool(sep) and port.isdigit() and "/" not in text
 
 
 def _hostport(text: str) -> tuple[str, int]:

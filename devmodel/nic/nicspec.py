@@ -4,6 +4,9 @@
     model=e1000,mac=52:54:00:12:34:56,backend=tap,ifname=vif1.0-emu
     model=e1000,backend=udp,peer=127.0.0.1:5000[,path=127.0.0.1:5001]
     model=e1000,backend=unix,path=/run/nic.sock,peer=/run/peer.sock
+    model=e1000,backend=stream,path=/run/nic.sock[,server=on]     QEMU -netdev stream (Unix)
+    model=e1000,backend=stream,addr=HOST:PORT[,server=on]        QEMU -netdev stream (TCP)
+    model=e1000,backend=dgram,peer=HOST:PORT|SOCK[,path=LOCAL]   QEMU -netdev dgram (udp/unix)
     ...,capture=/tmp/nic.pcap       every frame both ways, pcap
     ...,rom=off | rom=/path/to/efi-e1000.rom
 
@@ -23,11 +26,11 @@ from dataclasses import dataclass
 from .netpkt import format_mac, parse_mac
 
 MODELS = ("e1000",)
-BACKENDS = ("tap", "udp", "unix", "null")
+BACKENDS = ("tap", "stream", "dgram", "udp", "unix", "null")
 IGNORED = ("script", "ip", "rate", "devid", "backend_domain", "gatewaydev", "accel", "trusted",
            "mtu")
-KEYS = ("mac", "model", "type", "backend", "bridge", "vifname", "ifname", "path", "peer",
-        "capture", "rom", "netns", "create", *IGNORED)
+KEYS = ("mac", "model", "type", "backend", "bridge", "vifname", "ifname", "path", "peer", "addr",
+        "server", "capture", "rom", "netns", "create", *IGNORED)
 
 
 @dataclass(frozen=True)
@@ -43,6 +46,8 @@ class NicSpec:
     rom: str | None = ""  # "" default ROM, None no ROM
     netns: str | None = None
     create: bool | None = None  # tap: None = only when unnamed
+    addr: str | None = None  # stream over TCP: HOST:PORT
+    server: bool = False  # stream: listen (QEMU server=on) instead of connecting
 
     @property
     def mac_text(self) -> str:
@@ -52,7 +57,8 @@ class NicSpec:
         from devmodel.backends.net import open_backend
 
         return open_backend(self.backend, ifname=self.ifname, netns=self.netns, path=self.path,
-                            peer=self.peer, capture=self.capture, create=self.create)
+                            peer=self.peer, capture=self.capture, create=self.create,
+                            addr=self.addr, server=self.server)
 
 
 def random_mac() -> bytes:
@@ -86,8 +92,6 @@ def parse_nicspec(text: str) -> NicSpec:
         raise ValueError(f"nic type {vtype!r}: expected ioemu")
     mac = parse_mac(fields["mac"]) if "mac" in fields else random_mac()
     backend = fields.get("backend", "tap").lower()
-    if backend in ("stream", "dgram"):
-        raise ValueError(f"nic backend {backend!r} is not implemented yet; use tap, udp or unix")
     if backend not in BACKENDS:
         raise ValueError(f"nic backend {backend!r}: expected one of {', '.join(BACKENDS)}")
     ifname = fields.get("ifname", "")
@@ -95,17 +99,27 @@ def parse_nicspec(text: str) -> NicSpec:
         ifname = fields["vifname"] + "-emu"
     if len(ifname.encode()) > 15:
         raise ValueError(f"nic ifname {ifname!r} is longer than 15 bytes (IFNAMSIZ)")
-    if backend in ("udp", "unix") and not (fields.get("peer") or fields.get("path")):
+    if backend in ("udp", "unix", "dgram") and not (fields.get("peer") or fields.get("path")):
         raise ValueError(f"nic backend={backend} needs peer= (and optionally path=)")
+    if backend == "stream" and ("path" in fields) == ("addr" in fields):
+        raise ValueError("nic backend=stream needs path=SOCKET (Unix) or addr=HOST:PORT (TCP)")
+    server = _flag(fields, "server", False)
+    if server and backend != "stream":
+        raise ValueError("nic server=on is for backend=stream")
     rom = fields.get("rom", "")
-    create = None
-    if "create" in fields:
-        flag = fields["create"].lower()
-        if flag not in ("on", "off", "yes", "no", "1", "0"):
-            raise ValueError(f"nic create={fields['create']!r}: expected on or off")
-        create = flag in ("on", "yes", "1")
+    create = _flag(fields, "create", None)
     return NicSpec(mac=mac, model=model, backend=backend, ifname=ifname,
                    bridge=fields.get("bridge", ""), path=fields.get("path"),
                    peer=fields.get("peer"), capture=fields.get("capture") or None,
                    rom=None if rom.lower() in ("off", "none", "no") else rom,
-                   netns=fields.get("netns") or None, create=create)
+                   netns=fields.get("netns") or None, create=create,
+                   addr=fields.get("addr") or None, server=server)
+
+
+def _flag(fields: dict[str, str], key: str, default: bool | None) -> bool | None:
+    if key not in fields:
+        return default
+    flag = fields[key].lower()
+    if flag not in ("on", "off", "yes", "no", "1", "0", "true", "false"):
+        raise ValueError(f"nic {key}={fields[key]!r}: expected on or off")
+    return flag in ("on", "yes", "1", "true")

@@ -19,13 +19,48 @@ def test_xl_vif_syntax():
     assert parse_nicspec("model=e1000").mac[:3] == b"\x00\x16\x3e"
 
 
+def test_qemu_stream_and_dgram_backends():
+    s = parse_nicspec("model=e1000,mac=00:16:3e:00:00:07,backend=stream,path=/run/n.sock,server=on")
+    assert (s.backend, s.path, s.addr, s.server) == ("stream", "/run/n.sock", None, True)
+    s = parse_nicspec("backend=stream,addr=127.0.0.1:5555")
+    assert (s.backend, s.path, s.addr, s.server) == ("stream", None, "127.0.0.1:5555", False)
+    s = parse_nicspec("backend=dgram,peer=127.0.0.1:5000,path=127.0.0.1:5001")
+    assert s.backend == "dgram"
+
+
+def test_dgram_is_udp_or_unix_datagrams_as_qemu(tmp_path):
+    import socket
+
+    peer = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    peer.bind(("127.0.0.1", 0))
+    b = parse_nicspec(f"backend=dgram,peer=127.0.0.1:{peer.getsockname()[1]}").open_backend()
+    try:
+        assert b.sock.family == socket.AF_INET and b.sock.type == socket.SOCK_DGRAM
+        b.send(b"\x01" * 60)
+        peer.settimeout(2)
+        assert peer.recv(100) == b"\x01" * 60  # one frame per datagram, no length prefix
+    finally:
+        b.close()
+        peer.close()
+    ours, theirs = str(tmp_path / "a.sock"), str(tmp_path / "b.sock")
+    b = parse_nicspec(f"backend=dgram,path={ours},peer={theirs}").open_backend()
+    try:
+        assert b.sock.family == socket.AF_UNIX and b.sock.getsockname() == ours
+    finally:
+        b.close()
+
+
 @pytest.mark.parametrize("spec,msg", [
     ("mac=00:16:3e:01:02", "bad MAC"),
     ("mac=01:16:3e:01:02:03", "multicast"),
     ("mac=zz:16:3e:01:02:03", "not hex"),
     ("model=rtl8139", "not emulated"),
     ("type=vif", "PV-only"),
-    ("backend=stream,path=/x", "not implemented"),
+    ("backend=stream", "needs path=SOCKET"),
+    ("backend=stream,path=/x,addr=127.0.0.1:5", "needs path=SOCKET"),
+    ("backend=stream,path=/x,server=maybe", "expected on or off"),
+    ("backend=tap,server=on", "server=on is for backend=stream"),
+    ("backend=dgram", "needs peer"),
     ("backend=udp", "needs peer"),
     ("colour=blue", "unknown key"),
     ("ifname=averyveryverylongname", "longer than 15"),
