@@ -275,42 +275,13 @@ def test_many_daemons_on_one_host(tmp_path, n):
                 stop(p)
 
 
-if __name__ == "__main__":
-    sys.exit(pytest.main([__file__, "-q"]))
-
-
-def _ide_dma_write(hv: Hypervisor, lba: int, data: bytes, gpa: int = 0x10000,
-                   prd: int = 0x20000, bmiba: int = 0xC000) -> None:
-    """WRITE DMA of `data` (whole sectors) to hda at `lba`; returns once the guest would see
-    IRQ 14 (bus-master Interrupt bit): the write is acknowledged."""
-    ide = 1 << 3 | 1
-    hv.pci_cfg_write(ide, 0x20, 4, bmiba | 1)
-    hv.pci_cfg_write(ide, 0x04, 2, 0x0005)
-    assert hv.ram is not None
-    hv.ram.write(gpa, data)
-    hv.ram.write(prd, struct.pack("<II", gpa, len(data) | 0x80000000))
-    hv.outl(bmiba + 4, prd)
-    hv.outb(bmiba, 0x00)  # direction: from memory
-    hv.outb(0x1F6, 0xE0)
-    hv.outb(0x1F2, len(data) // 512)
-    hv.outb(0x1F3, lba & 0xFF)
-    hv.outb(0x1F4, lba >> 8 & 0xFF)
-    hv.outb(0x1F5, lba >> 16 & 0xFF)
-    hv.outb(0x1F7, 0xCA)  # WRITE DMA
-    hv.outb(bmiba, 0x01)  # start
-    for _ in range(500):  # the disk completes on the daemon's loop: bounded wait
-        if hv.inb(bmiba + 2) & 0x04:
-            break
-        hv.poll(0.01)
-    assert hv.inb(bmiba + 2) & 0x04, "no DMA interrupt"
-    assert hv.inb(0x1F7) & 0x01 == 0, "the write failed"
-
-
 @pytest.mark.parametrize("gap_ms", [0.0, 0.5, 2.0])
 def test_sigterm_storm_during_shutdown_exits_clean(tmp_path, gap_ms):
     """A second (third, ...) SIGTERM while the daemon is already shutting down must not kill
     it with the default action (-15): a toolstack that repeats its kill gets exit 0, and every
     write the guest saw acknowledged is in the file."""
+    from qmp.qmp_support import ide_dma_write  # tests/qmp: the IDE register dances
+
     from devmodel.client import DaemonProcess
 
     disk = tmp_path / "disk.img"
@@ -319,7 +290,7 @@ def test_sigterm_storm_during_shutdown_exits_clean(tmp_path, gap_ms):
     payload = bytes((i * 13 + 5) & 0xFF for i in range(4 * 512))
     with Hypervisor.connect(proc.socket_path, process=proc) as hv:
         hv.add_ram(1 << 20)
-        _ide_dma_write(hv, 8, payload)
+        assert ide_dma_write(hv, 8, payload) & 0x01 == 0  # acknowledged without error
         # Keep signalling until the process is gone: some SIGTERMs land in every window of
         # the teardown (loop running, handlers being removed, loop closed, interpreter exit).
         proc.proc.send_signal(signal.SIGTERM)
@@ -333,3 +304,7 @@ def test_sigterm_storm_during_shutdown_exits_clean(tmp_path, gap_ms):
         rc = proc.wait_exit()
     assert rc == 0, f"exit {rc}; log:\n{proc.log()}"
     assert disk.read_bytes()[8 * 512:12 * 512] == payload
+
+
+if __name__ == "__main__":
+    sys.exit(pytest.main([__file__, "-q"]))

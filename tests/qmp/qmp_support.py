@@ -166,6 +166,34 @@ def ide_dma_read(hv: Hypervisor, lba: int, nsectors: int, gpa: int, prd: int = 0
     hv.inb(0x1F7)
 
 
+def ide_dma_write(hv: Hypervisor, lba: int, data: bytes, gpa: int = 0x10000, prd: int = 0x20000,
+                  bmiba: int = BMIBA) -> int:
+    """WRITE DMA of `data` (whole sectors) from guest RAM at `gpa` to hda at `lba`; returns
+    the ATA status once the guest would see IRQ 14 (bus-master Interrupt bit): the write is
+    acknowledged then, successfully unless the status has ERR (bit 0)."""
+    assert hv.ram is not None and len(data) % 512 == 0
+    ide_enable(hv, bmiba)
+    hv.ram.write(gpa, data)
+    hv.ram.write(prd, struct.pack("<II", gpa, len(data) | 0x80000000))
+    hv.outl(bmiba + 4, prd)
+    hv.outb(bmiba, 0x00)  # direction: from memory, not started
+    hv.outb(0x1F6, 0xE0 | (lba >> 24 & 0xF))
+    hv.outb(0x1F2, len(data) // 512)
+    hv.outb(0x1F3, lba & 0xFF)
+    hv.outb(0x1F4, lba >> 8 & 0xFF)
+    hv.outb(0x1F5, lba >> 16 & 0xFF)
+    hv.outb(0x1F7, 0xCA)  # WRITE DMA
+    hv.outb(bmiba, 0x01)  # start
+    for _ in range(500):  # asynchronous completion: bounded wait for the interrupt bit
+        if hv.inb(bmiba + 2) & 0x04:
+            break
+        hv.poll(0.01)
+    assert hv.inb(bmiba + 2) & 0x04, "no DMA interrupt"
+    hv.outb(bmiba, 0x00)
+    hv.outb(bmiba + 2, 0x04)
+    return hv.inb(0x1F7)
+
+
 def make_disk(tmp: str, nsectors: int = 64) -> str:
     path = os.path.join(tmp, "disk.img")
     with open(path, "wb") as f:

@@ -1,0 +1,87 @@
+"""QMP through qemu.qmp: BLOCK_IO_ERROR from a real I/O error, and the libxl commands this
+daemon (like a QEMU built without them) does not have."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+
+import pytest
+from qemu.qmp.qmp_client import ExecuteError
+from qmp_support import client, ide_dma_read, ide_dma_write, next_event, sector, start
+
+
+@pytest.fixture
+def full_fs(tmp_path):
+    """A 64 KiB tmpfs filled to the last block: a sparse disk image on it has its size but
+    no room for new blocks, so a guest write fails with ENOSPC as on a full volume."""
+    mnt = tmp_path / "mnt"
+    mnt.mkdir()
+    r = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=64k", "tmpfs", str(mnt)],
+                       capture_output=True, text=True)
+    if r.returncode != 0:
+        pytest.skip(f"cannot mount a tmpfs here: {r.stderr.strip()}")
+    try:
+        img = mnt / "disk.img"
+        with open(img, "wb") as f:
+            f.write(bytes((i * 7) & 0xFF for i in range(4096)))  # sector 0..7 allocated
+            f.truncate(1 << 20)
+        fd = os.open(mnt / "filler", os.O_WRONLY | os.O_CREAT, 0o600)
+        try:
+            while os.write(fd, bytes(4096)) == 4096:
+                pass
+        except OSError as e:
+            assert e.errno == 28  # ENOSPC: full
+        finally:
+            os.close(fd)
+        yield str(img)
+    finally:
+        subprocess.run(["umount", "-l", str(mnt)], check=False)
+
+
+async def test_block_io_error_event_on_enospc(full_fs):
+    """QEMU's default werror=report: the guest gets the error status, the toolstack a
+    BLOCK_IO_ERROR with nospace set (libxl/xl users grow the volume on it); the drive keeps
+    working for what still fits."""
+    d = start(["--disk", f"format=raw,vdev=hda,access=rw,target={full_fs}"])
+    try:
+        c = await client(d.qmp)
+        status = ide_dma_write(d.hv, 64, bytes(range(256)) * 16)  # 8 sectors, unallocated
+        assert status & 0x01, f"the write should fail (status {status:#x})"
+        ev = await next_event(c, "BLOCK_IO_ERROR")
+        assert ev["data"] == {"device": "ide0-hd0", "node-name": "ide0-hd0", "operation": "write",
+                              "action": "report", "nospace": True,
+                              "reason": os.strerror(28)}  # ENOSPC
+        # Reading what is there still works, and no second event comes from it.
+        ide_dma_read(d.hv, 0, 8, 0x40000)
+        assert d.hv.ram is not None
+        assert bytes(d.hv.ram.read(0x40000, 4096)) == sector(full_fs, 0, 8)
+        status = await c.execute("query-status")
+        assert status["status"] == "running"  # report, not stop
+        await c.disconnect()
+    finally:
+        d.close()
+
+
+@pytest.mark.parametrize("cmd,args", [
+    # COLO (libxl_colo_*): QEMU has them only with CONFIG_REPLICATION (qapi/migration.json).
+    ("xen-set-replication", {"enable": True, "primary": True}),
+    ("query-xen-replication-status", None),
+    ("xen-colo-do-checkpoint", None),
+    # vCPU hot-plug of old QEMUs (removed in QEMU 5.2); libxl falls back to it only after
+    # query-hotpluggable-cpus, which is answered.
+    ("cpu-add", {"id": 1}),
+])
+async def test_libxl_commands_absent_as_in_a_qemu_without_them(cmd, args):
+    d = start(hypervisor=False)
+    try:
+        c = await client(d.qmp)
+        with pytest.raises(ExecuteError) as ei:
+            await c.execute(cmd, args)
+        assert ei.value.error_class == "CommandNotFound"
+        assert ei.value.error.error.desc == f"The command {cmd} has not been found"
+        names = {x["name"] for x in await c.execute("query-commands")}
+        assert cmd not in names and "query-hotpluggable-cpus" in names
+        await c.disconnect()
+    finally:
+        d.close()
