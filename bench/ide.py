@@ -1,6 +1,6 @@
 """IDE throughput of devmodel (issue 4) against `os.preadv` measured in the same run.
 
-    .venv/bin/python bench/ide.py [--seconds 1.0] [--rounds 3] [--image-mb 256] [--pin]
+    .venv/bin/python bench/ide.py [--seconds 1.0] [--rounds 3] [--image-mb 256] [--pin | --no-pin]
 
 - dma_<size>: bus-master READ DMA EXT (25h) of 64 KiB, 1 MiB and 4 MiB per command from a
   page-cached raw image, through the real daemon (`python -m devmodel run --disk ...`, a
@@ -8,15 +8,32 @@
   the PRD table is in guest RAM (written once per size, as a driver reuses its table), and
   every register access is one strict ioreq round trip, all of them counted: bus-master stop,
   status clear, PRD pointer, direction, device/LBA48 task file (9 writes), command, start,
-  then (disk I/O is asynchronous: the start ioreq returns with the read in flight) the wait
-  for the IRQ 14 dm_op the completion sends, as a driver halted in its interrupt wait, then
-  bus-master status, ATA status read (acknowledges INTRQ), stop.
+  then the wait for the IRQ 14 dm_op the completion sends, as a driver halted in its
+  interrupt wait, then bus-master status, ATA status read (acknowledges INTRQ), stop. Disk
+  I/O is asynchronous, but a read the page cache holds completes inside the start ioreq
+  (ThreadedRawDisk's RWF_NOWAIT path), so its IRQ dm_op leaves in the same send as the
+  start's answer: `dma_*_irq_in_answer` is the fraction of commands where the interrupt
+  needed no wake-up of its own (1.0 with the fast path; a thread-pool completion makes it
+  a separate message and a separate wake-up).
 - preadv_<size>: `os.preadv` of the same sizes from the same file into the same guest-RAM
   mapping (this process's view of the daemon's memfd): the kernel-copy ceiling.
 - ioreq_roundtrip: one side-effect-free ioreq (alternate status) per round trip; the ratios
   dma_vs_ioreq_ceiling_* compare each DMA figure with round-trip rate / ioreqs per command x size.
 - pio_*: READ SECTORS EXT (24h) sector rate: per sector the wait for its interrupt, one
   status read, then either 256 `inw` ioreqs or one `rep insw` ioreq (data_is_ptr, count 256).
+
+Two columns by default, each with its own os.preadv baseline: "pinned" (this process and
+every thread of the daemon on one CPU, as bench/boot.py runs) and "unpinned" (the scheduler
+decides). machine-limits.md: a strict round trip between two CPUs costs ~50 us (the IPI
+that wakes a halted vCPU), on one CPU ~10 us, and the IDE command is ioreq-bound, so the
+two columns differ by about that factor. `--pin` / `--no-pin` measure one column only.
+
+Per command the driver makes 17 strict round trips: that is already fewer than Linux's
+ata_piix makes (libata's ata_bmdma_qc_issue: wait-idle status read, device select with
+its altstatus pause, 11 task-file writes for LBA48, another status read, PRD pointer, a
+read-modify-write of the bus-master command, the command and its altstatus pause, another
+read-modify-write to start; in the interrupt: bus-master status, stop (read-modify-write
+plus a pause), altstatus and status, and the status clear (read + write): about 31).
 
 Figures are interleaved round-robin; medians are reported. One JSON object on stdout, a
 table on stderr. Informative only: never assert on the timings (machine-limits.md).
@@ -70,6 +87,8 @@ class Vcpu:
         self.tag = 1
         self.count = 0
         self.irq_waits = 0
+        self.recvs = 0
+        self.irq_in_answer = 0  # interrupts that arrived in the same read as an IORESP
 
     def frame(self, addr: int, size: int, read: bool, data: int = 0, count: int = 1, ptr: bool = False
               ) -> bytearray:
@@ -89,9 +108,12 @@ class Vcpu:
         """Block until the daemon has raised `irq` (its SET_ISA_IRQ_LEVEL dm_op), sending
         nothing meanwhile: a vCPU halted until its interrupt arrives."""
         levels = self.hv.state.isa_irq
+        recvs = self.recvs
         while levels.get(irq) != 1:
             self._pump(None, irq)
         self.irq_waits += 1
+        if self.recvs == recvs:  # no wake-up of its own: it came with the last answer
+            self.irq_in_answer += 1
 
     def _pump(self, tag: int | None, irq: int | None = None) -> int | None:
         """Serve what arrives until the IORESP of `tag` (returns its data), or until `irq`
@@ -121,6 +143,7 @@ class Vcpu:
             if irq is not None and levels.get(irq) == 1:
                 return None
             k = self.sock.recv_into(self.buf)
+            self.recvs += 1
             if k == 0:
                 raise ConnectionError("daemon closed the connection")
             acc += self.buf[:k]
@@ -206,16 +229,31 @@ def summarize(runs: list[float], unit: str) -> dict:
     return {"median": statistics.median(runs), "min": min(runs), "max": max(runs), "runs": runs, "unit": unit}
 
 
+def pin_all(pid: int, cpus: set[int]) -> None:
+    """Set the CPU affinity of every thread of `pid` (the daemon's disk workers too; threads
+    created later inherit it from the thread that creates them)."""
+    for tid in os.listdir(f"/proc/{pid}/task"):
+        try:
+            os.sched_setaffinity(int(tid), cpus)
+        except (ProcessLookupError, PermissionError):
+            pass
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--seconds", type=float, default=1.0)
     ap.add_argument("--rounds", type=int, default=3)
     ap.add_argument("--warmup", type=float, default=0.2)
     ap.add_argument("--image-mb", type=int, default=256)
-    ap.add_argument("--pin", action="store_true", help="both processes on CPU 0")
+    g = ap.add_mutually_exclusive_group()
+    g.add_argument("--pin", action="store_true", help="only the pinned column (both processes on one CPU)")
+    g.add_argument("--no-pin", action="store_true", help="only the unpinned column")
     ap.add_argument("--sizes", default="64k,1m,4m")
     args = ap.parse_args()
     sizes = {k: SIZES[k] for k in args.sizes.split(",")}
+    columns = ["pinned"] if args.pin else ["unpinned"] if args.no_pin else ["pinned", "unpinned"]
+    allowed = os.sched_getaffinity(0)
+    pin_cpu = {min(allowed)}
     tmp = tempfile.mkdtemp(prefix="devmodel-bench-ide-", dir=os.environ.get("BENCH_TMPDIR"))
     img = Path(tmp) / "disk.img"
     image_size = args.image_mb << 20
@@ -228,12 +266,9 @@ def main() -> int:
     while os.read(fd, 1 << 22):  # into the page cache
         pass
     proc = DaemonProcess.start(["--memory", f"{RAM >> 20}M", "--disk", f"format=raw,vdev=hda,target={img}"])
-    figures: dict[str, list[float]] = {}
+    figures: dict[str, dict[str, list[float]]] = {c: {} for c in columns}
     extra: dict[str, dict] = {}
     try:
-        if args.pin:
-            os.sched_setaffinity(0, {0})
-            os.sched_setaffinity(proc.pid, {0})
         hv = Hypervisor.connect(proc.socket_path, nr_vcpus=1)
         ram = hv.add_ram(RAM)
         hv.barrier()
@@ -250,6 +285,7 @@ def main() -> int:
         for name, size in sizes.items():
             setup_prd(mm, size)
             lba = (3 * size) % image_size // SECTOR
+            mv[BUF_GPA : BUF_GPA + size] = bytes(size)
             drv.read_dma(lba, size // SECTOR)
             if bytes(mv[BUF_GPA : BUF_GPA + size]) != os.pread(fd, size, lba * SECTOR):
                 raise RuntimeError(f"DMA {name}: guest RAM does not hold the image's data")
@@ -266,35 +302,44 @@ def main() -> int:
         pio_inw_ioreqs = vcpu.count - before
 
         for _ in range(args.rounds):
-            for name, size in sizes.items():
-                nslots = image_size // size
-                setup_prd(mm, size)
-                nsect = size // SECTOR
+            for col in columns:
+                cpus = pin_cpu if col == "pinned" else allowed
+                os.sched_setaffinity(0, cpus)
+                pin_all(proc.pid, cpus)
+                fig = figures[col]
+                for name, size in sizes.items():
+                    nslots = image_size // size
+                    setup_prd(mm, size)
+                    nsect = size // SECTOR
 
-                def dma(i: int, nsect=nsect, nslots=nslots, size=size) -> None:
-                    drv.read_dma((i % nslots) * size // SECTOR, nsect)
+                    def dma(i: int, nsect=nsect, nslots=nslots, size=size) -> None:
+                        drv.read_dma((i % nslots) * size // SECTOR, nsect)
 
-                t, n = measure(dma, args.seconds, args.warmup)
-                figures.setdefault(f"dma_{name}", []).append(n * size / t / 1e9)
-                figures.setdefault(f"dma_{name}_commands", []).append(n / t)
-                dst = [mv[BUF_GPA : BUF_GPA + size]]
+                    waits, inans = vcpu.irq_waits, vcpu.irq_in_answer
+                    t, n = measure(dma, args.seconds, args.warmup)
+                    fig.setdefault(f"dma_{name}", []).append(n * size / t / 1e9)
+                    fig.setdefault(f"dma_{name}_commands", []).append(n / t)
+                    fig.setdefault(f"dma_{name}_irq_in_answer", []).append(
+                        (vcpu.irq_in_answer - inans) / max(1, vcpu.irq_waits - waits))
+                    dst = [mv[BUF_GPA : BUF_GPA + size]]
 
-                def pread(i: int, nslots=nslots, size=size, dst=dst) -> None:
-                    os.preadv(fd, dst, (i % nslots) * size)
+                    def pread(i: int, nslots=nslots, size=size, dst=dst) -> None:
+                        os.preadv(fd, dst, (i % nslots) * size)
 
-                t, n = measure(pread, args.seconds, args.warmup)
-                figures.setdefault(f"preadv_{name}", []).append(n * size / t / 1e9)
-            alt = vcpu.frame(CTL, 1, True)  # alternate status: no side effect, one round trip
-            t, n = measure(lambda i, alt=alt: vcpu.io(alt), args.seconds / 2, args.warmup / 2)
-            figures.setdefault("ioreq_roundtrip", []).append(n / t)
-            for rep in (True, False):
-                per = 8 if rep else 1
+                    t, n = measure(pread, args.seconds, args.warmup)
+                    fig.setdefault(f"preadv_{name}", []).append(n * size / t / 1e9)
+                alt = vcpu.frame(CTL, 1, True)  # alternate status: no side effect, one round trip
+                t, n = measure(lambda i, alt=alt: vcpu.io(alt), args.seconds / 2, args.warmup / 2)
+                fig.setdefault("ioreq_roundtrip", []).append(n / t)
+                for rep in (True, False):
+                    per = 8 if rep else 1
 
-                def pio(i: int, rep=rep, per=per) -> None:
-                    drv.read_pio((i * per) % (image_size // SECTOR - per), per, rep)
+                    def pio(i: int, rep=rep, per=per) -> None:
+                        drv.read_pio((i * per) % (image_size // SECTOR - per), per, rep)
 
-                t, n = measure(pio, args.seconds / 2, args.warmup / 2)
-                figures.setdefault("pio_rep_insw" if rep else "pio_inw", []).append(n * per / t)
+                    t, n = measure(pio, args.seconds / 2, args.warmup / 2)
+                    fig.setdefault("pio_rep_insw" if rep else "pio_inw", []).append(n * per / t)
+        os.sched_setaffinity(0, allowed)
         hv.ram = None  # views of the mapping are still alive: the process exit unmaps it
         hv.sock.close()
     finally:
@@ -306,42 +351,47 @@ def main() -> int:
         except OSError:
             pass
 
-    out_fig = {}
-    for name, runs in figures.items():
-        unit = ("GB/s" if name.startswith(("dma_", "preadv_")) and not name.endswith("_commands")
-                else "commands/s" if name.endswith("_commands")
-                else "ioreqs/s" if name == "ioreq_roundtrip" else "sectors/s")
-        out_fig[name] = summarize(runs, unit)
-        out_fig[name].update(extra.get(name, {}))
-    out_fig["pio_rep_insw"]["ioreqs_per_sector"] = (pio_rep_ioreqs - 10)
-    out_fig["pio_inw"]["ioreqs_per_sector"] = (pio_inw_ioreqs - 10)
-    ratios = {}
-    for name in sizes:
-        value = out_fig[f"dma_{name}"]["median"] / out_fig[f"preadv_{name}"]["median"]
-        target = TARGETS.get(name)
-        ratios[f"dma_vs_preadv_{name}"] = {"value": value, "target": target,
-                                           "met": None if target is None else value >= target}
-    rt = out_fig["ioreq_roundtrip"]["median"]
-    for name, size in sizes.items():
-        # What the DMA could reach if the copy were free: the strict ioreq rate of this run
-        # divided by the ioreqs a command needs (machine-limits.md: the IDE rate is ioreq-bound).
-        ceiling = rt / out_fig[f"dma_{name}"]["ioreqs_per_command"] * size / 1e9
-        ratios[f"dma_vs_ioreq_ceiling_{name}"] = {"value": out_fig[f"dma_{name}"]["median"] / ceiling,
-                                                  "ceiling_GBps": ceiling, "target": None, "met": None}
-    ratios["pio_rep_vs_inw"] = {"value": out_fig["pio_rep_insw"]["median"] / out_fig["pio_inw"]["median"],
-                                "target": None, "met": None}
-    result = {
-        "config": {"seconds": args.seconds, "rounds": args.rounds, "pin": args.pin,
-                   "image_mb": args.image_mb, "sizes": list(sizes), "pid": os.getpid(),
-                   "cpus": os.cpu_count()},
-        "figures": out_fig,
-        "ratios": ratios,
+    result: dict = {
+        "config": {"seconds": args.seconds, "rounds": args.rounds, "columns": columns,
+                   "pin_cpu": sorted(pin_cpu), "image_mb": args.image_mb, "sizes": list(sizes),
+                   "pid": os.getpid(), "cpus": os.cpu_count()},
+        "columns": {},
     }
-    for name, fig in out_fig.items():
-        print(f"{name:24s} {fig['median']:12.3f} {fig['unit']:10s} "
-              f"({fig['min']:.3f} - {fig['max']:.3f})", file=sys.stderr)
-    for name, r in ratios.items():
-        print(f"{name:24s} {r['value']:12.3f}  target {r['target']}  met {r['met']}", file=sys.stderr)
+    for col in columns:
+        out_fig = {}
+        for name, runs in figures[col].items():
+            unit = ("fraction" if name.endswith("_irq_in_answer")
+                    else "commands/s" if name.endswith("_commands")
+                    else "GB/s" if name.startswith(("dma_", "preadv_"))
+                    else "ioreqs/s" if name == "ioreq_roundtrip" else "sectors/s")
+            out_fig[name] = summarize(runs, unit)
+            out_fig[name].update(extra.get(name, {}))
+        out_fig["pio_rep_insw"]["ioreqs_per_sector"] = (pio_rep_ioreqs - 10)
+        out_fig["pio_inw"]["ioreqs_per_sector"] = (pio_inw_ioreqs - 10)
+        ratios = {}
+        for name in sizes:
+            value = out_fig[f"dma_{name}"]["median"] / out_fig[f"preadv_{name}"]["median"]
+            target = TARGETS.get(name)
+            ratios[f"dma_vs_preadv_{name}"] = {"value": value, "target": target,
+                                               "met": None if target is None else value >= target}
+        rt = out_fig["ioreq_roundtrip"]["median"]
+        for name, size in sizes.items():
+            # What the DMA could reach if the copy were free: the strict ioreq rate of this
+            # run divided by the ioreqs a command needs (machine-limits.md: the IDE rate is
+            # ioreq-bound).
+            ceiling = rt / out_fig[f"dma_{name}"]["ioreqs_per_command"] * size / 1e9
+            ratios[f"dma_vs_ioreq_ceiling_{name}"] = {"value": out_fig[f"dma_{name}"]["median"] / ceiling,
+                                                      "ceiling_GBps": ceiling, "target": None,
+                                                      "met": None}
+        ratios["pio_rep_vs_inw"] = {"value": out_fig["pio_rep_insw"]["median"]
+                                    / out_fig["pio_inw"]["median"], "target": None, "met": None}
+        result["columns"][col] = {"figures": out_fig, "ratios": ratios}
+        print(f"--- {col}", file=sys.stderr)
+        for name, f in out_fig.items():
+            print(f"{name:28s} {f['median']:12.3f} {f['unit']:10s} "
+                  f"({f['min']:.3f} - {f['max']:.3f})", file=sys.stderr)
+        for name, r in ratios.items():
+            print(f"{name:28s} {r['value']:12.3f}  target {r['target']}  met {r['met']}", file=sys.stderr)
     json.dump(result, sys.stdout, indent=1)
     print()
     return 0

@@ -14,9 +14,10 @@ event-loop thread:
     done(error: OSError | None)                    # exactly once per accepted submission
 
 Contract:
-- A submit either accepts the request (then `done` is called exactly once, later) or raises
-  `OSError` at once (`DiskBusy` when the queue is full, EBADF when closed, EROFS for a write
-  to a read-only disk) and `done` is never called.
+- A submit either accepts the request (then `done` is called exactly once, later; or, on
+  a port with `fast_inline`, possibly before the submit returns, for a request that could
+  be served without blocking) or raises `OSError` at once (`DiskBusy` when the queue is
+  full, EBADF when closed, EROFS for a write to a read-only disk) and `done` is never called.
 - The buffers belong to the backend until `done`: the device must not read or reuse them, and
   the guest-RAM views stay valid (the machine must not drop the RAM region meanwhile).
 - Completions never run on a worker thread. Where they run is chosen by the completion port
@@ -95,9 +96,12 @@ class DiskBusy(OSError):
 
 # ---- completion ports ---------------------------------------------------------------------
 class CompletionPort:
-    """Where a disk delivers `done(error)`. `inline` ports run the I/O in the submitter."""
+    """Where a disk delivers `done(error)`. `inline` ports run the I/O in the submitter.
+    `fast_inline` ports let a request that cannot block (a read the page cache holds, see
+    ThreadedRawDisk) complete in the submitter, before submit returns."""
 
     inline = False
+    fast_inline = False
 
     def post(self, done: Done, error: OSError | None) -> None:
         raise NotImplementedError
@@ -116,7 +120,14 @@ class SyncCompletions(CompletionPort):
 
 
 class LoopCompletions(CompletionPort):
-    """Completions run on `loop`; each batch is followed by `after()` (Connection.flush_effects)."""
+    """Completions run on `loop`; each batch is followed by `after()` (Connection.flush_effects).
+
+    Submissions come from the loop thread (inside an ioreq), so a request that completes
+    without blocking may call `done` right there (`fast_inline`): its effects (the IRQ
+    dm_op) then leave with the answer to the ioreq that started it, with no thread hop and
+    no second wake-up of the loop or of the vCPU."""
+
+    fast_inline = True
 
     def __init__(self, loop: Any, after: Callable[[], None] | None = None) -> None:
         self.loop = loop
@@ -339,7 +350,17 @@ class ThreadedRawDisk(AsyncDisk):
       kernel; anything else goes through an aligned bounce buffer (read-modify-write of the
       partial blocks for a write, serialised by a lock).
     readonly: opened O_RDONLY, writes and discards fail with EROFS.
+
+    Reads on a `fast_inline` port (LoopCompletions: the daemon) first try one
+    `preadv(RWF_NOWAIT)` on the submitting thread. What the page cache holds is copied into
+    guest RAM at once and the request completes inside the submit; a cache miss (EAGAIN)
+    or the uncached rest goes to the pool as before, so a slow disk still leaves the
+    command in flight (BSY / Active) and never blocks the loop. That removes, per cached
+    read, the hop to a worker thread and back (call_soon_threadsafe wakes the loop) and a
+    separate IRQ message to the vCPU, each a cross-CPU wake-up (machine-limits.md).
     """
+
+    nowait = True
 
     def __init__(self, path: str | os.PathLike[str], cache: str = "writeback", readonly: bool = False,
                  *, workers: int = DEFAULT_WORKERS, max_inflight: int = DEFAULT_QUEUE_DEPTH,
@@ -367,6 +388,12 @@ class ThreadedRawDisk(AsyncDisk):
         self._raw.path = self.path
         self.align = _probe_direct_alignment(fd) if cache == "direct" else 1
         self._rmw_lock = threading.Lock()
+        # Reads try the page cache first (RWF_NOWAIT) when the completion port allows it;
+        # O_DIRECT reads always go to the pool (they never hit the page cache).
+        # A subclass whose reads must always take the worker (a test's injected delay or
+        # error in `_do_read`) sets the class attribute `nowait = False`.
+        self.nowait = type(self).nowait and cache != "direct" and hasattr(os, "RWF_NOWAIT")
+        self.stats = {"nowait_hit": 0, "nowait_partial": 0, "nowait_miss": 0}
         self._pool = ThreadPoolExecutor(max_workers=max(1, workers),
                                         thread_name_prefix=f"disk-{os.path.basename(self.path)}")
 
@@ -493,9 +520,36 @@ class ThreadedRawDisk(AsyncDisk):
                         mv.release()
                 done += n
 
+    # -- the page-cache fast path
+    def _read_nowait(self, offset: int, views: Views) -> tuple[int, list[memoryview]] | None:
+        """One `preadv(..., RWF_NOWAIT)` on the submitting thread: it copies what the page
+        cache holds and never waits for the disk (EAGAIN instead). None when all of the
+        request was read; otherwise (offset, views) of what is left for the thread pool."""
+        try:
+            n = os.preadv(self.fd, views, offset, os.RWF_NOWAIT)
+        except OSError as e:
+            if e.errno in (errno.EOPNOTSUPP, errno.EINVAL):
+                self.nowait = False  # this file (system) has no non-blocking reads
+            elif e.errno not in (errno.EAGAIN, errno.EWOULDBLOCK):
+                log.debug("%s: RWF_NOWAIT read failed (%s); the pool retries it", self.path, e)
+            self.stats["nowait_miss"] += 1
+            return offset, list(views)  # type: ignore[arg-type]
+        total = sum(memoryview(v).nbytes for v in views)
+        if n >= total:
+            self.stats["nowait_hit"] += 1
+            return None
+        # Part of the range was cached, or the file ends inside it (the pool's read_into
+        # zero-fills past the end, as RawFileDisk does).
+        self.stats["nowait_partial"] += 1
+        return offset + n, view_range(views, n, total - n)
+
     # -- asynchronous API
     def _submit(self, done: Done, fn: Callable[..., None], *args: Any) -> None:
         self._begin()
+        self._dispatch(done, fn, args)
+
+    def _dispatch(self, done: Done, fn: Callable[..., None], args: tuple) -> None:
+        """Run an accepted request (`_begin` done): inline, or on the pool."""
         port = self.completions
         if port.inline:
             self._run(port, done, fn, args)
@@ -520,7 +574,27 @@ class ThreadedRawDisk(AsyncDisk):
         self._finish(port, done, err)
 
     def submit_read(self, offset: int, views: Views, done: Done) -> None:
-        self._submit(done, self._do_read, offset, views)
+        port = self.completions
+        if not (port.fast_inline and self.nowait and len(views) <= IOV_MAX):
+            self._submit(done, self._do_read, offset, views)
+            return
+        self._begin()
+        try:
+            rest = self._read_nowait(offset, views)
+        except Exception:
+            with self._cv:
+                self._inflight -= 1
+                self._cv.notify_all()
+            raise
+        if rest is None:
+            # Served from the page cache: complete now, on this (the loop's) thread, so the
+            # device finishes its command inside the ioreq that started it.
+            with self._cv:
+                self._inflight -= 1
+                self._cv.notify_all()
+            _call(done, None)
+            return
+        self._dispatch(done, self._do_read, rest)
 
     def submit_write(self, offset: int, views: Views, done: Done, fua: bool = False) -> None:
         if self.readonly:

@@ -204,6 +204,7 @@ class FaultyDisk(ThreadedRawDisk):
 
     delay = 0.0
     bad_offset = -1
+    nowait = False  # the injected delay and error live in the worker: no page-cache shortcut
 
     def _do_read(self, offset, views):
         if self.delay:
@@ -292,6 +293,7 @@ async def test_slow_disk_does_not_stall_loop(tmp_path: Path) -> None:
     sbuf, fbuf = bytearray(65536), bytearray(65536)
     t0 = time.monotonic()
     slow.submit_read(0, [sbuf], done_for("slow"))
+    assert not finished["slow"].done()  # in flight: the submit returned at once
 
     async def ticker():
         while not finished["slow"].done():
@@ -301,6 +303,9 @@ async def test_slow_disk_does_not_stall_loop(tmp_path: Path) -> None:
     tick_task = asyncio.create_task(ticker())
     await asyncio.sleep(0.05)
     fast.submit_read(0, [fbuf], done_for("fast"))
+    # the fast disk's file was just written: the page cache holds it, and the read
+    # completed inside the submit (the ioreq that starts a command carries its effects)
+    assert finished["fast"].done() and fast.stats["nowait_hit"] == 1
     assert await asyncio.wait_for(finished["fast"], 5) is None
     t_fast = time.monotonic() - t0
     assert await asyncio.wait_for(finished["slow"], 5) is None
@@ -309,13 +314,66 @@ async def test_slow_disk_does_not_stall_loop(tmp_path: Path) -> None:
     assert order == ["fast", "slow"]
     assert t_fast < 0.5 <= t_slow
     assert sum(1 for t in ticks if t < 0.55) >= 10, ticks  # the loop kept running
-    assert len(flushes) >= 2
+    assert len(flushes) == 1  # the slow completion's, on the loop (the fast one needed none)
     assert sbuf == slow_data and fbuf == fast_data
     for h in hooks:
         h.close()
     assert isinstance(slow.completions, SyncCompletions)
     slow.close()
     fast.close()
+
+
+async def test_page_cache_fast_path_and_its_fallbacks(tmp_path: Path) -> None:
+    """On the daemon's port (LoopCompletions) a read first tries preadv(RWF_NOWAIT): cached
+    data completes inside the submit; data the page cache does not hold, and the part of a
+    read beyond the end of the file, go to the worker and complete later on the loop."""
+    loop = asyncio.get_running_loop()
+    img = tmp_path / "cache.img"
+    data = make_file(img, SIZE, 7)
+    disk = ThreadedRawDisk(img)
+    hook = disk.io_hook()(loop, lambda: None)
+    try:
+        c = Collect()
+        cached = scattered(data[4096:135168], (1000, 70000))
+        bufs = [memoryview(bytearray(len(v))) for v in cached]
+        disk.submit_read(4096, bufs, c)
+        assert c.results == [None] and c.threads == [threading.get_ident()]
+        assert b"".join(bytes(b) for b in bufs) == data[4096:135168]
+        assert disk.stats["nowait_hit"] == 1 and disk.inflight == 0
+
+        # past the end: the cached part at once, the rest (zeros) by the worker
+        tail = bytearray(b"\xee" * 8192)
+        fut = loop.create_future()
+        disk.submit_read(SIZE - 4096, [tail], fut.set_result)
+        assert not fut.done() and disk.stats["nowait_partial"] == 1
+        assert await asyncio.wait_for(fut, 5) is None
+        assert tail == data[-4096:] + bytes(4096)
+
+        # not in the page cache: EAGAIN, the worker reads it
+        fd = os.open(img, os.O_RDONLY)
+        try:
+            os.fsync(fd)
+            os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_DONTNEED)
+            probe = bytearray(4096)
+            try:
+                os.preadv(fd, [probe], 512 * 1024, os.RWF_NOWAIT)
+                evicted = False
+            except BlockingIOError:
+                evicted = True
+        finally:
+            os.close(fd)
+        if not evicted:
+            pytest.skip("the page cache kept the file (cannot make a cache miss here)")
+        cold = bytearray(65536)
+        fut = loop.create_future()
+        disk.submit_read(600 * 1024, [cold], fut.set_result)
+        assert not fut.done()  # a slow (uncached) read stays in flight
+        assert await asyncio.wait_for(fut, 5) is None
+        assert disk.stats["nowait_miss"] + disk.stats["nowait_partial"] >= 2
+        assert cold == data[600 * 1024 : 664 * 1024]
+    finally:
+        hook.close()
+        disk.close()
 
 
 def test_view_helpers() -> None:
