@@ -153,3 +153,19 @@ def test_wide_window_accesses_are_split(vga) -> None:
     bus.writeb(WINDOW + 0x100, 0x0807060504030201, 8)
     assert bytes(dev.vram[0x100:0x108]) == bytes(range(1, 9))
     assert bus.readb(WINDOW + 0x100, 4) == 0x04030201
+
+
+def test_wide_chain4_stores_follow_map_mask_and_decode(vga) -> None:
+    bus, dev = vga
+    set_mode(bus, MODE13)
+    bus.writeb(WINDOW + 0x200, 0x44332211, 4)  # all planes writable: a plain copy
+    assert bytes(dev.vram[0x200:0x204]) == bytes((0x11, 0x22, 0x33, 0x44))
+    bus.seq(2, 0x0A)  # planes 1 and 3 only: byte by byte, the others keep their value
+    bus.writeb(WINDOW + 0x200, 0xDDCCBBAA, 4)
+    assert bytes(dev.vram[0x200:0x204]) == bytes((0x11, 0xBB, 0x33, 0xDD))
+    bus.seq(2, 0x0F)
+    bus.gfx(6, 0x09)  # B0000-B7FFF: a store across its end keeps only the decoded bytes
+    dev.vram[0x7FFE:0x8004] = bytes(6)
+    bus.writeb(0xB7FFE, 0x0807060504030201, 8)
+    assert bytes(dev.vram[0x7FFE:0x8004]) == bytes((1, 2, 0, 0, 0, 0))
+    assert bus.readb(0xB7FFE, 4) == 0xFFFF0201

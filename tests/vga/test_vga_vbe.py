@@ -196,3 +196,24 @@ def test_cve_2017_13672_13673_2018_5683_crtc_wraps(mode: dict, crtc: dict) -> No
     assert frame.width <= MAX_FRAME_WIDTH and frame.height <= MAX_FRAME_HEIGHT
     lines = text_screen(capture(dev))
     assert len(lines) <= 256
+
+
+@pytest.mark.parametrize("size", [2, 4, 8])
+def test_wide_posted_stores_in_the_bank_window(vga, size: int) -> None:
+    """2/4/8-byte stores (what Xen posts for a VBE frame buffer) land little-endian at the
+    bank offset; one that runs past A0000-AFFFF keeps only the bytes that decode."""
+    bus, dev, _ = vga
+    vbe_mode(bus, 640, 480, 32, 0)
+    bus.vbe(R.VBE_INDEX_BANK, 2)
+    value = int.from_bytes(bytes(range(0x11, 0x11 + size)), "little")
+    bus.writeb(WINDOW + 0x100, value, size)
+    assert bytes(dev.vram[0x20100 : 0x20100 + size]) == bytes(range(0x11, 0x11 + size))
+    assert bus.readb(WINDOW + 0x100, size) == value
+    dev.vram[0x30000 : 0x30008] = bytes(8)
+    bus.writeb(WINDOW + 0x10000 - 1, value, size)  # the first byte decodes, the rest do not
+    assert dev.vram[0x2FFFF] == 0x11 and bytes(dev.vram[0x30000 : 0x30008]) == bytes(8)
+    assert bus.readb(WINDOW + 0x10000 - 1, size) == 0x11 | (((1 << 8 * size) - 1) & ~0xFF)
+    # the last bank of VRAM: a store at its end stays inside
+    bus.vbe(R.VBE_INDEX_BANK, dev.vram_size // 0x10000 - 1)
+    bus.writeb(WINDOW + 0x10000 - size, value, size)
+    assert bytes(dev.vram[dev.vram_size - size :]) == bytes(range(0x11, 0x11 + size))
