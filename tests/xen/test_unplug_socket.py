@@ -123,3 +123,58 @@ def test_platform_bars_reach_the_hypervisor(tmp_path):
         assert hv.state.mmio.contains(0xF0000000, 0xF0FFFFFF)
         assert hv.state.pci.contains(XEN_DEVFN, XEN_DEVFN)
         assert os.path.exists(img)
+
+
+SLOW = 0.6  # seconds each write of the slow disk takes
+
+
+def test_unplug_waits_for_the_dma_in_flight_on_a_slow_disk(tmp_path):
+    """QEMU's disk unplug starts with blk_drain + blk_flush: a WRITE DMA the backend is still
+    working on completes (its data reaches the image) before the drive goes, the port write
+    that asked for the unplug returns only then, and the controller reset that follows leaves
+    the guest no completion (no IRQ, the bus master gone). Monotonic clock: disk I/O really is
+    asynchronous here (a worker thread that sleeps, as tests/e2e/test_ide_integrity.py)."""
+    import time
+
+    img = make_image(tmp_path / "disk.img", NSECT)
+
+    def build():
+        m = build_pc(PcOptions(virtual_clock=False, serial=[], xen_platform=False, vga="none",
+                               disks=[f"format=raw, vdev=hda, access=rw, target={img}"]))
+        build_xen_platform(m)
+        disk = m.device("piix3-ide").drive(0, 0).backend
+        inner = disk._do_write
+
+        def slow_write(*a, **kw):  # on the disk's worker thread
+            time.sleep(SLOW)
+            inner(*a, **kw)
+
+        disk._do_write = slow_write
+        return m
+
+    with inprocess(build, ram=16 << 20) as (d, hv):
+        g = Guest(HvPort(hv))
+        g.program_bars()
+        backend = d.machine.device("piix3-ide").drive(0, 0).backend
+        g.dma_write(8, pattern(4, seed=5))  # acknowledged (slowly)
+        g.dma_write_issue(100, pattern(8, seed=6))
+        hv.pio_write(BMIBA, 1, ata.BM_CMD_START)
+        assert hv.pio_read(BMIBA + 2, 1) & ata.BM_STATUS_ACTIVE  # in flight
+        assert hv.pio_read(CMD0 + 7, 1) & ata.BUSY_STAT
+        t0 = time.monotonic()
+        assert g.linux_unplug(1) == "unplugged"
+        waited = time.monotonic() - t0
+        hv.barrier()
+        data = img.read_bytes()
+        assert data[8 * 512 : 12 * 512] == pattern(4, seed=5)
+        assert data[100 * 512 : 108 * 512] == pattern(8, seed=6)  # drained, then flushed
+        assert waited > SLOW / 4, waited  # the unplug waited for it (the vCPU with it)
+        assert getattr(backend, "_raw", backend)._fd is None
+        hv.poll(SLOW)  # a late completion, if any, would arrive now
+        hv.barrier()
+        assert hv.state.isa_irq.get(14, 0) == 0  # no completion interrupt for the guest
+        assert hv.pio_read(BMIBA + 2, 1) == 0xFF  # BAR4 unmapped by the controller reset
+        assert g.status() == 0  # an empty position
+        assert img.read_bytes() == data
+        assert d.machine.counters["device_failure"] == 0
+        assert hv.pci_cfg_read(IDE_DEVFN, 0, 4) == 0x7010_8086  # the controller stays
