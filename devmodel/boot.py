@@ -83,6 +83,9 @@ class BootConfig:
     screendump: str | None = None
     screentext: str | None = None
     screen: bool = False
+    # The Xen platform device at 00:02.0 (`devmodel run --xen-platform on|off`, xl's
+    # xen_platform_pci); None leaves the daemon's default (on).
+    xen_platform: bool | None = None
 
 
 @dataclass
@@ -277,6 +280,8 @@ class BootSession:
             disks = [f"format=raw,vdev=hda,access=rw,target={image}"]
         for spec in disks:
             args += ["--disk", spec]
+        if c.xen_platform is not None:
+            args += ["--xen-platform", "on" if c.xen_platform else "off"]
         if c.screendump or c.screentext or c.screen:
             if c.screendump:
                 args += ["--screendump", os.path.abspath(c.screendump)]

@@ -1,6 +1,8 @@
 """SeaBIOS (Debian's bios-256k.bin) POSTs with the Xen platform device at 00:02.0, through the
 real daemon (in a thread) on the simulated CPU: it enumerates the device and maps both BARs.
-Built in-process until `devmodel boot` can pass `--xen-platform` to its daemon."""
+And `devmodel boot` (BootConfig.xen_platform, or `--xen-platform` on its command line) turns
+the device on and off as `devmodel run` does: the Xen layout (platform 00:02.0, VGA 00:03.0)
+or the plain pc one (VGA 00:02.0), and the demo disk boots either way."""
 
 from __future__ import annotations
 
@@ -9,6 +11,7 @@ from pathlib import Path
 
 import pytest
 
+from devmodel.boot import BootConfig, boot, machine_argv
 from devmodel.client import Hypervisor, InProcessDaemon
 from devmodel.daemon import DaemonConfig
 from devmodel.hvsim import Simulator
@@ -59,3 +62,23 @@ def test_seabios_posts_with_the_platform_device() -> None:
     finally:
         hv.close()
         daemon.stop()
+
+
+@pytest.mark.parametrize("on", [True, False])
+def test_boot_chooses_the_platform_device(on: bool) -> None:
+    res = boot(BootConfig(bios=str(BIOS), xen_platform=on, timeout=TIMEOUT))
+    assert res.exit_code == 0 and res.outcome == "halted", res.message
+    log = res.text("debugcon")
+    init = [line for line in log.splitlines() if line.startswith("PCI: init bdf=00:0")]
+    if on:
+        assert "PCI: init bdf=00:02.0 id=5853:0001" in init, init
+        assert "PCI: init bdf=00:03.0 id=1234:1111" in init, init
+    else:
+        assert not any("5853:" in line for line in init), init
+        assert "PCI: init bdf=00:02.0 id=1234:1111" in init, init
+    assert "Booting from Hard Disk" in log, log[-2000:]
+
+
+def test_boot_command_line_forwards_the_choice() -> None:
+    forward, refused = machine_argv(["boot", "--xen-platform", "off", "--unplug-policy", "ignore"])
+    assert forward == ["--xen-platform", "off", "--unplug-policy", "ignore"] and refused == []
