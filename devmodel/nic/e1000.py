@@ -1,6 +1,6 @@
 """The Intel 82540EM gigabit NIC (QEMU's `e1000`, xl's `model=e1000`) as a pure state machine.
 
-PCI 8086:100E rev 3, class 02:00:00, subsystem 8086:001E, INTA. BAR0: 128 KiB of registers
+PCI 8086:100E rev 3, class 02:00:00, subsystem 1af4:1100 (as QEMU's), INTA. BAR0: 128 KiB of registers
 (the table in e1000_regs.py). BAR1: 64 bytes of I/O with the IOADDR/IODATA window of SDM
 13.2.1: a working one (QEMU's reads 0 and drops writes, but Linux issues CTRL.RST through it
 on this part, e1000_reset_hw). Optional expansion ROM (iPXE's efi-e1000.rom).

@@ -14,9 +14,15 @@ VENDOR_INTEL = 0x8086
 DEVICE_82540EM = 0x100E
 REVISION = 0x03
 CLASS_ETHERNET = 0x020000
-# PRO/1000 MT Desktop Adapter, as the 82540EM ships (and as the EEPROM below says).
-SUBSYS_VENDOR = 0x8086
-SUBSYS_ID = 0x001E
+# PCI subsystem as QEMU's e1000 has it (QEMU 7.2 `info pci`: "PCI subsystem 1af4:1100"):
+# e1000_class_init sets none, so pci_qdev_realize puts QEMU's default, Red Hat/Qumranet
+# 1af4:1100. A real PRO/1000 MT Desktop says 8086:001E; the reference here is QEMU.
+SUBSYS_VENDOR = 0x1AF4
+SUBSYS_ID = 0x1100
+# The EEPROM's subsystem words differ from config space in QEMU: e1000x_core_prepare_eeprom
+# writes the device ID into words 0x0B (subsystem ID) and 0x0D; word 0x0C stays 0x8086.
+EEPROM_SUBSYS_VENDOR = 0x8086
+EEPROM_SUBSYS_ID = 0x100E
 MMIO_SIZE = 0x20000  # BAR0: 128 KiB
 IO_SIZE = 0x40  # BAR1: IOADDR at +0, IODATA at +4 (SDM 13.2.1)
 PHY_ID1 = 0x0141  # Marvell 88E1011 OUI bits (M88E1011_I_PHY_ID 0x01410C20)

@@ -34,8 +34,8 @@ def build_eeprom(mac: bytes) -> list[int]:
     words = list(_TEMPLATE)
     for i in range(3):
         words[i] = mac[2 * i] | mac[2 * i + 1] << 8
-    words[0x0B] = d.SUBSYS_ID
-    words[0x0C] = d.SUBSYS_VENDOR
+    words[0x0B] = d.EEPROM_SUBSYS_ID
+    words[0x0C] = d.EEPROM_SUBSYS_VENDOR
     words[0x0D] = d.DEVICE_82540EM
     words[0x0E] = d.VENDOR_INTEL
     words[CHECKSUM_WORD] = (EEPROM_SUM - sum(words[:CHECKSUM_WORD])) & 0xFFFF

@@ -18,7 +18,7 @@ def test_pci_identity_and_bars():
     r = Rig(enable=False)
     assert r.cfg_read(0x00, 4) == 0x100E8086
     assert r.cfg_read(0x08, 4) == 0x02000003  # class 02:00:00, revision 3
-    assert r.cfg_read(0x2C, 4) == 0x001E8086
+    assert r.cfg_read(0x2C, 4) == 0x11001AF4  # QEMU's default subsystem, as its e1000 shows
     assert r.cfg_read(0x3D, 1) == 1  # INTA
     r.cfg_write(0x10, 4, 0xFFFFFFFF)
     assert r.cfg_read(0x10, 4) == 0xFFFE0000  # 128 KiB, 32-bit, non-prefetchable memory
@@ -55,7 +55,7 @@ def test_eeprom_via_eerd_and_bitbang_agree():
     assert words_eerd == words_bb
     assert sum(words_eerd) & 0xFFFF == 0xBABA
     assert words_eerd[:3] == [0x5452, 0x1200, 0x5634]  # 52:54:00:12:34:56, little-endian words
-    assert words_eerd[0x0B:0x0F] == [0x001E, 0x8086, 0x100E, 0x8086]
+    assert words_eerd[0x0B:0x0F] == [0x100E, 0x8086, 0x100E, 0x8086]  # as QEMU's EEPROM
     assert r.eerd(64) == 0  # beyond the part: DONE, no data
     assert r.rd(d.EECD) & d.EECD_PRES
 
