@@ -57,23 +57,43 @@ def test_tso_with_tiny_mss_is_bounded():
     assert r.rd(d.TDH) == 2
 
 
+TX_OUTSIDE = "tx ring pointers outside TDLEN"
+RX_OUTSIDE = "rx ring pointers outside RDLEN"
+
+
 def test_cve_2016_1981_head_tail_outside_ring():
     r = tx_rig(8)
+    for i in range(8):
+        r.mem.write(TX_RING + 16 * i, d.TX_LEGACY.pack(0x100000, 60, 0, d.TXD_CMD_EOP | d.TXD_CMD_RS,
+                                                       0, 0, 0))
     r.wr(d.TDH, 9)  # past the last descriptor of an 8-entry ring
     r.wr(d.TDT, 3)
     assert r.sent == [] and r.rd(d.TDH) == 9
+    assert r.nic.counters[TX_OUTSIDE] == 1
     r.wr(d.TDH, 0)
-    r.wr(d.TDT, 200)
-    assert r.rd(d.TDH) == 0
-    r.wr(d.TDLEN, 0)  # TDLEN 0
+    r.wr(d.TDT, 200)  # TDT beyond TDLEN: the head would never meet it
+    assert r.sent == [] and r.rd(d.TDH) == 0
+    assert r.nic.counters[TX_OUTSIDE] == 2
+    assert not any(r.tx_status(i) & d.TXD_STAT_DD for i in range(8))  # nothing written back
+    r.wr(d.TDLEN, 0)  # TDLEN 0: no ring at all
     r.wr(d.TDT, 1)
-    assert r.nic.counters
-    # receive side: RDT beyond RDLEN: the frame is missed, nothing walked
+    assert r.sent == [] and r.rd(d.TDH) == 0
+    assert r.nic.counters[TX_OUTSIDE] == 3
+    r.wr(d.TDLEN, 16 * 8)  # a sane ring again: the walk works
+    r.wr(d.TDT, 2)
+    assert len(r.sent) == 2 and r.rd(d.TDH) == 2
+    # receive side: RDT beyond RDLEN, then RDLEN 0: the frame is missed, nothing walked
     r.setup_rx(8)
     r.wr(d.RDT, 50)
     r.wr(d.IMS, d.ICR_RXO)
     assert r.nic.receive(FRAME)
     assert r.rd(d.STATS["MPC"]) == 1 and r.rd(d.ICR) & d.ICR_RXO
+    r.wr(d.RDT, 7)
+    r.wr(d.RDLEN, 0)
+    assert r.nic.receive_many([FRAME, FRAME]) == 2
+    assert r.rd(d.STATS["MPC"]) == 2 and r.rd(d.RDH) == 0
+    assert r.nic.counters[RX_OUTSIDE] == 3
+    assert not r.rx_desc(0)[3] & d.RXD_STAT_DD
 
 
 def test_full_ring_walk_is_bounded_per_doorbell():
