@@ -38,7 +38,7 @@ def add_parsers(sub) -> None:
                    help="random mode: op-stream bytes per input at most (default 1024; longer "
                         "inputs spend less time building machines: ~4096 ops at most)")
     f.add_argument("--corpus", nargs="+", metavar="TRACE",
-                   help="random mode: seed inputs from these recorded boots (`--trace` files, "
+                   help="seed inputs from these recorded boots (`--trace` files, "
                         "plain or gzipped, e.g. tests/fuzz/seeds/*.trace.gz) and mutate their "
                         "ioreq streams instead of generating inputs from nothing")
     f.add_argument("--mutation-rate", type=float, default=0.01, metavar="P",
@@ -126,7 +126,7 @@ def cmd_fuzz(args: argparse.Namespace) -> int:
             extra.append(f"-runs={args.runs}")
         extra.append(f"-seed={args.seed}")
         return atheris_campaign(setup, limits, ram_seed=ram_seed, out_dir=args.out,
-                                libfuzzer_args=extra, log=log)
+                                libfuzzer_args=extra, log=log, corpus=args.corpus)
     else:
         report = random_campaign(setup, limits, seed=args.seed, seconds=args.time, runs=args.runs,
                                  ram_seed=ram_seed, out_dir=args.out, log=log,

@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from .engine import Finding, Limits, Outcome, Watchdog, describe, new_histogram, percentile_ns, run_input
 from .machine import FuzzSetup
 from .repro import write_reproducer
-from .seeds import mutation_bytes
+from .seeds import load_seed, mutation_bytes
 
 PRD_EOT = 0x80000000
 
@@ -245,12 +245,14 @@ sys.exit(runner.atheris_child(json.loads(sys.argv[1]), sys.argv[2:]))
 
 
 def atheris_campaign(setup: FuzzSetup, limits: Limits, *, ram_seed: int, out_dir: str,
-                     libfuzzer_args: list[str], log: Callable[[str], None]) -> int:
+                     libfuzzer_args: list[str], log: Callable[[str], None],
+                     corpus: list[str] | None = None) -> int:
     """Coverage-guided: libFuzzer mutates, devmodel's Python is instrumented for coverage.
     Instrumentation happens at import, so the campaign runs in a fresh interpreter that
     imports devmodel under atheris. libFuzzer's own -timeout catches hangs here (it owns
     SIGALRM); its crash files re-run with `devmodel fuzz --input FILE` to get trace/qtest
-    reproducers."""
+    reproducers. With `corpus` (seed traces), an input's first byte picks the seed and the
+    rest are the mutation bytes of its ioreq stream (devmodel.fuzz.seeds)."""
     import subprocess
 
     try:
@@ -261,7 +263,7 @@ def atheris_campaign(setup: FuzzSetup, limits: Limits, *, ram_seed: int, out_dir
     conf = {"devices": list(setup.devices), "ram": setup.ram, "disks": setup.disks,
             "rtc_base": setup.rtc_base, "slow_ns": limits.slow_ns, "hang_s": limits.hang_s,
             "memory_peak": limits.memory_peak, "track_memory": limits.track_memory,
-            "ram_seed": ram_seed, "out": out_dir}
+            "ram_seed": ram_seed, "out": out_dir, "corpus": list(corpus or [])}
     return subprocess.call([sys.executable, "-c", _ATHERIS_BOOT, json.dumps(conf),
                             *libfuzzer_args])
 
@@ -281,9 +283,14 @@ def atheris_child(conf: dict, libfuzzer_args: list[str]) -> int:
 
     report = Report("atheris", list(setup.devices))
     col = Collector(report, setup, out_dir, log)
+    seeds = [load_seed(p) for p in conf.get("corpus") or []]
 
     def one(data: bytes) -> None:
-        o = run_input(data, setup, limits, ram_seed)
+        if seeds:
+            base = seeds[data[0] % len(seeds)] if data else seeds[0]
+            o = run_input(data[1:], setup, limits, ram_seed, seed=base)
+        else:
+            o = run_input(data, setup, limits, ram_seed)
         stems = col.add(o, data)
         fatal = o.fatal
         if fatal:
@@ -297,16 +304,25 @@ def atheris_child(conf: dict, libfuzzer_args: list[str]) -> int:
         corpus = os.path.join(out_dir, "corpus")
         os.makedirs(corpus, exist_ok=True)
         for i in range(64):
-            path = os.path.join(corpus, f"random-{i}")
+            path = os.path.join(corpus, f"{'seeded' if seeds else 'random'}-{i}")
             if not os.path.exists(path):
+                rng = random.Random(f"corpus:{i}")
                 with open(path, "wb") as f:
-                    f.write(random_input(random.Random(f"corpus:{i}"), ram_seed))
+                    if seeds:  # which seed, then ~1% of its events mutated
+                        n = len(seeds[i % len(seeds)])
+                        f.write(bytes([i % len(seeds)]) + mutation_bytes(rng, n, 0.01))
+                    else:
+                        f.write(random_input(rng, ram_seed))
         argv.append(corpus)
     if not any(a.startswith("-timeout=") for a in argv):
-        argv.append(f"-timeout={max(1, int(limits.hang_s + 0.999))}")
+        # libFuzzer's timeout is per input: a seeded input replays a whole boot (tens of
+        # thousands of instrumented ioreqs), so it gets a minute; a single ioreq over hang_s
+        # is still a hang finding (Session.io measures each one).
+        argv.append(f"-timeout={60 if seeds else max(1, int(limits.hang_s + 0.999))}")
     # The RAM seed comes first: inputs must be long from the start to reach the op stream.
     if not any(a.startswith("-max_len=") for a in argv):
-        argv.append(f"-max_len={ram_seed + 4096}")
+        longest = 1 + max((len(x) for x in seeds), default=0)
+        argv.append(f"-max_len={max(ram_seed + 4096, longest)}")
     if not any(a.startswith("-len_control=") for a in argv):
         argv.append("-len_control=0")
     atheris.Setup(argv, one)
