@@ -212,7 +212,9 @@ def add_machine_options(p: argparse.ArgumentParser) -> None:
     g.add_argument("--nic", action="append", default=[], metavar="SPEC",
                    help="an e1000 NIC in xl's vif syntax, e.g. mac=00:16:3e:00:00:01,model=e1000,"
                         "bridge=xenbr0,vifname=vif1.0 (opens the tap vif1.0-emu), or "
-                        "backend=tap,ifname=NAME[,create=on] (repeatable)")
+                        "backend=tap,ifname=NAME[,create=on], or QEMU's netdevs: "
+                        "backend=stream,path=SOCK|addr=HOST:PORT[,server=on], "
+                        "backend=dgram,peer=ADDR[,path=LOCAL] (repeatable)")
     g.add_argument("--usb", action="append", default=[], metavar="DEV",
                    help="a USB device on the UHCI at 00:01.2: tablet, keyboard, mouse or "
                         "disk:PATH[,ro] (repeatable; xl's usbdevice= list)")
@@ -414,10 +416,12 @@ def _controller(args: argparse.Namespace, opts, machine):
     from devmodel.statefile import StateFileError
 
     # Scratch machines (to validate a state file before applying it) are built like this one
-    # but without the backends that must stay unique: ptys, sockets, the debug console, VNC.
+    # but without the backends that must stay unique: ptys, sockets, the debug console, VNC,
+    # and the NICs' networks (a second bind of the same UDP port or tap fails: --restore of
+    # a machine with a NIC could never start).
     scratch_opts = dataclasses.replace(
         opts, serial=["none" if sp == "none" else "null" for sp in opts.serial], debugcon=None,
-        vnc=None, vnc_password_file=None)
+        vnc=None, vnc_password_file=None, nics=[_scratch_nic(n) for n in opts.nics])
     state = "paused" if args.restore else ("prelaunch" if args.paused else "running")
     controller = Controller(machine, run_state=state, vcpus=opts.vcpus, name=opts.name,
                             uuid=opts.uuid, scratch_factory=lambda: build_pc(scratch_opts))
@@ -432,6 +436,15 @@ def _controller(args: argparse.Namespace, opts, machine):
             raise SystemExit(f"devmodel: --restore {args.restore}: {e}") from None
         logging.getLogger("devmodel").info("device state restored from %s", args.restore)
     return controller
+
+
+def _scratch_nic(text: str) -> str:
+    """The same NIC (model, MAC, option ROM) on the null backend."""
+    from devmodel.nic.nicspec import parse_nicspec
+
+    spec = parse_nicspec(text)
+    rom = ",rom=off" if spec.rom is None else (f",rom={spec.rom}" if spec.rom else "")
+    return f"model={spec.model},mac={spec.mac_text},backend=null{rom}"
 
 
 def _serve(args: argparse.Namespace, machine, log: logging.Logger, controller=None) -> int:
