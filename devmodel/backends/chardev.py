@@ -28,6 +28,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
+from .pump import FdPump
+
 MAX_BACKLOG = 64 * 1024
 READ_CHUNK = 4096
 # Bytes the pump holds that the UART did not take yet; reading pauses while it is this full.
@@ -407,13 +409,13 @@ def open_chardev(spec: str) -> CharBackend:
 
 
 # ---- asyncio glue -----------------------------------------------------------------------
-class SerialPump:
+class SerialPump(FdPump):
     """Moves bytes between a backend and a UART on an asyncio loop.
 
     Input: the backend's fd is watched with add_reader; what the UART does not take at once
     waits here (bounded) and reading pauses until the UART calls `on_rx_space` (after a guest
     read), when the rest is offered on the next loop turn. Output: when the backend's backlog
-    fills, its fd is watched with add_writer until the backlog is sent.
+    fills, its fd is watched with add_writer until the backlog is sent (FdPump).
 
     `on_effects` is called after bytes were pushed into the UART outside an ioreq, so the
     caller can send the IRQ dm_ops the machine queued (drain `machine.outbox`).
@@ -421,33 +423,16 @@ class SerialPump:
 
     def __init__(self, loop: Any, backend: CharBackend, uart: Any,
                  on_effects: Callable[[], None] | None = None) -> None:
-        self.loop = loop
-        self.backend = backend
+        super().__init__(loop, backend, on_effects)
         self.uart = uart
-        self.on_effects = on_effects
         self.pending = b""
-        self._reader_fd: int | None = None
-        self._writer_fd: int | None = None
         self._feed_scheduled = False
-        self.closed = False
         uart.backend = backend
         uart.on_rx_space = self._rx_space
-        backend.on_backlog = self._want_write
-        backend.on_fd_closing = self._fd_closing
-        self._sync_reader()
-        if backend.backlog:
-            self._want_write()
+        self.start()
 
-    # -- input ----------------------------------------------------------------------------
-    def _sync_reader(self) -> None:
-        want = None if self.closed or self.pending else self.backend.fileno()
-        if want == self._reader_fd:
-            return
-        if self._reader_fd is not None:
-            self.loop.remove_reader(self._reader_fd)
-        self._reader_fd = want
-        if want is not None:
-            self.loop.add_reader(want, self._readable)
+    def _reading_paused(self) -> bool:
+        return bool(self.pending)
 
     def _readable(self) -> None:
         if self.closed:
@@ -475,46 +460,8 @@ class SerialPump:
             self._feed_scheduled = True
             self.loop.call_soon(self._feed)
 
-    def _effects(self) -> None:
-        if self.on_effects is not None:
-            self.on_effects()
-
-    # -- output ---------------------------------------------------------------------------
-    def _want_write(self) -> None:
-        fd = self.backend.write_fileno()
-        if fd is None or self.closed or fd == self._writer_fd:
-            return
-        if self._writer_fd is not None:
-            self.loop.remove_writer(self._writer_fd)
-        self._writer_fd = fd
-        self.loop.add_writer(fd, self._writable)
-
-    def _writable(self) -> None:
-        self.backend.flush()
-        if not self.backend.backlog and self._writer_fd is not None:
-            self.loop.remove_writer(self._writer_fd)
-            self._writer_fd = None
-        self._sync_reader()  # a failed write may have dropped a client
-
-    def _fd_closing(self, fd: int) -> None:
-        if fd == self._reader_fd:
-            self.loop.remove_reader(fd)
-            self._reader_fd = None
-        if fd == self._writer_fd:
-            self.loop.remove_writer(fd)
-            self._writer_fd = None
-
     def close(self) -> None:
         """Detach from the loop and the UART (the backend stays open; close it separately)."""
-        if self.closed:
-            return
-        self.closed = True
-        if self._reader_fd is not None:
-            self.loop.remove_reader(self._reader_fd)
-            self._reader_fd = None
-        if self._writer_fd is not None:
-            self.loop.remove_writer(self._writer_fd)
-            self._writer_fd = None
-        self.uart.on_rx_space = None
-        self.backend.on_backlog = None
-        self.backend.on_fd_closing = None
+        if not self.closed:
+            self.uart.on_rx_space = None
+        super().close()

@@ -1,5 +1,5 @@
 """The event-loop glue shared by the pumps that move data between a backend and a device
-(NetPump for NICs; SerialPump for UARTs has the same shape and can move onto it).
+(NetPump for NICs, SerialPump for UARTs).
 
 A backend exposes `fileno()` (what to watch for input, or None), `write_fileno()`, a
 `backlog` that is non-empty while output waits for a writable fd, `flush()`, and three
