@@ -1,6 +1,8 @@
 """SeaBIOS runs the VGA BIOS (vgabios-stdvga.bin, the standard VGA's ROM BAR) on the simulated
 CPU, through the real daemon (in a thread, on a real socket): the SeaBIOS banner it prints
-through int 10h ends up in VRAM, and the rendered text screen shows it."""
+through int 10h ends up in VRAM, the text screen reads it, and the PNG shows it: each cell of
+"SeaBIOS" is the VGA BIOS's own 8x16 glyph (as stored in the ROM file) in the cell's colours,
+decoded from the PNG by Pillow."""
 
 from __future__ import annotations
 
@@ -15,6 +17,7 @@ from devmodel.daemon import DaemonConfig
 from devmodel.hvsim import Simulator
 from devmodel.pc import PcOptions, build_pc
 from devmodel.vga import capture, render, text_screen
+from devmodel.vga.render import palette16, text_geometry
 
 BIOS = Path("/usr/share/seabios/bios-256k.bin")
 VGABIOS = Path("/usr/share/seabios/vgabios-stdvga.bin")
@@ -59,8 +62,41 @@ def test_seabios_banner_on_the_vga_text_screen() -> None:
         frame = render(capture(vga))
         assert (frame.width, frame.height, frame.mode) == (720, 400, "text")
         assert any(frame.rgb)  # glyphs from the font the VGA BIOS loaded are drawn
-        assert encode_png(frame.width, frame.height, frame.rgb)[:4] == b"\x89PNG"
+        png = encode_png(frame.width, frame.height, frame.rgb)
+        check_banner_pixels(png, capture(vga), lines)
     finally:
         sim.close()
         hv.close()
         daemon.stop()
+
+
+def check_banner_pixels(png: bytes, s, lines: list[str]) -> None:
+    """The cells of "SeaBIOS" in the PNG are the ROM font's glyphs, fg on bg, 9 dots wide."""
+    import io
+
+    image = pytest.importorskip("PIL.Image", reason="Pillow: pip install -e '.[test]'")
+    with image.open(io.BytesIO(png)) as im:
+        width, height = im.size
+        rgb = im.convert("RGB").tobytes()
+    g = text_geometry(s)
+    assert (g.cell_w, g.cell_h, width, height) == (9, 16, 720, 400)
+    row = next(i for i, line in enumerate(lines) if "SeaBIOS (version" in line)
+    col = lines[row].index("SeaBIOS")
+    rom = VGABIOS.read_bytes()
+    pal = palette16(s)
+    font_at = None
+    for i, ch in enumerate(b"SeaBIOS"):
+        cell = 4 * (g.start + row * (g.line_offset // 4) + col + i)
+        assert s.vram[cell] == ch
+        attr = s.vram[cell + 1]
+        fg, bg = bytes(pal[attr & 0x0F]), bytes(pal[attr >> 4 & 0x07])
+        assert fg != bg
+        if font_at is None:  # where the VGA BIOS keeps its 8x16 font: find 'S' in the ROM
+            glyph = bytes(s.vram[2 + 128 * ch : 2 + 128 * ch + 64 : 4])
+            font_at = rom.find(glyph) - 16 * ch
+            assert font_at >= 0 and any(glyph), "plane 2 does not hold the ROM's font"
+        glyph = rom[font_at + 16 * ch : font_at + 16 * ch + 16]
+        for y in range(16):
+            o = 3 * ((row * 16 + y) * width + (col + i) * 9)
+            want = b"".join(fg if glyph[y] >> (7 - x) & 1 else bg for x in range(8)) + bg
+            assert rgb[o : o + 27] == want, (chr(ch), y)
