@@ -8,6 +8,7 @@ serves is declared: `ranges()` for fixed port/MMIO ranges; PCI devices add BARs.
 from __future__ import annotations
 
 import logging
+import re
 import time
 from collections import Counter
 from dataclasses import dataclass
@@ -20,6 +21,7 @@ if TYPE_CHECKING:
     from .memory import GuestMemory
 
 log = logging.getLogger("devmodel.device")
+_NUMBERS = re.compile(r"\b(?:0x[0-9a-fA-F]+|-?\d+)\b")  # values inside guest-error messages
 
 
 class SnapshotError(ValueError):
@@ -74,7 +76,11 @@ class Device:
 
     # ---- guest misbehaviour (design rule 6) ---------------------------------------------
     def guest_error(self, what: str) -> None:
-        self.counters[what.split(" ", 1)[0] if len(what) > 60 else what] += 1
+        # The counter key is the message with its numbers taken out: messages carry guest
+        # values ("tx ring pointers outside TDLEN: 7 9 0x80"), and a key per value would let a
+        # guest grow the counters without bound (one new key per ioreq).
+        key = _NUMBERS.sub("#", what)
+        self.counters[key.split(" ", 1)[0] if len(key) > 60 else key] += 1
         now = time.monotonic()
         if now - self._last_log >= self.LOG_INTERVAL_S:
             self._last_log = now

@@ -174,3 +174,26 @@ def test_50_every_bar_of_the_full_pc_answers_every_offset_and_size():
     finally:
         m.close_backends()
         m.memory.close()
+
+
+# ---- lesson of 21 / 48: guest errors cannot mint counter keys ---------------------------------
+def test_guest_error_counters_do_not_grow_with_guest_values():
+    """Messages carry guest values; the counters are keyed without them, so a guest making a
+    new value per ioreq (here: fw_cfg DMA descriptors at addresses outside RAM, each one
+    "fw_cfg DMA descriptor 0x... is not RAM") cannot grow the device's memory."""
+    from devmodel.fuzz.machine import FuzzSetup, build_fuzz_machine
+
+    m = build_fuzz_machine(FuzzSetup(devices=("fw_cfg",), disks={}), strict=True)
+    fw = next(d for d in m.devices if d.name.startswith("fw_cfg"))
+    try:
+        for i in range(3000):
+            addr = 0x4000_0000 + i * 0x1000  # past the 2 MiB of RAM
+            m.handle_ioreq(PIO, 0x514, int.from_bytes((addr >> 32).to_bytes(4, "big"), "little"),
+                           1, 4, WRITE)
+            m.handle_ioreq(PIO, 0x518, int.from_bytes((addr & 0xFFFFFFFF).to_bytes(4, "big"),
+                                                      "little"), 1, 4, WRITE)
+        assert sum(fw.counters.values()) >= 3000, fw.counters
+        assert len(fw.counters) < 10, list(fw.counters)[:10]
+    finally:
+        m.close_backends()
+        m.memory.close()
