@@ -1,8 +1,10 @@
-"""Network backends for the NICs: tap devices, datagram sockets, pcap capture, and the pump
-that moves frames between a backend and a device on the daemon's event loop.
+"""Network backends for the NICs: tap devices, datagram sockets (QEMU's `-netdev dgram`),
+QEMU's `-netdev stream` framing over Unix or TCP, pcap capture, and the pump that moves
+frames between a backend and a device on the daemon's event loop.
 
 Every backend has the same small surface and no event loop in it:
-- `fileno()`: the fd to watch for incoming frames (None: nothing to read);
+- `fileno()`: the fd to watch for incoming frames (None: nothing to read); it may change
+  (a stream server accepting or losing its client: `on_fds_changed`);
 - `recv_frames(limit)`: up to `limit` frames that are ready now (never blocks);
 - `send(frame)`: the device's transmit port; never blocks: when the fd is full the frame
   waits in a bounded backlog (`on_backlog` asks the pump to watch for writability), and
@@ -10,9 +12,10 @@ Every backend has the same small surface and no event loop in it:
 - `flush()`, `close()`, `counters`, and an optional `capture` (PcapWriter) that records
   every frame in both directions.
 
-`NetPump` attaches a backend to a NIC on an asyncio loop (add_reader/add_writer only), as
-`SerialPump` does for UARTs. Frames the device has no room for wait in a bounded queue; when
-that overflows the device counts them as missed (`rx_missed`: MPC and RXO), never silently.
+`NetPump` attaches a backend to a NIC on an asyncio loop (add_reader/add_writer only, the
+glue shared with SerialPump in pump.py). Frames the device has no room for wait in a bounded
+queue; when that overflows the device counts them as missed (`rx_missed`: MPC and RXO),
+never silently; a stream backend is read no further instead (flow control).
 """
 
 from __future__ import annotations
