@@ -695,6 +695,8 @@ class Daemon:
                 qs.close()
             if self.controller is not None:
                 self.controller.detach()
+            log.info("machine counters: %s", " ".join(
+                f"{k.replace(' ', '_')}={v}" for k, v in sorted(self.machine.stats().items())))
             self.machine.close_backends()
             self.machine.memory.close()
 

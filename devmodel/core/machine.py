@@ -432,6 +432,15 @@ class Machine:
         for r in reversed(self.resources.pop(owner, [])):
             self.release_backend(r)
 
+    def stats(self) -> dict[str, int]:
+        """The machine's counters plus the accesses nothing served: ports and MMIO no range
+        claims, config space of absent PCI functions (after a Xen unplug, what a stale ioreq
+        for a removed device becomes). The daemon logs them at exit."""
+        out = dict(self.counters)
+        out.update(unclaimed_pio=self.pio.unclaimed, unclaimed_mmio=self.mmio.unclaimed,
+                   absent_pci=self.pci.absent)
+        return out
+
     def notify_unplugged(self, device_id: str, kind: str) -> None:
         log.info("unplugged %s %s", kind, device_id)
         self.counters["unplugged"] += 1

@@ -360,6 +360,7 @@ class PciBus:
         self.devices: dict[int, PciDevice] = {}
         self._mapped: dict[tuple[int, int], tuple[AddressSpace, Range]] = {}
         self._conflict = on_conflict
+        self.absent = 0  # config accesses to no function (as AddressSpace.unclaimed)
 
     def add(self, dev: PciDevice, slot: int, fn: int = 0) -> None:
         devfn = slot << 3 | fn
@@ -385,12 +386,14 @@ class PciBus:
     def config_read(self, devfn: int, off: int, size: int) -> int:
         dev = self.devices.get(devfn)
         if dev is None or off + size > CONFIG_SIZE:
+            self.absent += dev is None
             return (1 << (8 * size)) - 1
         return dev.config_read(off, size)
 
     def config_write(self, devfn: int, off: int, size: int, value: int) -> None:
         dev = self.devices.get(devfn)
         if dev is None or off + size > CONFIG_SIZE:
+            self.absent += dev is None
             return
         dev.config_write(off, size, value)
         # Command register, BARs, ROM BAR: recompute what this device decodes.
