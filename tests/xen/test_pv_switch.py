@@ -25,6 +25,7 @@ Then, as the issue asks:
 - the tap has been released: no descriptor of the daemon points at /dev/net/tun any more
   (/proc/PID/fd) nor at the disk image (the ISO stays open), and someone else can attach the
   tap and then delete it (before the unplug the attach fails with EBUSY);
+- the daemon counted those stale ioreqs (its counters line at exit: unclaimed MMIO/PIO);
 - QMP got DEVICE_DELETED for the disk and the NIC and the XEN_PLATFORM_UNPLUG summary; query-pci
   and query-block agree; the daemon's log has the unplug line;
 - the daemon stays healthy (CMOS still answers) and exits 0 when the hypervisor goes.
@@ -271,4 +272,14 @@ def test_unplug_mid_storm_hands_disk_and_tap_over(netns, tmp_path):
     assert proc.proc.returncode == 0
     log = proc.log()
     assert f"removed disk ide0-hd0, nic {nic_id}" in log, log[-3000:]
+    # The stale ioreqs were counted as served by nothing: MMIO = the NIC's STATUS read and
+    # TDT write; PIO = the bus-master status read and the stale DMA's PRD pointer, command and
+    # START; PCI = the two config reads of the NIC. Before the unplug every access hit a
+    # claimed range or a present function.
+    line = next(x for x in log.splitlines() if "machine counters:" in x)
+    counters = dict(kv.split("=") for kv in line.split("machine counters: ")[1].rstrip('"').split())
+    assert counters["unplugged"] == "2", line
+    assert (counters["unclaimed_mmio"], counters["unclaimed_pio"], counters["absent_pci"]) == (
+        "2", "4", "2"), line
+    assert counters.get("device_failure", "0") == "0", line
     assert "Traceback" not in log and "raised" not in log, log[-3000:]
