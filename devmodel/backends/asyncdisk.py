@@ -364,7 +364,10 @@ class ThreadedRawDisk(AsyncDisk):
 
     def __init__(self, path: str | os.PathLike[str], cache: str = "writeback", readonly: bool = False,
                  *, workers: int = DEFAULT_WORKERS, max_inflight: int = DEFAULT_QUEUE_DEPTH,
-                 completions: CompletionPort | None = None) -> None:
+                 completions: CompletionPort | None = None, fd: int | None = None) -> None:
+        """`fd`: an already-open file (a QMP fdset's, opened by the toolstack) that the disk
+        takes over; `path` is then only its name. Its access mode must allow `readonly`;
+        cache=writethrough needs O_DSYNC at open and is refused for an fd."""
         if cache not in CACHE_MODES:
             raise ValueError(f"cache mode {cache!r}: expected one of {', '.join(CACHE_MODES)}")
         self.name = os.fspath(path)
@@ -372,18 +375,21 @@ class ThreadedRawDisk(AsyncDisk):
         self.path = os.fspath(path)
         self.cache = cache
         self.readonly = readonly
-        flags = (os.O_RDONLY if readonly else os.O_RDWR) | os.O_CLOEXEC
-        if cache == "writethrough" and not readonly:
-            flags |= os.O_DSYNC
-        if cache == "direct":
-            flags |= os.O_DIRECT
-        try:
-            fd = os.open(self.path, flags)
-        except OSError as e:
-            if cache == "direct" and e.errno == errno.EINVAL:
-                raise OSError(errno.EINVAL, f"{self.path}: the file system does not support "
-                                            "O_DIRECT (cache=direct)") from None
-            raise
+        if fd is not None:
+            self._adopt_fd(fd, cache, readonly)
+        else:
+            flags = (os.O_RDONLY if readonly else os.O_RDWR) | os.O_CLOEXEC
+            if cache == "writethrough" and not readonly:
+                flags |= os.O_DSYNC
+            if cache == "direct":
+                flags |= os.O_DIRECT
+            try:
+                fd = os.open(self.path, flags)
+            except OSError as e:
+                if cache == "direct" and e.errno == errno.EINVAL:
+                    raise OSError(errno.EINVAL, f"{self.path}: the file system does not support "
+                                                "O_DIRECT (cache=direct)") from None
+                raise
         self._raw = RawFileDisk.from_fd(fd, readonly)
         self._raw.path = self.path
         self.align = _probe_direct_alignment(fd) if cache == "direct" else 1
@@ -396,6 +402,24 @@ class ThreadedRawDisk(AsyncDisk):
         self.stats = {"nowait_hit": 0, "nowait_partial": 0, "nowait_miss": 0}
         self._pool = ThreadPoolExecutor(max_workers=max(1, workers),
                                         thread_name_prefix=f"disk-{os.path.basename(self.path)}")
+
+    def _adopt_fd(self, fd: int, cache: str, readonly: bool) -> None:
+        """Check (and for cache=direct, set O_DIRECT on) an fd handed to the constructor."""
+        import fcntl
+
+        fl = fcntl.fcntl(fd, fcntl.F_GETFL)
+        if not readonly and fl & os.O_ACCMODE != os.O_RDWR:
+            raise OSError(errno.EBADF, f"{self.path}: not open for reading and writing")
+        if fl & os.O_ACCMODE == os.O_WRONLY:
+            raise OSError(errno.EBADF, f"{self.path}: not open for reading")
+        if cache == "writethrough" and not readonly and not fl & os.O_DSYNC:
+            raise ValueError(f"{self.path}: cache=writethrough needs a path (O_DSYNC at open)")
+        if cache == "direct" and not fl & os.O_DIRECT:
+            try:
+                fcntl.fcntl(fd, fcntl.F_SETFL, fl | os.O_DIRECT)
+            except OSError:
+                raise OSError(errno.EINVAL, f"{self.path}: the file system does not support "
+                                            "O_DIRECT (cache=direct)") from None
 
     @property
     def fd(self) -> int:

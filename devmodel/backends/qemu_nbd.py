@@ -48,7 +48,7 @@ class QemuNbd:
     def __init__(self, image: str | os.PathLike[str], fmt: str = "qcow2", readonly: bool = False,
                  *, cache: str = "writeback", export_name: str = EXPORT_NAME,
                  image_opts: str | None = None, objects: Sequence[str] = (),
-                 qemu_nbd: str = QEMU_NBD) -> None:
+                 qemu_nbd: str = QEMU_NBD, pass_fds: Sequence[int] = ()) -> None:
         if cache not in CACHE_MODES:
             raise ValueError(f"cache mode {cache!r}: expected one of {', '.join(CACHE_MODES)}")
         self.image = os.fspath(image)
@@ -59,6 +59,9 @@ class QemuNbd:
         self.image_opts = image_opts
         self.objects = list(objects)
         self.qemu_nbd = qemu_nbd
+        # fds the child inherits under the same numbers: an image named /dev/fd/N (a QMP
+        # fdset's file, which this process may not be able to open by path).
+        self.pass_fds = tuple(pass_fds)
         self.proc: subprocess.Popen | None = None
         self.tmpdir: str | None = None
         self.socket_path: str | None = None
@@ -107,7 +110,7 @@ class QemuNbd:
         with open(self._stderr_path, "wb") as err:
             self.proc = subprocess.Popen(self.command(), stdin=subprocess.DEVNULL,
                                          stdout=subprocess.DEVNULL, stderr=err, close_fds=True,
-                                         start_new_session=True)
+                                         pass_fds=self.pass_fds, start_new_session=True)
         deadline = time.monotonic() + timeout
         # qemu-nbd creates its socket before it opens the image, but writes the pid file only
         # once the image is open and the export exists: both together mean ready. (Probing
@@ -182,11 +185,14 @@ def _nonempty(path: str) -> bool:
 
 
 def open_qemu_nbd_disk(image: str | os.PathLike[str], fmt: str = "qcow2", readonly: bool = False,
-                       cache: str = "writeback", **kw) -> NbdDisk:
+                       cache: str = "writeback", *, pass_fds: Sequence[int] = (), **kw) -> NbdDisk:
     """Start qemu-nbd for `image` and connect; the disk owns the server (close stops it)."""
-    server = QemuNbd(image, fmt, readonly, cache=cache).start()
+    server = QemuNbd(image, fmt, readonly, cache=cache, pass_fds=pass_fds).start()
     try:
-        return NbdDisk(server.uri, readonly, owner=server, connect_retry=2.0, **kw)
+        disk = NbdDisk(server.uri, readonly, owner=server, connect_retry=2.0, **kw)
+        # What query-block reports: the image and its format, not the NBD socket.
+        disk.path, disk.format = os.fspath(image), fmt
+        return disk
     except BaseException as e:
         msg = server.stderr().strip()
         server.stop()
@@ -203,3 +209,21 @@ def open_image(path: str | os.PathLike[str], fmt: str = "raw", readonly: bool = 
     if fmt == "raw":
         return ThreadedRawDisk(path, cache, readonly, **kw)
     return open_qemu_nbd_disk(path, fmt, readonly, cache, **kw)
+
+
+def open_image_fd(fd: int, name: str, fmt: str = "raw", readonly: bool = False,
+                  cache: str = "writeback", **kw) -> AsyncDisk:
+    """`open_image` for a file the caller already opened (a QMP fdset's): the same backends
+    as start-up disks. The fd stays the caller's (a raw disk works on a duplicate; qemu-nbd
+    opens the file through /dev/fd/N in its own process). `name` is what the disk reports
+    as its path."""
+    if fmt == "raw":
+        dup = os.dup(fd)
+        try:
+            return ThreadedRawDisk(name, cache, readonly, fd=dup, **kw)
+        except BaseException:
+            os.close(dup)
+            raise
+    disk = open_qemu_nbd_disk(f"/dev/fd/{fd}", fmt, readonly, cache, pass_fds=(fd,), **kw)
+    disk.path = name
+    return disk

@@ -296,23 +296,51 @@ def eject(s, device=None, id=None, force=False):
 
 
 def _change_medium(s, name: str, filename: str, fmt: str | None, read_only_mode: str | None) -> None:
-    from devmodel.backends.disk import RawFileDisk
+    """The new medium gets the backends start-up disks get (devmodel.ide.open_disks): a raw
+    image a ThreadedRawDisk, qcow2 and the other formats QEMU opens a private qemu-nbd, so
+    its reads never block the event loop. Completions go to the daemon's loop when one
+    serves the hypervisor, inline under a virtual clock (as build_ide decides)."""
+    from devmodel.backends.qemu_nbd import QemuNbdError, open_image_fd
+    from devmodel.ide.piix import NBD_FORMATS
 
     b = s.controller.block(name)
     if b is None:
         raise QmpError(f"Device '{name}' not found", "DeviceNotFound")
     if not b.removable:
         raise QmpError(f"Device '{name}' is not removable")
-    if fmt not in (None, "raw"):
+    fmt = fmt or "raw"
+    if fmt != "raw" and fmt not in NBD_FORMATS:
         raise QmpError(f"Unknown driver '{fmt}'")
     if read_only_mode not in (None, "retain", "read-only", "read-write"):
         raise QmpError(f"Parameter 'read-only-mode' does not accept value '{read_only_mode}'")
     write = read_only_mode == "read-write"
     fd = s.controller.fdsets.open(filename, write=write) if filename.startswith("/dev/fdset/") \
         else _open_plain(filename, write)
-    backend = RawFileDisk.from_fd(fd, readonly=not write)
-    backend.path = filename  # query-block shows the name the toolstack gave (/dev/fdset/N)
+    try:
+        # query-block shows the name the toolstack gave (/dev/fdset/N)
+        backend = open_image_fd(fd, filename, fmt, readonly=not write)
+    except (OSError, ValueError, QemuNbdError) as e:
+        raise QmpError(f"Could not open '{filename}': {getattr(e, 'strerror', None) or e}") from None
+    finally:
+        os.close(fd)
+    _attach_completions(s.controller, backend)
     s.controller.change_medium(name, backend)
+
+
+def _attach_completions(controller, backend) -> None:
+    """Completions of an asynchronous medium on the daemon's loop, followed by the
+    connection's flush, like the start-up disks' io_hook (devmodel.ide.piix.build_ide);
+    inline under a virtual clock (the deterministic mode)."""
+    from devmodel.backends.asyncdisk import LoopCompletions
+
+    machine = controller.machine
+    if getattr(machine.clock, "virtual", False) or not hasattr(backend, "io_hook"):
+        return
+    conn = controller.connection
+    if conn is None:  # the hypervisor has not connected yet: attach when it does
+        machine.io_hooks.append(backend.io_hook())
+        return
+    backend.attach(LoopCompletions(conn.loop, conn.flush_effects))
 
 
 def _open_plain(path: str, write: bool) -> int:

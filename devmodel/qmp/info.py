@@ -117,13 +117,14 @@ def _inserted(blk) -> dict[str, Any] | None:
     ro = bool(getattr(backend, "readonly", False))
     size = int(getattr(backend, "size", 0))
     wc = bool(getattr(d, "write_cache", True))
+    fmt = getattr(backend, "format", "raw")  # qcow2 & co. are served by qemu-nbd
     return {
-        "file": path, "node-name": f"#block{blk.channel * 2 + blk.unit}", "ro": ro, "drv": "raw",
+        "file": path, "node-name": f"#block{blk.channel * 2 + blk.unit}", "ro": ro, "drv": fmt,
         "encrypted": False, "detect_zeroes": "off", "backing_file_depth": 0,
         "bps": 0, "bps_rd": 0, "bps_wr": 0, "iops": 0, "iops_rd": 0, "iops_wr": 0,
         "write_threshold": 0,
         "cache": {"writeback": wc, "direct": False, "no-flush": False},
-        "image": {"filename": path, "format": "raw", "virtual-size": size, "dirty-flag": False},
+        "image": {"filename": path, "format": fmt, "virtual-size": size, "dirty-flag": False},
     }
 
 

@@ -261,3 +261,49 @@ def rewrite(path: str, mutate_doc=None, *, version: int | None = None, flip: int
         data[flip] ^= 0x40
     with open(path, "wb") as f:
         f.write(data)
+
+
+def atapi_read_pio(hv: Hypervisor, packet: bytes, gpa: int = 0x40000, ch_base: int = 0x170,
+                   ctl: int = 0x376) -> tuple[int, bytes]:
+    """One ATAPI command on the secondary master (hdc) by PIO, as a polling driver sends it:
+    PACKET, the 12-byte packet by 16-bit writes, then every DRQ block by rep insw (one page
+    per ioreq, as Xen splits them). The medium is read asynchronously, so BSY is waited
+    for, bounded. Returns (final status, data)."""
+    assert hv.ram is not None and len(packet) == 12
+    hv.outb(ch_base + 6, 0xA0)
+    hv.outb(ch_base + 1, 0)  # PIO data phase
+    hv.outb(ch_base + 4, 0xFE)
+    hv.outb(ch_base + 5, 0xFF)  # byte-count limit 0xFFFE
+    hv.outb(ch_base + 7, 0xA0)  # PACKET
+    assert hv.inb(ctl) & 0x08, "no DRQ for the command packet"
+    for i in range(0, 12, 2):
+        hv.outw(ch_base, int.from_bytes(packet[i : i + 2], "little"))
+    data = bytearray()
+    for _ in range(64):  # DRQ blocks, bounded
+        for _ in range(500):  # the medium read completes on the daemon's loop
+            st = hv.inb(ctl)
+            if not st & 0x80:
+                break
+            hv.poll(0.01)
+        if st & 0x80 or not st & 0x08:
+            break
+        n = hv.inb(ch_base + 4) | hv.inb(ch_base + 5) << 8
+        words = (n + 1) // 2
+        for off in range(0, words, 2048):
+            hv.ins(ch_base, 2, min(2048, words - off), gpa + 2 * off)
+        data += hv.ram.read(gpa, n)
+    return hv.inb(ch_base + 7), bytes(data)
+
+
+def atapi_read10(hv: Hypervisor, lba: int, blocks: int = 1) -> bytes:
+    """READ(10) of 2048-byte blocks from hdc; a UNIT ATTENTION (the medium changed) is
+    read with REQUEST SENSE and the command repeated, as drivers do."""
+    read10 = bytes([0x28, 0, *lba.to_bytes(4, "big"), 0, *blocks.to_bytes(2, "big"), 0, 0, 0])
+    for _ in range(3):
+        st, data = atapi_read_pio(hv, read10)
+        if not st & 0x01:
+            return data
+        _, sense = atapi_read_pio(hv, bytes([0x03, 0, 0, 0, 18]).ljust(12, b"\0"))
+        # UNIT ATTENTION / medium changed (or NOT READY while it becomes ready)
+        assert sense[2] & 0x0F in (2, 6), f"sense {sense.hex()}"
+    raise AssertionError("READ(10) keeps failing")

@@ -5,12 +5,16 @@ SCM_RIGHTS next to add-fd and then named /dev/fdset/N."""
 from __future__ import annotations
 
 import os
+import shutil
+import struct
+import subprocess
 
 import pytest
 from qmp_support import (
     BMIBA,
     PM_BASE,
     RawQmp,
+    atapi_read10,
     dmops,
     fingerprint,
     ide_dma_read,
@@ -203,7 +207,7 @@ def test_cd_eject_and_insert_through_an_fdset(tmp_path):
     assert ej["return"] == {} and "inserted" not in blk["return"][0]
     assert blk["return"][0]["tray_open"] is True
     other = tmp_path / "b.iso"
-    other.write_bytes(bytes(2048 * 32))
+    other.write_bytes(cd_blocks(32))
     fd = os.open(other, os.O_RDONLY)
     add, change, blk = op(d.qmp, ("add-fd", {}),
                           ("blockdev-change-medium", {"id": "ide-5632", "filename": "/dev/fdset/0",
@@ -213,5 +217,65 @@ def test_cd_eject_and_insert_through_an_fdset(tmp_path):
     assert change["return"] == {}
     ins = blk["return"][0]["inserted"]
     assert ins["file"] == "/dev/fdset/0" and ins["image"]["virtual-size"] == 2048 * 32
+    assert ins["drv"] == "raw"
     assert blk["return"][0]["tray_open"] is False
+    # the guest reads the new medium (block 20 is beyond the old one's end)
+    assert atapi_read10(d.hv, 20, 2) == cd_blocks(32)[20 * 2048 : 22 * 2048]
+    d.close()
+
+
+def cd_blocks(n: int, seed: int = 0) -> bytes:
+    """n 2048-byte CD blocks, each starting with its number (and a per-image seed)."""
+    return b"".join(struct.pack("<II", i, seed) + bytes((i + seed + k) & 0xFF for k in range(2040))
+                    for i in range(n))
+
+
+def test_cd_change_to_a_qcow2_medium_goes_through_qemu_nbd(tmp_path):
+    """blockdev-change-medium format=qcow2: the medium is served by a private qemu-nbd, as a
+    qcow2 start-up disk is; query-block names the format and the guest reads the data the
+    image holds (not the qcow2 file's own bytes), then an eject stops the server."""
+    if shutil.which("qemu-img") is None or shutil.which("qemu-nbd") is None:
+        pytest.skip("qemu-utils is not installed")
+    raw = tmp_path / "src.iso"
+    raw.write_bytes(cd_blocks(24, seed=3))
+    img = tmp_path / "cd.qcow2"
+    subprocess.run(["qemu-img", "convert", "-f", "raw", "-O", "qcow2", str(raw), str(img)], check=True)
+    d = start(["--disk", "vdev=hdc,devtype=cdrom,format=raw,access=ro,target="])
+    change, blk = op(d.qmp, ("blockdev-change-medium", {"id": "ide-5632", "filename": str(img),
+                                                         "format": "qcow2"}),
+                     ("query-block", None))
+    assert change["return"] == {}, change
+    ins = blk["return"][0]["inserted"]
+    assert ins["drv"] == "qcow2" and ins["file"] == str(img) and ins["ro"] is True
+    assert ins["image"]["virtual-size"] == 24 * 2048
+    assert atapi_read10(d.hv, 5, 3) == cd_blocks(24, seed=3)[5 * 2048 : 8 * 2048]
+    (bad,) = op(d.qmp, ("blockdev-change-medium", {"id": "ide-5632", "filename": str(img),
+                                                   "format": "vhdx"}))
+    assert bad["error"]["class"] == "GenericError"  # the file is not a vhdx: qemu-nbd refuses it
+    (ej,) = op(d.qmp, ("eject", {"id": "ide-5632"}))
+    assert ej["return"] == {}
+    d.close()
+
+
+def test_cd_change_with_completions_on_the_loop(tmp_path):
+    """With a monotonic clock the new medium's completions run on the daemon's loop (as a
+    start-up disk's do): a read the page cache does not hold goes to the disk's thread pool,
+    the command stays BSY meanwhile and completes with its interrupt."""
+    iso = tmp_path / "a.iso"
+    iso.write_bytes(cd_blocks(16))
+    d = start(["--clock", "monotonic",
+               "--disk", f"vdev=hdc,devtype=cdrom,format=raw,access=ro,target={iso}"])
+    other = tmp_path / "b.iso"
+    data = cd_blocks(64, seed=9)
+    other.write_bytes(data)
+    fd = os.open(other, os.O_RDONLY)
+    os.fsync(fd)
+    os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_DONTNEED)  # make the guest's read a cache miss
+    add, change = op(d.qmp, ("add-fd", {}),
+                     ("blockdev-change-medium", {"id": "ide-5632", "filename": "/dev/fdset/0"}),
+                     fds={0: [fd]})
+    os.close(fd)
+    assert change["return"] == {}, change
+    assert atapi_read10(d.hv, 40, 4) == data[40 * 2048 : 44 * 2048]
+    assert atapi_read10(d.hv, 0) == data[:2048]
     d.close()
