@@ -23,11 +23,19 @@
   CS = F000 with base 0xF0000 is used, where the bytes are the same (the ROM's low alias).
 - RDTSC: the Python binding lacks the UC_X86_INS_RDTSC hook type, which has the CPUID hook's
   C signature (return 1 to skip the instruction); ``hook_rdtsc`` registers it.
+- How far a counted run got: Unicorn counts the instructions of ``emu_start(count=n)`` in its
+  engine struct (``emu_counter``, one more than n when the count ran out) but has no API for
+  it. ``insns_run`` reads it at an offset found once per process by ``counter_offset``: two
+  counted runs of a loop on a scratch engine, and the one 8-byte field (followed by the saved
+  count) that matches both. If that fails (another Unicorn build), it returns None and the
+  caller falls back to guessing. The simulator needs it to tell a HLT from a slice that ran
+  out right after an instruction whose last byte is 0xF4 (SeaBIOS: ``mov esp, [0xf4d0]``).
 """
 
 from __future__ import annotations
 
 import ctypes
+import os
 import struct
 from collections.abc import Callable
 
@@ -117,12 +125,66 @@ class RegReader:
         return tuple(self._vals)
 
 
+_COUNTER_UNKNOWN = -1
+_counter_offset: int | None = _COUNTER_UNKNOWN  # type: ignore[assignment]
+COUNTER_SCAN = 1 << 16  # bytes of the engine struct searched for emu_counter
+
+
+def _engine_address(uc: Uc) -> int | None:
+    handle = getattr(uc, "_uch", None)
+    value = getattr(handle, "value", None)
+    return value if isinstance(value, int) and value else None
+
+
+def counter_offset() -> int | None:
+    """Offset of Unicorn's emu_counter in its engine struct, or None (see the module doc).
+    Read through /proc/self/mem, so a search past the struct's mapping fails quietly."""
+    global _counter_offset
+    if _counter_offset != _COUNTER_UNKNOWN:
+        return _counter_offset
+    _counter_offset = None
+    try:
+        uc = Uc(UC_ARCH_X86, UC_MODE_32)
+        uc.mem_map(0x1000, 0x1000)
+        uc.mem_write(0x1000, b"\x40\xeb\xfd")  # 1: inc eax; jmp 1b
+        base = _engine_address(uc)
+        if base is None:
+            return None
+        runs = (1_234_567, 76_543)
+        snaps = []
+        fd = os.open("/proc/self/mem", os.O_RDONLY | os.O_CLOEXEC)
+        try:
+            for n in runs:
+                uc.emu_start(0x1000, 0xFFFFFFFF, count=n)
+                snaps.append(os.pread(fd, COUNTER_SCAN, base))
+        finally:
+            os.close(fd)
+        size = min(len(x) for x in snaps) - 16
+        for off in range(0, max(size, 0), 8):
+            if all(struct.unpack_from("<QQ", snap, off) == (n + 1, n)
+                   for snap, n in zip(snaps, runs, strict=True)):
+                _counter_offset = off
+                break
+    except (OSError, UcError):
+        _counter_offset = None
+    return _counter_offset
+
+
 class Cpu:
     def __init__(self) -> None:
         self.uc = Uc(UC_ARCH_X86, UC_MODE_32)
+        offset = counter_offset()
+        base = _engine_address(self.uc)
+        self._counter = (ctypes.c_uint64.from_address(base + offset)
+                         if offset is not None and base is not None else None)
         # EIP, CS selector, CR0, EFLAGS: what the cheap REP INS/OUTS check needs.
         self.pc_state = RegReader(self.uc, (x86.UC_X86_REG_EIP, x86.UC_X86_REG_CS,
                                             x86.UC_X86_REG_CR0, x86.UC_X86_REG_EFLAGS)).read
+
+    def insns_run(self) -> int | None:
+        """Unicorn's instruction counter of the last counted emu_start: count + 1 if the count
+        ran out, else the instructions begun (a HLT included); None if unknown."""
+        return None if self._counter is None else int(self._counter.value)
 
     # ---- registers -------------------------------------------------------------------------
     def reg(self, reg_id: int) -> int:

@@ -13,7 +13,11 @@ stop or HLT is not charged, because Unicorn does not report how far it got), ``e
 port or MMIO exit and per RDTSC, and jumps to the next timer deadline while halted. The device
 model gets the same time (``port.clock``, a CLOCK message, docs/protocol.md 4.6): before an
 access it serves whenever the clock moved since the last one, and after each halted jump, then
-synchronously, so the IRQs of its timers that fell due are in before the vCPU goes on.
+synchronously, so the IRQs of its timers that fell due are in before the vCPU goes on. When
+the vCPU goes on without such accesses (polling RAM and the PM timer, TSC or PIC, all local
+here as on Xen), the time still goes out, synchronously, once per CLOCK_PERIOD_NS of virtual
+time: checked at those local exits and between slices (the stand-in for Xen's timers, which
+run whatever the vCPU does).
 
 Posted writes (posted.py): single writes to the VGA window that the device model claims go out
 batched as BUFIOREQ, as Xen buffers them, and so do single writes to the claimed ports of
@@ -85,6 +89,10 @@ MAX_LAZY_MMIO_PAGES = 4096
 # Timer deadlines skipped over in one HLT wake-up search (each is a PIT OUT edge).
 MAX_HALT_STEPS = 1024
 RESET_VECTOR = 0xFFFF0
+# Virtual time after which the device model is told the time even without an access it
+# serves: a guest polling RAM and hypervisor-local timers (PM timer, TSC, PIC) must still see
+# the device model's timers fire (a USB TD completed by the UHCI frame timer).
+CLOCK_PERIOD_NS = 1_000_000
 CPUID_HYPERVISOR_LEAF = 0x40000000
 
 
@@ -129,6 +137,7 @@ class Stats:
     rom_writes_dropped: int = 0
     lazy_mmio_pages: int = 0
     clock_msgs: int = 0  # CLOCK messages sent to the device model
+    clock_ticks: int = 0  # of which sent because CLOCK_PERIOD_NS passed without one
     posted_writes: int = 0  # VGA-window and POSTED_PORTS writes sent as BUFIOREQ slots
     posted_batches: int = 0  # BUFIOREQ messages
     mmio_rep_batches: int = 0  # REP STOS/MOVS stores sent as one COPY ioreq with a count
@@ -307,6 +316,7 @@ class Simulator:
             if self._stop is not None:
                 break
             self.pit.run_until(self.clock.ns)
+            self._clock_tick()
             self.port.poll()
             if self._stop is not None or self._maybe_interrupt() is not None:
                 break
@@ -359,7 +369,7 @@ class Simulator:
             self.posted.flush()
         if self._stop is not None:
             return
-        if self._just_halted():  # checked even after a kick: the block may have run into HLT
+        if self._just_halted(count):  # even after a kick: the block may have run into HLT
             self._halted = True
             self.stats.halts += 1
             return
@@ -368,10 +378,15 @@ class Simulator:
         self.stats.insns += count
         self.clock.advance(count * self.ns_per_insn)
 
-    def _just_halted(self) -> bool:
-        # HLT makes emu_start return quietly with EIP past the 0xF4 (obstacle 4). A slice that
-        # ends right after an F4 byte that was an operand is misread as HLT; the cost is one
-        # early timer wake-up, since time then jumps to the next deadline.
+    def _just_halted(self, count: int) -> bool:
+        # HLT makes emu_start return quietly with EIP past the 0xF4 (obstacle 4). A slice whose
+        # count ran out (Unicorn's counter says so, cpu.insns_run) did not halt, even if the
+        # byte before EIP is an F4 operand; with IF=0 that misreading would end the run. After
+        # a kick the counter cannot tell, and an F4 operand may still be misread as HLT; the
+        # cost is one early timer wake-up, since time then jumps to the next deadline.
+        ran = self.cpu.insns_run()
+        if ran is not None and ran > count:
+            return False
         pc = self.cpu.linear_pc()
         prev = self.cpu.read_linear((pc - 1) & 0xFFFFFFFF, 1)
         return prev == b"\xf4"
@@ -530,6 +545,12 @@ class Simulator:
         if flush is not None:
             flush()
 
+    def _clock_tick(self) -> None:
+        """Send the time synchronously if CLOCK_PERIOD_NS passed since it last went out."""
+        if self.sync_clock and self.clock.ns - self._clock_sent >= CLOCK_PERIOD_NS:
+            self.stats.clock_ticks += 1
+            self._send_clock(sync=True)
+
     def _send_clock(self, sync: bool = False) -> None:
         """Tell the device model the time, if it moved since we last did (one CLOCK at most
         per access it serves). Posted writes go before it."""
@@ -552,6 +573,7 @@ class Simulator:
         value = router.pio_read(port, size)
         if port in (0x20, 0x21, 0xA0, 0xA1):  # OCW3 poll reads acknowledge
             self._irq_changed()
+        self._clock_tick()  # a local poll loop (PM timer, PIC) still lets device timers run
         return value
 
     def _hook_out(self, uc: Uc, port: int, size: int, value: int, _ud: object) -> None:
@@ -628,6 +650,7 @@ class Simulator:
     def _hook_rdtsc(self, uc: Uc, _ud: object) -> int:
         self.clock.advance(self.exit_ns)
         self.stats.rdtsc += 1
+        self._clock_tick()
         tsc = self.clock.tsc()
         uc.reg_write(x86.UC_X86_REG_EAX, tsc & 0xFFFFFFFF)
         uc.reg_write(x86.UC_X86_REG_EDX, tsc >> 32)

@@ -174,3 +174,24 @@ def test_slice_size_does_not_change_the_outcome(tiny_sim, slice_insns: int) -> N
     sim, _ = tiny_sim(timer_program(4, 5000), slice_insns=slice_insns)
     assert sim.run(max_insns=1_000_000).reason is StopReason.HALTED
     assert counter(sim) == 4
+
+
+def test_a_slice_ending_after_an_f4_operand_is_not_a_hlt(tiny_sim) -> None:
+    # cli; mov sp, [0xF4D0] (its last byte is 0xF4, as SeaBIOS's call16 stack switch has);
+    # mov byte [0x600], 0x11; hlt. Slices of 3 instructions (the reset vector's far jump,
+    # cli, mov) end right after the F4 operand with IF=0: that is no HLT, and the run must go
+    # on to the real one.
+    sim, _ = tiny_sim(bytes.fromhex("fa8b26d0f4c6060006 11f4".replace(" ", "")), slice_insns=3)
+    if sim.cpu.insns_run() is None:
+        pytest.skip("this Unicorn build's instruction counter was not found")
+    stop = sim.run(max_insns=1_000)
+    assert stop.reason is StopReason.HALTED, stop
+    assert sim.ram.read(0x600, 1) == b"\x11"
+    assert sim.stats.halts == 1
+
+
+def test_unicorn_instruction_counter_is_found() -> None:
+    from devmodel.hvsim.cpu import Cpu, counter_offset
+
+    assert counter_offset() is not None  # the pinned unicorn 2.1.x wheel
+    assert Cpu().insns_run() == 0

@@ -40,12 +40,10 @@ class UsbBootSession(BootSession):
         self.outputs["e9"].echo = None
         self.daemon = InProcessDaemon(self._factory(path), DaemonConfig(domid=1, virtual_clock=True))
         self.hv = Hypervisor.connect(self.daemon.socket_path, handshake=False)
-        # PM_TMR reads go to the daemon: they are what moves its virtual clock while SeaBIOS
-        # polls a TD in RAM. The simulator sends the time only with an access it forwards
-        # (or a HLT), so with the local PM timer the UHCI frame timer would never fire during
-        # a USB-disk INT 13h read (see the report: the simulator needs the device model's
-        # next timer deadline).
-        self.sim = Simulator(self.hv, c.memory, local_pm_timer=False)
+        # PM_TMR reads are answered by the simulator (as Xen does); while SeaBIOS polls a TD
+        # in RAM the simulator still sends the time every CLOCK_PERIOD_NS of virtual time, so
+        # the UHCI frame timer runs during a USB-disk INT 13h read.
+        self.sim = Simulator(self.hv, c.memory)
         self.sim.observers.append(self._observe)
         self.hv.hello()
         for rid, region in enumerate(self.sim.ram.regions()):
