@@ -27,12 +27,15 @@ class SharedMemory:
 
 def share_rom(machine, dev, name: str) -> bool:
     """Put `dev`'s expansion ROM in a memfd the hypervisor maps at its ROM BAR
-    (PciDevice.share_rom), registered in machine.backends to be closed with it. False (the ROM
-    BAR stays a trapped range) when there is no ROM or it is smaller than a page."""
+    (PciDevice.share_rom), registered in machine.backends to be closed with it (or with the
+    device, machine.own). False (the ROM BAR stays a trapped range) when there is no ROM or
+    it is smaller than a page."""
     if not dev.rom or dev.rom_size % 4096:
         return False
     mem = SharedMemory(name, dev.rom_size, dev.rom)
-    machine.backends.append(mem)
+    # Owned by the device: a Xen unplug of it (a NIC) closes the memfd too; the hypervisor's
+    # mapping goes with the MEM_DEL the unmapping sends.
+    machine.backends.append(machine.own(dev, mem))
     dev.share_rom(mem.fd)
     return True
 

@@ -246,3 +246,36 @@ def test_summary_listener(tmp_path):
     (r,) = got
     assert (r.mask, r.source, r.product, r.build, r.refused) == (1, "port", 3, 1, None)
     assert r.removed == [("ide0-hd0", "disk")]
+
+
+def test_nic_rom_mapping_and_memfd_go_with_the_nic(tmp_path):
+    """The e1000's iPXE ROM is memory the hypervisor maps at the ROM BAR (a daemon MEM_ADD of
+    a memfd): unplugging the NIC unmaps it (MEM_DEL) and closes the memfd with the tap."""
+    import os
+
+    import pytest
+
+    from devmodel.core.machine import OUTBOX_MEM_ADD, OUTBOX_MEM_DEL
+    from devmodel.core.pci import REGION_ROM_BASE
+    from devmodel.nic import E1000_ROMS
+
+    rom = next((p for p in E1000_ROMS if os.path.exists(p)), None)
+    if rom is None:
+        pytest.skip("no e1000 option ROM (apt-get install ipxe-qemu)")
+    m, ide, plat = ide_machine(disks(tmp_path, [(0, 0)]))
+    net = FakeNet()
+    build_e1000(m, NIC_SLOT, "00:16:3e:00:00:01", net, rom=rom, name="nic0")
+    mem = next(b for b in m.backends if getattr(b, "name", "").startswith("devmodel-rom-nic0"))
+    g = Guest(MachinePort(m))
+    g.program_bars()
+    m.announcing = True
+    g.p.cfg_write(NIC_DEVFN, 0x30, 4, 0xFEB00000 | 1)  # ROM BAR enabled
+    g.p.cfg_write(NIC_DEVFN, 0x04, 2, 0x0002)
+    rid = REGION_ROM_BASE | NIC_DEVFN
+    assert [f[0] for op, f, _ in m.outbox if op == OUTBOX_MEM_ADD] == [rid]
+    m.outbox.clear()
+    assert g.linux_unplug(2) == "unplugged"
+    assert [f for op, f, _ in m.outbox if op == OUTBOX_MEM_DEL] == [(rid,)]
+    assert net.closed and mem not in m.backends
+    with pytest.raises(OSError):
+        os.fstat(mem.fd)  # closed
