@@ -258,7 +258,7 @@ def main() -> int:
         if got != 0x44332211:
             raise RuntimeError(f"{got:#x}: the daemon does not see VRAM written through the shared mapping")
         pictures = [picture, bytes(reversed(picture))]
-        private = bytearray(FRAME)
+        private = memoryview(bytearray(FRAME))
 
         for _ in range(args.rounds):
             set_vbe()
