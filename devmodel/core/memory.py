@@ -11,6 +11,7 @@ import bisect
 import mmap
 import os
 import struct
+import weakref
 from dataclasses import dataclass, field
 
 PAGE_SHIFT = 12
@@ -42,16 +43,28 @@ class Region:
     def end(self) -> int:
         return self.gpa + self.size
 
-    def close(self) -> None:
-        self.view.release()
+    def close(self) -> bool:
+        """Drop the region. True if its mapping is gone now; False if it is deferred: a view
+        of it is still in use, typically by a disk request in flight (a worker thread's
+        preadv writes into guest RAM with the GIL released, QEMU keeps a reference on the
+        RAM block for a DMA mapping for the same reason). The mapping then stays valid
+        until the last view is released, and the mmap object's deallocation unmaps it, so
+        a MEM_DEL (or a MEM_ADD replacing the region) during the transfer cannot make the
+        worker write into unmapped memory; the data lands in the old pages."""
+        try:
+            self.view.release()
+        except BufferError:
+            pass  # an export of the region's own view: it keeps the mapping, as below
+        unmapped = True
         if self._mmap is not None:
             try:
                 self._mmap.close()
             except BufferError:
-                # A consumer still holds a view; the mapping goes when it does.
-                pass
+                unmapped = False
         if self._fd is not None:
             os.close(self._fd)
+            self._fd = None
+        return unmapped
 
 
 class GuestMemory:
@@ -63,6 +76,10 @@ class GuestMemory:
         self._by_id: dict[int, Region] = {}
         self.dirty_log: set[int] | None = None  # page numbers written by DMA, when tracking
         self.generation = 0  # bumped on every layout change (INVALIDATE semantics)
+        # Removed regions whose mapping is still in use (Region.close): weak references,
+        # alive until the last view goes and the mapping is unmapped.
+        self._retired: list[weakref.ref[mmap.mmap]] = []
+        self.deferred_unmaps = 0
 
     # ---- layout -------------------------------------------------------------------------
     @classmethod
@@ -129,8 +146,17 @@ class GuestMemory:
         i = self._regions.index(region)
         del self._regions[i]
         del self._starts[i]
-        region.close()
+        mm = region._mmap
+        if not region.close() and mm is not None:
+            self.deferred_unmaps += 1
+            self._retired.append(weakref.ref(mm))
+        self._retired = [r for r in self._retired if r() is not None]
         self.generation += 1
+
+    def retired_mappings(self) -> int:
+        """How many removed regions are still mapped because I/O holds views of them."""
+        self._retired = [r for r in self._retired if r() is not None]
+        return len(self._retired)
 
     def close(self) -> None:
         for rid in list(self._by_id):

@@ -350,6 +350,10 @@ class AtaDrive:
 
         def finish(err: OSError | None) -> None:
             self.inflight = False
+            # These closures form a reference cycle: drop the buffers (guest-RAM views) now,
+            # so a mapping removed meanwhile (MEM_DEL) is unmapped at once, not at the next
+            # garbage collection (GuestMemory.remove).
+            ops.clear()
             then(err)
 
         def done(err: OSError | None) -> None:

@@ -342,3 +342,99 @@ def test_slow_disk_does_not_stall_other_devices(tmp_path):
     finally:
         d.stop()
         assert d.error is None
+
+
+# ---- guest RAM removed while a DMA into it is in flight ---------------------------------
+def _maps_naming(name: str) -> int:
+    with open("/proc/self/maps") as f:
+        return sum(1 for line in f if name in line)
+
+
+def test_ram_removed_during_an_in_flight_dma_read(tmp_path):
+    """The hypervisor removes the RAM region a slow READ DMA targets (MEM_DEL) and puts a
+    new region at the same address (MEM_ADD) while the disk's worker is still reading. The
+    old mapping must stay valid until the worker is done (the data lands in the old pages,
+    never in unmapped memory or in the new region), and is unmapped afterwards; the daemon
+    and the command finish normally. The daemon runs in this process, so /proc/self/maps
+    shows its mappings."""
+    import os
+
+    from devmodel.client import InProcessDaemon
+    from devmodel.pc import PcOptions, build_pc
+
+    img = tmp_path / "disk.raw"
+    data = random.Random(11).randbytes(1 << 20)
+    img.write_bytes(data)
+    started, release = threading.Event(), threading.Event()
+
+    def factory():
+        m = build_pc(PcOptions(virtual_clock=False, serial=[], vga="none",
+                               disks=[f"format=raw,vdev=hda,access=rw,target={img}"]))
+        disk = m.device("piix3-ide").drive(0, 0).backend
+        disk.nowait = False  # the page cache would serve it inline: force the worker
+        inner = disk._do_read
+
+        def slow_read(*a, **kw):  # on the disk's worker thread
+            started.set()
+            release.wait(10)
+            inner(*a, **kw)
+
+        disk._do_read = slow_read
+        return m
+
+    tag = f"devmodel-test-dma-{os.getpid()}"
+    old_fd = os.memfd_create(f"{tag}-old")
+    new_fd = os.memfd_create(f"{tag}-new")
+    window, gpa = 1 << 20, 0x4000000  # a 1 MiB region above guest RAM
+    os.ftruncate(old_fd, window)
+    os.ftruncate(new_fd, window)
+    d = InProcessDaemon(factory)
+    try:
+        hv = Hypervisor.connect(d.socket_path)
+        hv.add_ram(RAM)
+        drv = AtaDriver(hv)
+        hv.mem_add(90, gpa, window, old_fd, 0)
+        hv.barrier()
+        assert _maps_naming(f"{tag}-old") == 1
+        nbytes = 128 * 512
+        hv.ram.write(TABLE, struct.pack("<II", gpa, nbytes | ata.PRD_EOT))
+        hv.pio_write(BMIBA + 4, 4, TABLE)
+        hv.pio_write(BMIBA, 1, ata.BM_CMD_READ)
+        drv.taskfile48(16, 128)
+        hv.pio_write(CMD0 + 7, 1, ata.CMD_READ_DMA_EXT)
+        hv.pio_write(BMIBA, 1, ata.BM_CMD_READ | ata.BM_CMD_START)
+        assert started.wait(10)  # the worker holds views of the region now
+        hv.mem_del(90)
+        hv.mem_add(91, gpa, window, new_fd, 0)  # the replacement, same guest address
+        hv.barrier()
+        memory = d.machine.memory
+        assert memory.retired_mappings() == 1 and memory.deferred_unmaps == 1
+        assert _maps_naming(f"{tag}-old") == 1  # removed from the layout, still mapped
+        assert hv.pio_read(CTL0, 1) & ata.BUSY_STAT
+        release.set()
+        drv.wait_irq()
+        assert hv.pio_read(BMIBA + 2, 1) & ata.BM_STATUS_INT
+        assert drv.status() == ata.READY_STAT | ata.SEEK_STAT
+        hv.pio_write(BMIBA, 1, ata.BM_CMD_READ)
+        assert os.pread(old_fd, nbytes, 0) == data[16 * 512 : 16 * 512 + nbytes]
+        assert os.pread(new_fd, window, 0) == bytes(window)  # never written by that DMA
+        hv.barrier()
+        # unmapped as soon as the request let go of its views (no garbage collection needed)
+        assert memory.retired_mappings() == 0 and _maps_naming(f"{tag}-old") == 0
+        # the new region is guest RAM like any other: the next DMA lands there
+        disk = d.machine.device("piix3-ide").drive(0, 0).backend
+        disk._do_read = type(disk)._do_read.__get__(disk)
+        hv.pio_write(BMIBA + 2, 1, 0x06)
+        drv.taskfile48(0, 128)
+        hv.pio_write(CMD0 + 7, 1, ata.CMD_READ_DMA_EXT)
+        hv.pio_write(BMIBA, 1, ata.BM_CMD_READ | ata.BM_CMD_START)
+        drv.wait_irq()
+        assert drv.status() == ata.READY_STAT | ata.SEEK_STAT
+        assert os.pread(new_fd, nbytes, 0) == data[:nbytes]
+        hv.close()
+    finally:
+        release.set()
+        d.stop()
+        os.close(old_fd)
+        os.close(new_fd)
+        assert d.error is None
