@@ -33,6 +33,7 @@ import pwd
 import resource
 import socket
 import struct
+from collections.abc import Callable
 from dataclasses import dataclass
 
 log = logging.getLogger("devmodel.lockdown")
@@ -71,6 +72,36 @@ def refusal(sock: socket.socket, allowed: frozenset[int] | None, where: str) -> 
     log.warning("refused a connection on %s from pid %s: %s", where,
                 creds[0] if creds else "?", why)
     return why
+
+
+def admit(sock: socket.socket, allowed: frozenset[int] | None, where: str,
+          refused: Callable[[str], bytes]) -> bool:
+    """The peer check of a just accepted connection (--allow-uid): True if it may stay; else
+    the peer gets `refused(why)`, its protocol's one error message (best effort), and the
+    socket is closed. The hypervisor socket and the QMP monitors both admit so."""
+    why = refusal(sock, allowed, where)
+    if why is None:
+        return True
+    try:
+        sock.send(refused(why))
+    except OSError:
+        pass
+    sock.close()
+    return False
+
+
+def accept_checked(listener: socket.socket, allowed: frozenset[int] | None, where: str,
+                   refused: Callable[[str], bytes]) -> socket.socket | None:
+    """Accept one connection from a non-blocking `listener` (a reader callback) and `admit`
+    it: the connection, or None if there was none, accept failed, or the peer was refused."""
+    try:
+        s, _ = listener.accept()
+    except (BlockingIOError, InterruptedError):
+        return None
+    except OSError as e:
+        log.warning("accept on %s failed: %s", where, e)
+        return None
+    return s if admit(s, allowed, where, refused) else None
 
 
 # ---- command line (devmodel run) -------------------------------------------------------------

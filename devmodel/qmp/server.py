@@ -317,20 +317,11 @@ class QmpServer:
             self.loop.remove_reader(self.listener.fileno())
 
     def _accept(self) -> None:
-        try:
-            s, _ = self.listener.accept()
-        except (BlockingIOError, InterruptedError):
-            return
-        except OSError as e:
-            log.warning("QMP accept on %s failed: %s", self.path, e)
-            return
-        why = lockdown.refusal(s, self.allow_uids, f"QMP {self.path}")
-        if why is not None:  # no greeting: one error, then the connection is closed
-            try:
-                s.send(encode({"error": {"class": "GenericError", "desc": why}}))
-            except OSError:
-                pass
-            s.close()
+        # A refused peer gets no greeting: one error, then the connection is closed.
+        s = lockdown.accept_checked(
+            self.listener, self.allow_uids, f"QMP {self.path}",
+            lambda why: encode({"error": {"class": "GenericError", "desc": why}}))
+        if s is None:
             return
         self._stop_accepting()
         log.info("QMP client connected on %s", self.path)
