@@ -184,7 +184,7 @@ def phase2(g: Guest, peer: socket.socket, local: int, disk: str, start: int) -> 
     assert hv.ram is not None
     out: dict = {}
     g.tick(start + T1 - T0)
-    # RTC: the clock ran on from the saved time; the alarm set before the save still fires
+    # RTC: the clock ran on from the saved time; mode and alarm registers set before the save
     cmos = []
     for reg in (0x00, 0x02, 0x04, 0x06, 0x07, 0x08, 0x09, 0x0B, 0x01, 0x03, 0x05):
         hv.outb(0x70, reg)
