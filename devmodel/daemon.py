@@ -525,11 +525,15 @@ class Connection:
     def flush_effects(self) -> None:
         """Send what the machine queued outside an ioreq (a backend pushed bytes into a
         device, which raised an IRQ)."""
-        if (self.machine.outbox or self.machine.memory.dirty_log) and not self._closed:
+        if self._closed:
+            return
+        if self.machine.outbox or self.machine.memory.dirty_log:
             self._drain_outbox()
             self.report_dirty()
             self._flush()
-            self._schedule_timer()
+        # A device may arm a timer with no other effect (e1000 RDTR after a received frame):
+        # the loop must learn the new deadline now, not at the guest's next ioreq.
+        self._schedule_timer()
 
     # ---- timers -------------------------------------------------------------------------
     def _schedule_timer(self) -> None:
@@ -700,28 +704,21 @@ class Daemon:
             self.machine.close_backends()
             self.machine.memory.close()
 
+    @staticmethod
+    def _error_frame(why: str) -> bytes:
+        return codec.frame(MsgType.ERROR, encode_error(ErrorCode.BAD_STATE, why))
+
     def _admit(self, s: socket.socket) -> bool:
         """Peer credentials (SO_PEERCRED) against --allow-uid; a refused peer gets an ERROR."""
-        why = lockdown.refusal(s, self.allow_uids, "the hypervisor socket")
-        if why is None:
-            return True
-        try:
-            s.send(codec.frame(MsgType.ERROR, encode_error(ErrorCode.BAD_STATE, why)))
-        except OSError:
-            pass
-        s.close()
-        return False
+        return lockdown.admit(s, self.allow_uids, "the hypervisor socket", self._error_frame)
 
     def _refuse(self, listener: socket.socket) -> None:
-        try:
-            s, _ = listener.accept()
-        except OSError:
-            return
-        if not self._admit(s):
+        s = lockdown.accept_checked(listener, self.allow_uids, "the hypervisor socket",
+                                    self._error_frame)
+        if s is None:
             return
         try:
-            s.send(codec.frame(MsgType.ERROR, encode_error(
-                ErrorCode.BAD_STATE, "a hypervisor is already connected")))
+            s.send(self._error_frame("a hypervisor is already connected"))
         except OSError:
             pass
         s.close()

@@ -111,3 +111,36 @@ def test_missing_stream_server_is_a_clear_start_up_error(devmodel_daemon, tmp_pa
 
     with pytest.raises(RuntimeError, match="cannot connect stream to"):
         devmodel_daemon("--nic", f"backend=stream,path={tmp_path / 'none.sock'}")
+
+
+def test_receive_delay_timer_fires_without_any_ioreq(tmp_path):
+    """RDTR moderation: the frame arrives from the backend (no ioreq in flight) and arms the
+    delay timer; the interrupt must come when it expires, not at the guest's next access."""
+    path = str(tmp_path / "net.sock")
+    server = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    server.bind(path)
+    server.listen(1)
+    spec = f"model=e1000,mac=00:16:3e:00:00:42,backend=stream,path={path},rom=off"
+    with Hypervisor.spawn(["--vga", "none", "--nic", spec], ram=16 << 20) as hv:
+        server.settimeout(10)
+        peer, _ = server.accept()
+        try:
+            g = GuestE1000(hv)
+            mac = g.init()
+            from devmodel.nic import e1000_defs as d
+
+            g.wr(d.RDTR, 2000)  # ~2 ms after the last frame
+            g.rd(d.ICR)
+            assert not g.irq
+            frame = mac + PEER + b"\x88\xb5" + bytes(100)
+            peer.sendall(framed(frame))
+            deadline = time.monotonic() + 5
+            while not g.irq and time.monotonic() < deadline:
+                hv.poll(0.01)  # only listens for dm_ops: no ioreq goes to the daemon
+            assert g.irq, "the RDTR timer never fired"
+            assert g.receive(1) == [frame]
+        finally:
+            peer.close()
+        hv.process.signal()
+        assert hv.process.wait_exit() == 0
+    server.close()
