@@ -102,6 +102,15 @@ class E1000Driver:
         return frame
 
 
+    def receive_matching(self, want: bytes, limit: int = 4 * RING, timeout: float = 5.0) -> int:
+        """Harvest frames until one starts with `want` (others may be in the ring too);
+        returns how many others came first."""
+        for n in range(limit):
+            if self.receive(timeout)[: len(want)] == want:
+                return n
+        raise AssertionError(f"{want!r} not among {limit} frames")
+
+
 class AtapiDriver:
     """PIO ATAPI on the secondary channel's master, polling as SeaBIOS's ATAPI code does."""
 

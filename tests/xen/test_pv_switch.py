@@ -8,7 +8,9 @@ the hypervisor socket):
 
 1. runs a DMA write storm on the disk while frames flow through the e1000 both ways: each
    transmitted frame is read on the kernel side of the tap (an AF_PACKET socket in the
-   namespace), each frame the kernel side sends lands in the guest's RX ring;
+   namespace), each frame the kernel side sends lands in the guest's RX ring, and a thread on
+   the kernel side keeps sending broadcast frames into the tap all along (before, during and
+   after the unplug);
 2. mid-storm, with one more WRITE DMA started and not yet acknowledged and a last frame just
    queued, performs Linux's unplug sequence (magic 0x49D2, protocol version, product number 3,
    driver build 1, unplug mask IDE disks | NICs).
@@ -21,6 +23,8 @@ Then, as the issue asks:
   BAR or its PCI function), and ioreqs sent anyway read all-ones, the NIC's config space reads
   all-ones, writes change nothing (the image file is unchanged by a PIO write and a stale
   bus-master start; a stale TX doorbell produces no frame);
+- the removed NIC writes nothing more into guest RAM although frames keep arriving at the
+  tap (the RX ring and buffers stay as they were at the unplug);
 - the CD-ROM still answers: ATAPI READ(10) returns the ISO's blocks;
 - the tap has been released: no descriptor of the daemon points at /dev/net/tun any more
   (/proc/PID/fd) nor at the disk image (the ISO stays open), and someone else can attach the
@@ -40,13 +44,24 @@ import socket
 import struct
 import subprocess
 import sys
+import threading
+import time
 from pathlib import Path
 
 import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "qmp"))
 
-from pv_guest import E1000_ID, NIC_BAR, AtapiDriver, E1000Driver, find_function, open_files  # noqa: E402
+from pv_guest import (  # noqa: E402
+    E1000_ID,
+    NIC_BAR,
+    RX_BUF,
+    RX_RING,
+    AtapiDriver,
+    E1000Driver,
+    find_function,
+    open_files,
+)
 from qmp_support import client, next_event  # noqa: E402
 from xen_helpers import BMIBA, CMD0, Guest, HvPort, make_image, pattern  # noqa: E402
 
@@ -65,6 +80,7 @@ ETH_P_ALL = 0x0003
 ETHERTYPE = 0x88B5  # IEEE local experimental
 PACKET_OUTGOING = 4
 CD_BLOCKS = 32
+INJECT_S = 0.002
 
 
 def _why_skip() -> str | None:
@@ -137,6 +153,25 @@ def nothing_from_guest(s: socket.socket, timeout: float = 0.3) -> list[bytes]:
         return got
 
 
+class Injector(threading.Thread):
+    """The host side keeps talking: a broadcast frame into the tap every INJECT_S."""
+
+    def __init__(self, s: socket.socket, src: bytes) -> None:
+        super().__init__(name="tap-injector", daemon=True)
+        self.s = s
+        self.src = src
+        self.sent = 0
+        self.stop = threading.Event()
+
+    def run(self) -> None:
+        while not self.stop.wait(INJECT_S):
+            try:
+                self.s.send(frame(b"\xff" * 6, self.src, b"background %d" % self.sent))
+                self.sent += 1
+            except OSError:
+                pass  # no carrier once the daemon let the tap go: the host's frames go nowhere
+
+
 def tap_attach_error(ns: str) -> str | None:
     """Try to attach the tap as someone else would; the error text, or None (then detached)."""
     try:
@@ -162,6 +197,7 @@ def test_unplug_mid_storm_hands_disk_and_tap_over(netns, tmp_path):
     ks = kernel_side(ns)
     pid = proc.pid
     qc = None
+    injector = None
     try:
         hv.add_ram(RAM)
         qc = loop.run_until_complete(client(qmp))
@@ -175,6 +211,9 @@ def test_unplug_mid_storm_hands_disk_and_tap_over(netns, tmp_path):
         assert "/dev/net/tun" in open_files(pid) and str(img) in open_files(pid)
         assert "busy" in (tap_attach_error(ns) or "").lower()
         peer = bytes.fromhex("02aabbccddee")
+        injector = Injector(ks, bytes.fromhex("02ffeeddccbb"))
+        injector.start()
+        background = 0
 
         # 1. the storm: DMA writes acknowledged one after the other, frames both ways
         expected = bytearray(img.read_bytes())
@@ -188,7 +227,7 @@ def test_unplug_mid_storm_hands_disk_and_tap_over(netns, tmp_path):
             from_guest(ks, out[:20])
             inbound = frame(b"\xff" * 6, peer, b"tap->guest %d" % k)
             ks.send(inbound)
-            assert nic.receive()[: len(inbound)] == inbound
+            background += nic.receive_matching(inbound)
         assert nic.rd(d.STATUS) & d.STATUS_LU
 
         # 2. mid-storm: one more write started (not acknowledged), a last frame queued, unplug
@@ -200,6 +239,8 @@ def test_unplug_mid_storm_hands_disk_and_tap_over(netns, tmp_path):
         nic.send(last_frame)  # acknowledged (DD): the host must get it
         assert g.linux_unplug(0x1 | 0x2) == "unplugged"
         hv.barrier()
+        rx_area = (hv.ram.read(RX_RING, 16 * 16), hv.ram.read(RX_BUF, 16 * 2048))
+        sent_at_unplug = injector.sent
 
         # every acknowledged write is in the file, and the drained in-flight one too
         expected[last_lba * 512 : (last_lba + CHUNK) * 512] = last
@@ -227,6 +268,15 @@ def test_unplug_mid_storm_hands_disk_and_tap_over(netns, tmp_path):
         hv.pio_write(BMIBA, 1, ata.BM_CMD_START)
         hv.barrier()
         assert img.read_bytes() == on_disk
+
+        # frames kept coming to the tap; none reached guest RAM through the removed NIC
+        assert background > 0  # the background frames did reach the guest before
+        time.sleep(0.2)
+        hv.poll(0.05)
+        injector.stop.set()
+        injector.join()
+        assert injector.sent > sent_at_unplug
+        assert (hv.ram.read(RX_RING, 16 * 16), hv.ram.read(RX_BUF, 16 * 2048)) == rx_area
 
         # the CD-ROM still answers
         cd = AtapiDriver(hv)
@@ -264,6 +314,9 @@ def test_unplug_mid_storm_hands_disk_and_tap_over(netns, tmp_path):
         hv.outb(0x70, 0x0E)
         assert hv.inb(0x71) == 0x5A
     finally:
+        if injector is not None:
+            injector.stop.set()
+            injector.join()
         if qc is not None:
             loop.run_until_complete(qc.disconnect())
         ks.close()
