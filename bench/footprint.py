@@ -20,15 +20,19 @@ COM1 on null; 128 MiB of guest RAM.
   `-device e1000` `-usb -device usb-tablet` `-vga std` `-serial null` `-qmp unix:...`. Ready:
   the QMP greeting on its socket.
 
-Start-up: exec to ready, wall clock. Memory, read from /proc/PID/smaps `--settle` seconds after
-ready: `rss_kib` (all mappings), `excluded_kib` (guest RAM and VRAM: devmodel's memfd
+Start-up: exec to ready, wall clock (`startup_s`). On a loaded host that figure mostly
+measures the wait for a CPU, so the CPU time the process used up to ready is reported too
+(`startup_cpu_s`, all its threads, /proc/PID/task/*/schedstat read at ready) with the time its
+threads waited runnable for a CPU (`startup_runq_s`). Memory, read from /proc/PID/smaps
+`--settle` seconds after ready: `rss_kib` (all mappings), `excluded_kib` (guest RAM and VRAM: devmodel's memfd
 mappings — guest RAM, VRAM, the BIOS when it has one; QEMU's anonymous guest-RAM block of
 128 MiB and VRAM block of 16 MiB), `rss_excl_kib` = the difference, the figure compared. Also
 `pss_excl_kib` (shared library pages divided among the processes that map them: what one more
 daemon costs a host running many) and `uss_excl_kib` (private pages only).
 
-`python_floor_s`: exec to exit of the same interpreter importing only asyncio and uvloop, the
-floor under any start-up of a Python daemon on this event loop.
+`python_floor_s` (`python_floor_cpu_s`): exec to exit (CPU time) of the same interpreter
+importing only asyncio and uvloop, the floor under any start-up of a Python daemon on this
+event loop.
 
 Each figure is a median with min-max over interleaved rounds. Targets (issue 9): rss_excl
 no more than QEMU's, start-up within 2x of QEMU's. JSON on stdout.
@@ -85,6 +89,21 @@ def is_qemu_guest_memory(m: dict) -> bool:
     # page is a separate PROT_NONE mapping): pc.ram (-m) and vga.vram.
     return (m["name"] == "" and m["perms"].startswith("rw")
             and m["size_kib"] in (RAM_MIB << 10, VRAM_MIB << 10))
+
+
+def cpu_so_far(pid: int) -> tuple[float, float]:
+    """(CPU seconds used, seconds spent runnable waiting for a CPU) by every thread of `pid`
+    so far: the first two fields of /proc/PID/task/TID/schedstat, in ns."""
+    cpu = wait = 0
+    for tid in os.listdir(f"/proc/{pid}/task"):
+        try:
+            with open(f"/proc/{pid}/task/{tid}/schedstat") as f:
+                fields = f.read().split()
+        except OSError:  # the thread ended meanwhile
+            continue
+        cpu += int(fields[0])
+        wait += int(fields[1])
+    return cpu / 1e9, wait / 1e9
 
 
 def footprint(pid: int, excluded) -> dict:
@@ -172,10 +191,12 @@ def run_devmodel(tmp: str, disk: str, iso: str, settle: float, connected: bool,
     try:
         data = _wait_readable(r, timeout)
         ready = time.perf_counter() - t0
+        cpu, runq = cpu_so_far(proc.pid)
         if data != b"READY\n":
             raise RuntimeError(f"devmodel failed: {proc.communicate(timeout=10)[1].decode()}")
         time.sleep(settle)
-        out = {"startup_s": ready, **footprint(proc.pid, is_devmodel_guest_memory)}
+        out = {"startup_s": ready, "startup_cpu_s": cpu, "startup_runq_s": runq,
+               **footprint(proc.pid, is_devmodel_guest_memory)}
         if connected:
             from devmodel.client import Hypervisor
 
@@ -198,13 +219,19 @@ def run_devmodel(tmp: str, disk: str, iso: str, settle: float, connected: bool,
             proc.stderr.close()
 
 
-def run_python_floor(tmp: str) -> float:
-    """Exec to exit of this interpreter importing only asyncio and uvloop: the least any
-    Python daemon on this loop pays before its own first line (for reading startup_s)."""
+def run_python_floor(tmp: str) -> tuple[float, float]:
+    """Exec to exit (wall, CPU) of this interpreter importing only asyncio and uvloop: the
+    least any Python daemon on this loop pays before its own first line (for reading
+    startup_s and startup_cpu_s)."""
     t0 = time.perf_counter()
-    subprocess.run([sys.executable, "-c", "import asyncio, uvloop"], check=True,
-                   env=_devmodel_env(tmp), stdin=subprocess.DEVNULL)
-    return time.perf_counter() - t0
+    proc = subprocess.Popen([sys.executable, "-c", "import asyncio, uvloop"],
+                            env=_devmodel_env(tmp), stdin=subprocess.DEVNULL)
+    _, status, usage = os.wait4(proc.pid, 0)
+    wall = time.perf_counter() - t0
+    proc.returncode = os.waitstatus_to_exitcode(status)
+    if proc.returncode != 0:
+        raise RuntimeError(f"python floor run exited {proc.returncode}")
+    return wall, usage.ru_utime + usage.ru_stime
 
 
 def qemu_argv(qemu: str, tmp: str, disk: str, iso: str, qmp: str) -> list[str]:
@@ -245,9 +272,11 @@ def run_qemu(qemu: str, tmp: str, disk: str, iso: str, settle: float,
         s.settimeout(timeout)
         greeting = s.recv(4096)
         ready = time.perf_counter() - t0
+        cpu, runq = cpu_so_far(proc.pid)
         assert b'"QMP"' in greeting, greeting
         time.sleep(settle)
-        out = {"startup_s": ready, **footprint(proc.pid, is_qemu_guest_memory)}
+        out = {"startup_s": ready, "startup_cpu_s": cpu, "startup_runq_s": runq,
+               **footprint(proc.pid, is_qemu_guest_memory)}
         s.close()
         return out
     finally:
@@ -258,7 +287,9 @@ def run_qemu(qemu: str, tmp: str, disk: str, iso: str, settle: float,
 
 
 # ---- statistics and output --------------------------------------------------------------------
-FIGURES = (("startup_s", "s"), ("python_floor_s", "s"), ("rss_kib", "KiB"), ("excluded_kib", "KiB"),
+FIGURES = (("startup_s", "s"), ("startup_cpu_s", "s"), ("startup_runq_s", "s"),
+           ("python_floor_s", "s"), ("python_floor_cpu_s", "s"), ("rss_kib", "KiB"),
+           ("excluded_kib", "KiB"),
            ("rss_excl_kib", "KiB"), ("pss_excl_kib", "KiB"), ("uss_excl_kib", "KiB"))
 
 
@@ -311,7 +342,8 @@ def main(argv: list[str] | None = None) -> int:
                 if who == "devmodel":
                     dm_runs.append(run_devmodel(tmp, disk, iso, args.settle,
                                                 connected=not args.no_connected))
-                    dm_runs[-1]["python_floor_s"] = run_python_floor(tmp)
+                    floor = run_python_floor(tmp)
+                    dm_runs[-1]["python_floor_s"], dm_runs[-1]["python_floor_cpu_s"] = floor
                 elif qemu:
                     q_runs.append(run_qemu(qemu, tmp, disk, iso, args.settle))
     finally:
@@ -343,7 +375,8 @@ def main(argv: list[str] | None = None) -> int:
     }
     if q_runs:
         q = result["qemu"]
-        for name in ("startup_s", "rss_excl_kib", "pss_excl_kib", "uss_excl_kib"):
+        for name in ("startup_s", "startup_cpu_s", "rss_excl_kib", "pss_excl_kib",
+                     "uss_excl_kib"):
             result["ratios"][name] = round(dm[name]["median"] / max(q[name]["median"], 1e-9), 3)
         result["targets"] = {
             "memory_no_more_than_qemu": dm["rss_excl_kib"]["median"] <= q["rss_excl_kib"]["median"],

@@ -35,5 +35,10 @@ def test_footprint_bench_smoke() -> None:
                                                  - col["excluded_kib"]["median"])
         assert all(m["name"].startswith("/memfd:") for m in col["excluded_mappings"])
     assert "python_floor_s" in result["devmodel"]
+    # CPU time to ready, apart from the wait for a CPU on a loaded host: some, and no more
+    # than the wall time plus what other threads ran meanwhile (bounded loosely)
+    dm = result["devmodel"]
+    assert 0 < dm["startup_cpu_s"]["median"] and dm["startup_runq_s"]["median"] >= 0
+    assert 0 < dm["python_floor_cpu_s"]["median"] <= 10 * dm["python_floor_s"]["median"]
     names = {m["name"].split(" ")[0] for m in result["devmodel_connected"]["excluded_mappings"]}
     assert any("guest-ram" in n for n in names) and any("vram" in n for n in names)
