@@ -158,17 +158,17 @@ def test_unplug_waits_for_the_dma_in_flight_on_a_slow_disk(tmp_path):
         backend = d.machine.device("piix3-ide").drive(0, 0).backend
         g.dma_write(8, pattern(4, seed=5))  # acknowledged (slowly)
         g.dma_write_issue(100, pattern(8, seed=6))
+        t0 = time.monotonic()
         hv.pio_write(BMIBA, 1, ata.BM_CMD_START)
         assert hv.pio_read(BMIBA + 2, 1) & ata.BM_STATUS_ACTIVE  # in flight
         assert hv.pio_read(CMD0 + 7, 1) & ata.BUSY_STAT
-        t0 = time.monotonic()
         assert g.linux_unplug(1) == "unplugged"
         waited = time.monotonic() - t0
         hv.barrier()
         data = img.read_bytes()
         assert data[8 * 512 : 12 * 512] == pattern(4, seed=5)
         assert data[100 * 512 : 108 * 512] == pattern(8, seed=6)  # drained, then flushed
-        assert waited > SLOW / 4, waited  # the unplug waited for it (the vCPU with it)
+        assert waited >= SLOW * 0.9, waited  # the unplug ended after the write (vCPU waited)
         assert getattr(backend, "_raw", backend)._fd is None
         hv.poll(SLOW)  # a late completion, if any, would arrive now
         hv.barrier()
