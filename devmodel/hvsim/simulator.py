@@ -42,6 +42,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from unicorn import (
+    UC_HOOK_CODE,
     UC_HOOK_INSN,
     UC_HOOK_INTR,
     UC_HOOK_MEM_FETCH_UNMAPPED,
@@ -93,6 +94,10 @@ RESET_VECTOR = 0xFFFF0
 # serves: a guest polling RAM and hypervisor-local timers (PM timer, TSC, PIC) must still see
 # the device model's timers fire (a USB TD completed by the UHCI frame timer).
 CLOCK_PERIOD_NS = 1_000_000
+# Instructions watched for an STI after an interrupt became pending with IF=0 (the
+# interrupt-window watch, _arm_window); the watch costs a Python call per instruction.
+INTERRUPT_WINDOW_INSNS = 20_000
+STI_BYTE = b"\xfb"
 CPUID_HYPERVISOR_LEAF = 0x40000000
 
 
@@ -138,6 +143,8 @@ class Stats:
     lazy_mmio_pages: int = 0
     clock_msgs: int = 0  # CLOCK messages sent to the device model
     clock_ticks: int = 0  # of which sent because CLOCK_PERIOD_NS passed without one
+    window_watches: int = 0  # interrupt-window watches armed (_arm_window)
+    window_stops: int = 0  # of which ended at an STI shadow
     posted_writes: int = 0  # VGA-window and POSTED_PORTS writes sent as BUFIOREQ slots
     posted_batches: int = 0  # BUFIOREQ messages
     mmio_rep_batches: int = 0  # REP STOS/MOVS stores sent as one COPY ioreq with a count
@@ -178,7 +185,13 @@ class Simulator:
         self.stats = Stats()
 
         self.pic = DualPic()
-        self.irq = IrqRouter(self.pic.set_irq)
+        self.irq = IrqRouter(self._pic_set_irq)
+        self._irq_raises = 0  # interrupt requests raised so far (the window watch's edges)
+        self._window_hook: int | None = None
+        self._window_seen = 0  # _irq_raises when the watch was last armed
+        self._window_budget = 0
+        self._window_shadow = False
+        self._sti_cache: dict[int, bool] = {}
         self.pit = Pit(self.clock, lambda level: self.irq.set_isa_level(0, level, SRC_PIT))
         self.lapic = LapicStub()
         self.ioapic = IoapicStub()
@@ -265,6 +278,7 @@ class Simulator:
         self.pm_timer.reset()
         self.clock.reset_tsc()
         self._cs_bases.clear()
+        self._disarm_window()
         self._halted = False
         self.stats.resets += 1
 
@@ -320,6 +334,9 @@ class Simulator:
             self.port.poll()
             if self._stop is not None or self._maybe_interrupt() is not None:
                 break
+            if (self._irq_raises != self._window_seen and not self._halted
+                    and self.pic.has_interrupt()):
+                self._arm_window()
             if self._halted:
                 wakeups += 1
                 self._wait_for_event(until_ns)
@@ -410,6 +427,7 @@ class Simulator:
             return self._stop
         self._halted = False
         self.stats.irqs += 1
+        self._disarm_window()
         return None
 
     def _wait_for_event(self, until_ns: int | None) -> None:
@@ -433,6 +451,54 @@ class Simulator:
             self.port.poll()
             if self.pic.has_interrupt() or self._stop is not None:
                 return
+
+    # ---- the interrupt window --------------------------------------------------------------
+    # An interrupt pending while IF=0 is taken on hardware right after the instruction that
+    # follows the STI that opens the window (SDM vol. 2, STI). Slices and exits rarely land in
+    # such a window (iPXE's BIOS timer opens one with `sti; nop; nop; cli`), so when an
+    # interrupt is raised while IF=0, every instruction is watched, as a VMM's
+    # interrupt-window exiting would, for at most INTERRUPT_WINDOW_INSNS instructions: at the
+    # instruction after an STI the vCPU stops, and _maybe_interrupt runs that one instruction
+    # (the STI shadow) and delivers. Unwatched windows are still seen at slice ends and exits.
+    def _pic_set_irq(self, irq: int, level: int) -> None:
+        self.pic.set_irq(irq, level)
+        if level:
+            self._irq_raises += 1
+
+    def _arm_window(self) -> None:
+        self._window_seen = self._irq_raises
+        if self.cpu.eflags & EFLAGS_IF:
+            return
+        self._window_budget = INTERRUPT_WINDOW_INSNS
+        self._window_shadow = False
+        if self._window_hook is None:
+            self._sti_cache.clear()  # code may have changed since the last watch
+            self._window_hook = self.cpu.uc.hook_add(UC_HOOK_CODE, self._hook_window)
+            # Unicorn calls a code hook only from blocks translated after it was added.
+            self.cpu.uc.ctl_flush_tb()
+            self.stats.window_watches += 1
+
+    def _disarm_window(self) -> None:
+        if self._window_hook is not None:
+            self.cpu.uc.hook_del(self._window_hook)
+            self._window_hook = None
+
+    def _hook_window(self, uc: Uc, address: int, size: int, _ud: object) -> None:
+        if self._window_shadow:  # this instruction is the STI shadow: stop before it
+            self._window_shadow = False
+            self.stats.window_stops += 1
+            self._disarm_window()
+            self._kick()
+            return
+        sti = self._sti_cache.get(address)
+        if sti is None:
+            sti = self._sti_cache[address] = self.cpu.read_linear(address, 1) == STI_BYTE
+        if sti:
+            self._window_shadow = True
+        else:
+            self._window_budget -= 1
+            if self._window_budget <= 0:
+                self._disarm_window()
 
     # ---- device-model callbacks ------------------------------------------------------------
     def _irq_changed(self) -> None:

@@ -195,3 +195,34 @@ def test_unicorn_instruction_counter_is_found() -> None:
 
     assert counter_offset() is not None  # the pinned unicorn 2.1.x wheel
     assert Cpu().insns_run() == 0
+
+
+def sti_window_program(ticks: int) -> bytes:
+    count = 1193  # ~1 ms PIT period
+    pit = bytes((0xB0, 0x34, 0xE6, 0x43, 0xB0, count & 0xFF, 0xE6, 0x40,
+                 0xB0, count >> 8, 0xE6, 0x40))
+    # L: sti ; nop ; nop ; cli ; mov cx, 200 ; L2: loop L2 ; cmp word [COUNTER], ticks ;
+    #    jb L ; hlt  (no exit anywhere in the loop: the window is only 2 instructions wide)
+    loop = (b"\xfb\x90\x90\xfa\xb9\xc8\x00\xe2\xfe\x83\x3e" + struct.pack("<HB", COUNTER, ticks)
+            + b"\x72\xf0\xf4")
+    return program(SETUP + b"\xfa" + set_vector(0x08) + pic_init(0xFE) + pit + loop)
+
+
+def test_interrupt_taken_in_an_sti_window_without_exits(tiny_sim) -> None:
+    # iPXE's BIOS timer: `sti; nop; nop; cli`. The interrupt must land after the STI shadow.
+    sim, _ = tiny_sim(sti_window_program(3))
+    stop = sim.run(max_insns=10_000_000)
+    assert stop.reason is StopReason.HALTED, stop
+    assert counter(sim) == 3 and sim.stats.irqs == 3
+    assert sim.stats.window_stops == 3
+    assert sim.clock.ns < 4_000_000  # each tick taken at its first window, ~1 ms apart
+
+
+def test_without_the_window_watch_the_sti_window_is_missed(tiny_sim, monkeypatch) -> None:
+    from devmodel.hvsim.simulator import Simulator
+
+    monkeypatch.setattr(Simulator, "_arm_window", lambda self: None)
+    sim, _ = tiny_sim(sti_window_program(3))
+    stop = sim.run(max_insns=5_000_000)
+    assert stop.reason is StopReason.BUDGET, stop
+    assert counter(sim) < 3
