@@ -23,6 +23,9 @@ PRD_ENTRY_SIZE = 8
 PRD_TABLE_MAX_BYTES = 4096
 PRD_MAX_ENTRIES = PRD_TABLE_MAX_BYTES // PRD_ENTRY_SIZE
 PRD_MAX_BYTE_COUNT = 0x10000  # a byte count of 0 means 64 KiB
+# Entries read from guest RAM per access during the walk (reading past the EOT entry is
+# harmless: RAM reads have no side effects).
+PRD_READ_BATCH = 16
 
 _PRD = struct.Struct("<II")
 
@@ -77,20 +80,39 @@ class BusMaster:
     # ---- the PRD walk ---------------------------------------------------------------------
     def walk_prd(self, memory: GuestMemory, need: int) -> PrdWalk | None:
         """Collect PRD entries until `need` bytes are covered, EOT, or the one-page bound.
-        None when a table entry is not in guest RAM (a bus error)."""
+        None when a table entry is not in guest RAM (a bus error).
+
+        Entries that continue where the previous one ended (Linux ata_bmdma_fill_sg splits
+        one contiguous buffer at every 64 KiB boundary) are merged into one scatter
+        element: one guest-RAM view and one iovec instead of one per 64 KiB. The table is
+        read up to PRD_READ_BATCH entries at a time, as many as the rest of the transfer
+        needs at 64 KiB per entry (one entry at a time where a batch would run out of
+        guest RAM)."""
         sg: list[tuple[int, int]] = []
         got = 0
         entry_addr = self.addr
+        batch: list[tuple[int, int]] = []
         for i in range(PRD_MAX_ENTRIES):
-            raw = memory.read(entry_addr, PRD_ENTRY_SIZE)
-            if raw is None:
-                return None
-            base, count = _PRD.unpack(raw)
+            if not batch:
+                # as many entries as the rest needs at 64 KiB each (at least one), in batches
+                n = min(PRD_READ_BATCH, PRD_MAX_ENTRIES - i,
+                        max(1, -(-(need - got) // PRD_MAX_BYTE_COUNT)))
+                raw = memory.read(entry_addr, n * PRD_ENTRY_SIZE)
+                if raw is None:
+                    raw = memory.read(entry_addr, PRD_ENTRY_SIZE)
+                    if raw is None:
+                        return None
+                batch = list(_PRD.iter_unpack(raw))
+                batch.reverse()
+            base, count = batch.pop()
             length = count & 0xFFFE or PRD_MAX_BYTE_COUNT
             eot = bool(count & ata.PRD_EOT)
             take = min(length, need - got)
             if take:
-                sg.append((base, take))
+                if sg and sg[-1][0] + sg[-1][1] == base:
+                    sg[-1] = (sg[-1][0], sg[-1][1] + take)
+                else:
+                    sg.append((base, take))
                 got += take
             entry_addr += PRD_ENTRY_SIZE
             if got == need:

@@ -206,3 +206,28 @@ def test_stop_while_command_waits_then_restart(tmp_path):
     r.bm_start(to_memory=True)
     assert r.bm_status() == INT
     assert r.ram(0x20000, 512) == pattern(64)[7 * 512 : 8 * 512]
+
+
+def test_prd_walk_merges_contiguous_entries_and_reads_the_table_in_batches():
+    """Entries that continue the previous one (a driver's 64 KiB split of one buffer) become
+    one scatter element; a gap starts a new one. A batched table read that would run past
+    the end of RAM falls back to one entry at a time: a table that ends at the end of RAM
+    is walked to its EOT entry, not reported as a bus error."""
+    from devmodel.core.memory import GuestMemory
+    from devmodel.ide.bmdma import BusMaster
+
+    mem = GuestMemory.fake(RAM_SIZE)
+    bm = BusMaster()
+    bm.addr = TABLE
+    entries = [(0x100000, 0), (0x110000, 0), (0x120000, 0x8000), (0x130000, 0x8000 | ata.PRD_EOT)]
+    mem.write(TABLE, b"".join(struct.pack("<II", a, c) for a, c in entries))
+    walk = bm.walk_prd(mem, 0x30000)
+    assert walk is not None and walk.got == 0x30000 and not walk.more
+    assert walk.sg == [(0x100000, 0x28000), (0x130000, 0x8000)]
+    bm.addr = RAM_SIZE - 16  # two 64 KiB entries, the last bytes of RAM
+    mem.write(RAM_SIZE - 16, struct.pack("<IIII", 0x200000, 0, 0x210000, ata.PRD_EOT))
+    walk = bm.walk_prd(mem, 0x30000)  # asks for 3 entries' worth: the batch would not fit
+    assert walk is not None and walk.got == 0x20000 and walk.sg == [(0x200000, 0x20000)]
+    bm.addr = RAM_SIZE - 8  # one entry without EOT, the next one would be outside RAM
+    mem.write(RAM_SIZE - 8, struct.pack("<II", 0x200000, 0))
+    assert bm.walk_prd(mem, 0x20000) is None
