@@ -242,6 +242,7 @@ class _CellCache(dict):
         self.line_gfx = line_gfx
         self.blink_attr = blink_attr
         self.blink_on = blink_on
+        self._runs: dict[int, list[bytes]] = {}  # at most 256 colour pairs
 
     def colours(self, attr: int) -> tuple[int, int]:
         fg, bg = attr & 0x0F, attr >> 4
@@ -251,15 +252,28 @@ class _CellCache(dict):
                 fg = bg
         return fg, bg
 
+    def _nibbles(self, fg: int, bg: int) -> list[bytes]:
+        """The 16 four-dot RGB runs of a colour pair (a scanline is two of them)."""
+        t = self._runs.get(fg | bg << 4)
+        if t is None:
+            f, b = self.pal[fg], self.pal[bg]
+            t = self._runs[fg | bg << 4] = [b"".join(f if n >> (3 - i) & 1 else b for i in range(4))
+                                             for n in range(16)]
+        return t
+
     def __missing__(self, key: int) -> tuple[bytes, ...]:
         code, attr = key & 0xFF, key >> 8
         fg, bg = self.colours(attr)
         font = self.fonts[(attr >> 3) & 1]
-        dup9 = self.cw == 9 and self.line_gfx and DUP9_FIRST <= code <= DUP9_LAST
-        f, b = self.pal[fg], self.pal[bg]
         g = 32 * code
-        cell = tuple(_glyph_line_rgb(bits, f, b, self.cw, dup9 and bool(bits & 1))
-                     for bits in font[g : g + self.ch_h])
+        t = self._nibbles(fg, bg)
+        if self.cw == 8:
+            cell = tuple(t[bits >> 4] + t[bits & 15] for bits in font[g : g + self.ch_h])
+        else:  # the 9th column: background, or the 8th dot for line graphics (0xB0-0xDF)
+            f, b = self.pal[fg], self.pal[bg]
+            dup9 = self.line_gfx and DUP9_FIRST <= code <= DUP9_LAST
+            cell = tuple(t[bits >> 4] + t[bits & 15] + (f if dup9 and bits & 1 else b)
+                         for bits in font[g : g + self.ch_h])
         if len(self) >= MAX_CELL_CACHE:
             self.clear()
         self[key] = cell
