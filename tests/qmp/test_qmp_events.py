@@ -85,3 +85,28 @@ async def test_libxl_commands_absent_as_in_a_qemu_without_them(cmd, args):
         await c.disconnect()
     finally:
         d.close()
+
+
+async def test_vnc_and_the_other_hmp_infos_through_qemu_qmp(tmp_path):
+    """What libxl reads after start-up (query-vnc for console/vnc-listen and vnc-port) with a
+    VNC server configured, and the `info` commands `xl qemu-monitor-command` users type."""
+    vnc = str(tmp_path / "vnc.sock")
+    d = start(["--vnc", f"unix:{vnc}", "--uuid", "6ba7b810-9dad-11d1-80b4-00c04fd430c8"],
+              hypervisor=False)
+    try:
+        c = await client(d.qmp)
+        q = await c.execute("query-vnc")
+        assert q["enabled"] is True and q["family"] == "unix" and q["host"] == vnc
+        assert q["auth"] == "none" and q["clients"] == []
+        with pytest.raises(ExecuteError) as ei:  # no password auth configured: QEMU's answer
+            await c.execute("change-vnc-password", {"password": "secret"})
+        assert ei.value.error_class == "GenericError"
+        hmp = {w: await c.execute("human-monitor-command", {"command-line": f"info {w}"})
+               for w in ("uuid", "kvm", "status")}
+        assert hmp["uuid"] == "6ba7b810-9dad-11d1-80b4-00c04fd430c8\r\n"
+        assert hmp["kvm"] == "kvm support: not compiled\r\n"
+        assert hmp["status"] == "VM status: running\r\n"
+        assert (await c.execute("query-uuid"))["UUID"] == "6ba7b810-9dad-11d1-80b4-00c04fd430c8"
+        await c.disconnect()
+    finally:
+        d.close()
