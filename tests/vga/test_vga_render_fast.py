@@ -6,6 +6,8 @@ from __future__ import annotations
 import random
 import sys
 
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from vgahelp import MODE3, MODE12, Bus, load_ega_dac, make, set_mode
 
 from devmodel.vga import capture, render
@@ -152,3 +154,27 @@ def test_caches_stay_bounded(monkeypatch) -> None:
     set_mode(bus, MODE12)
     render(capture(dev))
     assert len(RM._PLANAR_GROUPS) <= 64
+
+
+_FUZZ_VRAM = random.Random(6).randbytes(1 << 20)
+
+
+@settings(max_examples=25, deadline=None)
+@given(regs=st.binary(min_size=8 + 16 + 21 + 256, max_size=8 + 16 + 21 + 256),
+       misc=st.integers(0, 255), vbe=st.booleans(), blink=st.booleans(),
+       xres=st.integers(0, 0xFFFF), yres=st.integers(0, 0xFFFF),
+       bpp=st.sampled_from([0, 4, 8, 15, 16, 24, 32, 0xFFFF]))
+def test_any_register_state_renders_a_consistent_frame(regs, misc, vbe, blink, xres, yres,
+                                                       bpp) -> None:
+    """Catalog 33-35 for the cached renderers: whatever the registers hold, render returns a
+    frame whose bytes match its size, within the frame limits, and never raises."""
+    s = RM.DisplayState(
+        sr=regs[:8], gr=regs[8:24], ar=regs[24:45], cr=regs[45:], ar_index=0x20, misc=misc,
+        palette=_FUZZ_VRAM[:768], pel_mask=0xFF, dac_8bit=False, vbe_enabled=vbe,
+        vbe_xres=min(max(xres & ~7, 8), RM.MAX_FRAME_WIDTH), vbe_yres=min(max(yres, 1), 1024),
+        vbe_bpp=bpp if bpp in (8, 15, 16, 24, 32) else 8, vbe_line_offset=4096,
+        vbe_start_addr=0, vram=_FUZZ_VRAM, vram_size=1 << 20)
+    f = render(s, blink)
+    assert len(f.rgb) == 3 * f.width * f.height
+    # (an empty frame is allowed: the screen recorder and VNC show the blank one instead)
+    assert 0 <= f.width <= RM.MAX_FRAME_WIDTH and 0 <= f.height <= RM.MAX_FRAME_HEIGHT
