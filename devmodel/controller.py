@@ -218,10 +218,15 @@ class Controller:
         return None
 
     def find_device(self, qdev_id: str):
-        """A device by QMP id: its name, or a block device name."""
+        """A device by QMP id: its name, or a block device name; USB devices behind a host
+        controller (`all_devices`) too, so that device_del reaches them."""
         for d in self.machine.devices:
             if d.name == qdev_id:
                 return d
+        for d in self.machine.devices:
+            for u in getattr(d, "all_devices", list)():
+                if u.name == qdev_id:
+                    return u
         return None
 
     def nic(self, name: str):

@@ -4,6 +4,10 @@ storage (Bulk-Only Transport + SCSI) and an 8-port hub.
 `build_usb(machine, devices)` adds the controller and plugs in the devices (a list of
 `UsbDevice`s, or of `--usb` spec strings / parsed `UsbSpec`s). Devices here are pure state
 machines; disk I/O goes through the DiskBackend port of devmodel/backends/disk.py.
+
+`unplug_usb(machine, dev)` (QMP device_del of a USB device reaches it through
+`UsbDevice.unplug_request`) disconnects a device from its root or hub port on the running
+machine and releases what it owned; `plug_usb` connects one again.
 """
 
 from __future__ import annotations
@@ -18,7 +22,7 @@ from .uhci import PCI_FN, PCI_SLOT, Uhci
 from .usbspec import MAX_USB_DEVICES, UsbSpec, parse_usbspec
 
 __all__ = ["Uhci", "UsbDevice", "UsbHub", "UsbKeyboard", "UsbMouse", "UsbTablet", "UsbMassStorage",
-           "build_usb", "open_usb_devices", "parse_usbspec"]
+           "build_usb", "open_usb_devices", "parse_usbspec", "plug_usb", "unplug_usb"]
 
 
 def open_usb_devices(specs: Sequence[UsbSpec | str], backends: list | None = None) -> list[UsbDevice]:
@@ -78,4 +82,57 @@ def build_usb(machine, devices: Sequence[UsbDevice | UsbSpec | str] = ()) -> Uhc
             hub.plug(n, d)
     assert len(devs) <= 1 + NUM_PORTS
     machine.add(uhci, slot=PCI_SLOT, fn=PCI_FN)
+    if specs:
+        for d in devs:  # the backends opened here serve one device each: unplug releases them
+            backend = getattr(d, "backend", None)
+            if backend is not None:
+                machine.own(d, backend)
+    for d in uhci.all_devices():
+        _wire_unplug(machine, uhci, d)
     return uhci
+
+
+def _wire_unplug(machine, uhci: Uhci, dev: UsbDevice) -> None:
+    def unplug() -> None:
+        unplug_usb(machine, dev, uhci)
+    dev.port_unplug = unplug
+
+
+def plug_usb(machine, uhci: Uhci, dev: UsbDevice, port: int, hub: UsbHub | None = None) -> None:
+    """Connect `dev` to a free root port of `uhci` (or to port `port` of `hub`, which is
+    plugged in) on the running machine: the port reports the connection as at start-up, and
+    QMP device_del of the device (UsbDevice.unplug_request) reaches unplug_usb."""
+    if hub is not None:
+        if not any(d is hub for d in uhci.all_devices()):
+            raise ValueError(f"{hub.name} is not plugged in")
+        hub.plug(port, dev)
+    else:
+        uhci.plug(port, dev)
+    for d in uhci.all_devices():
+        _wire_unplug(machine, uhci, d)
+
+
+def unplug_usb(machine, dev: UsbDevice, uhci: Uhci | None = None) -> bool:
+    """Unplug a USB device from the running machine (QMP device_del; hostile-guest-catalog
+    28): the port reports the disconnect, the device (a hub: with everything behind it) is
+    reset and unbound (UsbDevice.detached), the backends it owns are drained, flushed and
+    closed (Machine.release_resources), and each removed device is announced
+    (Machine.notify_unplugged: DEVICE_DELETED). Nothing in the model refers to it afterwards.
+    False if it is not plugged into the machine's UHCI."""
+    if uhci is None:
+        uhci = next((d for d in machine.devices if isinstance(d, Uhci)
+                     and any(u is dev for u in d.all_devices())), None)
+    if uhci is None:
+        return False
+    gone = [dev]
+    stack = list(dev.children())
+    while stack:  # bounded by the devices plugged in (MAX_USB_DEVICES and the hubs)
+        d = stack.pop()
+        gone.append(d)
+        stack.extend(d.children())
+    if not uhci.detach(dev):
+        return False
+    for d in reversed(gone):
+        machine.release_resources(d)
+        machine.notify_unplugged(d.name, "usb")
+    return True

@@ -80,6 +80,14 @@ CTL_STATUS_IN = "status_in"  # host-to-device request done, waiting for the zero
 CTL_STALL = "stall"
 
 
+def _no_clock() -> int:
+    return 0
+
+
+def _no_wakeup() -> None:
+    return None
+
+
 class Endpoint:
     __slots__ = ("address", "type", "max_packet", "halted", "toggle")
 
@@ -114,14 +122,34 @@ class UsbDevice:
         self.counters: dict[str, int] = {}
         # Injected by the port the device is plugged into (the host controller's clock and a
         # way to signal remote wakeup); never a wall clock (design rule 1).
-        self.now: Callable[[], int] = lambda: 0
-        self.wakeup: Callable[[], None] = lambda: None
+        self.now: Callable[[], int] = _no_clock
+        self.wakeup: Callable[[], None] = _no_wakeup
+        # Set by the port the device is plugged into (Uhci.plug, UsbHub.plug): disconnects it
+        # from there. None while the device is on no port.
+        self.port_unplug: Callable[[], None] | None = None
         self.usb_reset()
 
     # ---- wiring ---------------------------------------------------------------------------
     def bind(self, now: Callable[[], int], wakeup: Callable[[], None]) -> None:
         self.now = now
         self.wakeup = wakeup
+
+    def unplug_request(self) -> None:
+        """QMP device_del: disconnect from the port (see devmodel.usb.unplug_usb)."""
+        if self.port_unplug is None:
+            raise ValueError(f"{self.name} is not plugged in")
+        self.port_unplug()
+
+    def detached(self) -> None:
+        """Called by the port that has just disconnected the device (hostile-guest-catalog
+        28: nothing may survive a detach). Transactions complete synchronously, so no packet
+        is in flight; what a transfer left half done (a control stage, a CBW's data stage and
+        its buffered write data, queued HID reports) goes with the bus reset, as QEMU's
+        uhci_async_cancel_device drops the device's queued packets. The port's clock and
+        wakeup hooks are dropped too, so nothing refers back to the controller."""
+        self.usb_reset()
+        self.bind(_no_clock, _no_wakeup)
+        self.port_unplug = None
 
     def count(self, what: str) -> None:
         self.counters[what] = self.counters.get(what, 0) + 1

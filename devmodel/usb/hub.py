@@ -80,6 +80,30 @@ class UsbHub(UsbDevice):
         dev.bind(self.now, lambda n=n: self._child_wakeup(n))
         self._connect(n)
 
+    def unplug(self, n: int) -> UsbDevice | None:
+        """Disconnect the device on port n (QEMU usb_hub_detach): the connection goes with
+        C_PORT_CONNECTION set, an enabled port is disabled with C_PORT_ENABLE set, and the
+        status change endpoint reports it (a remote wakeup if the hub is suspended). The device
+        gets `detached()`; for a hub, its own devices go with it."""
+        dev = self.ports[n]
+        if dev is None:
+            return None
+        self.ports[n] = None
+        self.port_status[n] &= ~(PORT_STAT_CONNECTION | PORT_STAT_LOW_SPEED)
+        self.port_change[n] |= PORT_STAT_C_CONNECTION
+        if self.port_status[n] & PORT_STAT_ENABLE:
+            self.port_status[n] &= ~PORT_STAT_ENABLE
+            self.port_change[n] |= PORT_STAT_C_ENABLE
+        dev.detached()
+        self.wakeup()
+        return dev
+
+    def detached(self) -> None:
+        for n in range(NUM_PORTS):
+            if self.ports[n] is not None:
+                self.unplug(n)
+        super().detached()
+
     def bind(self, now, wakeup) -> None:
         super().bind(now, wakeup)
         for n, d in enumerate(self.ports):

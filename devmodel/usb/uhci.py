@@ -171,6 +171,44 @@ class Uhci(PciDevice):
             dev.bind(self.ctx.clock.now, lambda n=port: self._wakeup(n))
         self._port_connect(port)
 
+    def unplug(self, port: int) -> UsbDevice | None:
+        """Disconnect root port `port` (QEMU uhci_detach): CCS clears with CSC set, an
+        enabled port is disabled with PEC set, and a globally suspended controller resumes.
+        TDs the guest still has queued for the device are answered by nobody from the next
+        frame on (CRC/timeout, C_ERR counts down), as on a real bus; the device model keeps
+        no packet for it (transactions complete synchronously), and the device gets
+        `detached()`. Returns the device, or None if the port was empty."""
+        dev = self.ports[port]
+        if dev is None:
+            return None
+        self.ports[port] = None
+        key = f"PORTSC{port + 1}"
+        v = self.rf[key]
+        if v & PORT_CCS:
+            v = (v & ~PORT_CCS) | PORT_CSC
+        if v & PORT_PE:
+            v = (v & ~PORT_PE) | PORT_PEC
+        self.rf[key] = v
+        dev.detached()
+        self._resume()
+        return dev
+
+    def detach(self, dev: UsbDevice) -> bool:
+        """Disconnect `dev` wherever it is plugged in (a root port or a hub port)."""
+        for n, d in enumerate(self.ports):
+            if d is dev:
+                self.unplug(n)
+                return True
+        stack = [d for d in self.ports if d is not None]
+        while stack:
+            parent = stack.pop()
+            for n, child in enumerate(getattr(parent, "ports", ())):
+                if child is dev:
+                    parent.unplug(n)  # type: ignore[attr-defined]
+                    return True
+            stack.extend(parent.children())
+        return False
+
     def _port_connect(self, n: int) -> None:
         dev = self.ports[n]
         if dev is None:
