@@ -30,18 +30,12 @@ def hid_boot():
     return _hid["result"], _hid["devs"]
 
 
-@pytest.mark.xfail(reason="regressed when VRAM sharing landed (6b5f700): SeaBIOS halts with "
-                          "IF=0 before USB init; passes with machine.py/daemon.py of 2bc77bc. "
-                          "Open, see the issue 7 note", strict=False)
 def test_seabios_finds_the_uhci():
     result, _ = hid_boot()
     assert result.outcome == "until", result.message
     assert re.search(r"UHCI init on dev 00:01\.2 \(io=c[0-9a-f]{3}\)", result.text("debugcon"))
 
 
-@pytest.mark.xfail(reason="regressed when VRAM sharing landed (6b5f700): SeaBIOS halts with "
-                          "IF=0 before USB init; passes with machine.py/daemon.py of 2bc77bc. "
-                          "Open, see the issue 7 note", strict=False)
 def test_seabios_initialises_keyboard_and_mouse_behind_the_hub():
     result, (kbd, mouse, tablet) = hid_boot()
     log = result.text("debugcon")
