@@ -51,6 +51,9 @@ def build_e1000(machine, slot: int, mac: bytes | str, backend: Any, *, rom: str 
     if isinstance(mac, str):
         mac = parse_mac(mac)
     nic = E1000(mac, load_rom(rom), name=name or f"e1000.{slot}")
+    # Its QMP id (set_link, device_del, DEVICE_DELETED), which query-pci must show as the
+    # qdev_id, as QEMU shows the id= of `-device e1000,id=nicN` (libxl's NICs).
+    nic.qdev_id = nic.name
     # The ROM BAR as memory the hypervisor maps, as QEMU's ROM RAM block is on Xen.
     share_rom(machine, nic, f"devmodel-rom-{nic.name}-{os.getpid()}")
     machine.add(nic, slot=slot)

@@ -110,3 +110,44 @@ async def test_vnc_and_the_other_hmp_infos_through_qemu_qmp(tmp_path):
         await c.disconnect()
     finally:
         d.close()
+
+
+async def test_set_link_takes_the_e1000_cable_out_and_back():
+    """set_link on a real e1000 (named as query-pci shows it): the guest sees STATUS.LU go
+    and come back (after autonegotiation) with a link-status-change interrupt cause each
+    time."""
+    from devmodel.nic import e1000_defs as d
+
+    mmio = 0xFEB00000
+    dm = start(["--nic", "model=e1000,backend=null,mac=52:54:00:00:00:01"])
+    try:
+        hv = dm.hv
+        c = await client(dm.qmp)
+        (bus,) = await c.execute("query-pci")
+        (nic,) = [x for x in bus["devices"] if (x["id"]["vendor"], x["id"]["device"]) == (0x8086, 0x100E)]
+        assert nic["qdev_id"]  # the name set_link (and device_del) take
+        devfn = nic["slot"] << 3 | nic["function"]
+        hv.pci_cfg_write(devfn, 0x10, 4, mmio)
+        hv.pci_cfg_write(devfn, 0x04, 2, 0x0006)
+        hv.writel(mmio + d.CTRL, hv.readl(mmio + d.CTRL) | d.CTRL_SLU)
+        now = 0
+
+        def run(ms: int) -> None:
+            nonlocal now
+            now += ms * 1_000_000
+            hv.clock(now, sync=True)
+            hv.poll(0.02)
+
+        run(3000)
+        assert hv.readl(mmio + d.STATUS) & d.STATUS_LU
+        hv.readl(mmio + d.ICR)  # clear the causes so far
+        await c.execute("set_link", {"name": nic["qdev_id"], "up": False})
+        assert not hv.readl(mmio + d.STATUS) & d.STATUS_LU
+        assert hv.readl(mmio + d.ICR) & d.ICR_LSC
+        await c.execute("set_link", {"name": nic["qdev_id"], "up": True})
+        run(3000)
+        assert hv.readl(mmio + d.STATUS) & d.STATUS_LU
+        assert hv.readl(mmio + d.ICR) & d.ICR_LSC
+        await c.disconnect()
+    finally:
+        dm.close()
