@@ -220,6 +220,34 @@ def test_buffered_write_is_a_plain_write():
     assert io(m, IOREQ_TYPE_PIO, 0x92, 1, READ) == 0x02
 
 
+def test_buffered_mmio_write_bug_is_contained_or_raises_in_strict_mode():
+    """The posted-MMIO fast path keeps handle_ioreq's containment (design rule 6)."""
+    from devmodel.core.bus import ALL_SIZES, Range
+
+    class BadWrite(Device):
+        def __init__(self) -> None:
+            super().__init__("badwrite")
+
+        def mmio_ranges(self):
+            def write(off, size, value):
+                raise RuntimeError("injected write fault")
+
+            return [Range(0xC8200000, 0x1000, lambda off, size: 0, write, self.name, self, ALL_SIZES)]
+
+    for strict in (False, True):
+        m = make_machine(strict=strict)
+        dev = BadWrite()
+        m.add(dev)
+        if strict:
+            with pytest.raises(DeviceFailure):
+                m.handle_buffered(IOREQ_TYPE_COPY, 0xC8200010, 4, 1)
+        else:
+            m.handle_buffered(IOREQ_TYPE_COPY, 0xC8200010, 4, 1)
+            assert dev.failed and m.counters["device_failure"] == 1
+            m.handle_buffered(IOREQ_TYPE_COPY, 0xC8200010, 4, 1)  # dead range: dropped
+            assert m.counters["device_failure"] == 1
+
+
 # ---- timers through the machine --------------------------------------------------------------
 
 def test_device_timer_raises_irq_on_virtual_time():
