@@ -141,6 +141,7 @@ class Stats:
     cpuid: dict[int, int] = field(default_factory=dict)
     rom_writes_dropped: int = 0
     lazy_mmio_pages: int = 0
+    region_conflicts: int = 0  # device-model regions not mapped: over memory already there
     clock_msgs: int = 0  # CLOCK messages sent to the device model
     clock_ticks: int = 0  # of which sent because CLOCK_PERIOD_NS passed without one
     window_watches: int = 0  # interrupt-window watches armed (_arm_window)
@@ -522,11 +523,14 @@ class Simulator:
         self._latch(Stop(StopReason.SHUTDOWN, "remote_shutdown", reason))
 
     def _dm_mem_add(self, region_id: int, gpa: int, size: int, flags: int, fd: int) -> None:
-        """A MEM_ADD from the device model: map its fd (still owned by the port) into the vCPU."""
+        """A MEM_ADD from the device model: map its fd (still owned by the port) into the vCPU.
+
+        A region over guest RAM, the VGA window, the APIC pages or another device-model
+        region is a BAR the guest placed over memory that is already there (VRAM, an option
+        ROM): hardware decodes such overlaps unpredictably, and the guest only hurts itself. It
+        is counted (``stats.region_conflicts``) and left unmapped until the device model moves
+        it again; the vCPU goes on."""
         problem = check_region(gpa, size)
-        ours = ((0, VGA_START), (VGA_START, SHADOW_START), (HIGH_START, self.ram.size))
-        if problem is None and any(gpa < end and start < gpa + size for start, end in ours):
-            problem = f"region {gpa:#x}+{size:#x} overlaps guest RAM or the VGA window"
         if problem is not None:
             self._latch(Stop(StopReason.ERROR, f"device-model region {region_id:#x}: {problem}"))
             return
@@ -534,19 +538,25 @@ class Simulator:
         old = self.dm_regions.pop(region_id, None)
         if old is not None:  # the same id again: a move (VRAM when BAR0 moves)
             self._unmap_region(old)
-        for page in [p for p in self._lazy_pages if gpa <= p < gpa + size]:
-            uc.mem_unmap(page, PAGE)  # a forwarding page mapped before the region came
-            self._lazy_pages.discard(page)
-        for other in self.dm_regions.values():
-            if gpa < other.gpa + other.size and other.gpa < gpa + size:
-                self._latch(Stop(StopReason.ERROR, f"device-model region {region_id:#x} "
-                                 f"overlaps region {other.region_id:#x}"))
-                return
-        readonly = bool(flags & MEM_READONLY)
-        address = map_fd(fd, size, readonly)
-        perms = UC_PROT_READ | UC_PROT_EXEC if readonly else UC_PROT_ALL
-        uc.mem_map_ptr(gpa, size, perms, address)
-        self.dm_regions[region_id] = SharedRegion(region_id, gpa, size, flags, address)
+        ours = ((0, VGA_START), (VGA_START, SHADOW_START), (HIGH_START, self.ram.size))
+        mapped = not any(gpa < end and start < gpa + size for start, end in ours) and not any(
+            gpa < o.gpa + o.size and o.gpa < gpa + size for o in self.dm_regions.values())
+        if mapped:
+            for page in [p for p in self._lazy_pages if gpa <= p < gpa + size]:
+                uc.mem_unmap(page, PAGE)  # a forwarding page mapped before the region came
+                self._lazy_pages.discard(page)
+            readonly = bool(flags & MEM_READONLY)
+            address = map_fd(fd, size, readonly)
+            perms = UC_PROT_READ | UC_PROT_EXEC if readonly else UC_PROT_ALL
+            try:
+                uc.mem_map_ptr(gpa, size, perms, address)
+            except UcError:  # the APIC pages (always mapped here)
+                unmap(address, size)
+                mapped = False
+            else:
+                self.dm_regions[region_id] = SharedRegion(region_id, gpa, size, flags, address)
+        if not mapped:
+            self.stats.region_conflicts += 1
         self._kick()
 
     def _dm_mem_del(self, region_id: int) -> None:
