@@ -24,6 +24,9 @@ A TD or QH outside guest RAM, or a frame list entry outside RAM, is a host syste
 0x7FE is a consistency error (USBSTS.HCPE, halt; UHCI 1.1 section 3.2.2). Both interrupt
 regardless of USBINTR, as the spec and QEMU do.
 
+With USBCMD.SWDBG set the controller single-steps: Run/Stop clears after each transaction
+(UHCI 1.1 section 2.1.1; QEMU ignores the bit).
+
 Transactions complete synchronously (no async packets). TD status is written back: actual
 length, Active, Stalled, Data Buffer Error, Babble, NAK, CRC/Timeout, Bitstuff (never set:
 there is no wire), and the C_ERR counter, decremented on a timeout (no device at the address)
@@ -428,6 +431,7 @@ class Uhci(PciDevice):
                 self._dma_error("TD outside RAM", addr)
                 return
             td_link, ctrl, token, buf = _TD.unpack(raw)
+            executed = bool(ctrl & TD_ACTIVE)  # an inactive TD is skipped, no transaction
             result, new_ctrl, nbytes = self._handle_td(ctrl, token, buf)
             if result == _STOP:
                 if new_ctrl != ctrl and not self.rf["USBSTS"] & STS_HSE:
@@ -437,6 +441,8 @@ class Uhci(PciDevice):
                 self._dma_error("TD status write outside RAM", addr)
                 return
             if result == _NEXT_QH:
+                if executed and self._single_step():
+                    return
                 link = qh_link if curr_qh else td_link
                 continue
             # completed
@@ -450,7 +456,18 @@ class Uhci(PciDevice):
                 if td_link & LINK_TERMINATE or not td_link & LINK_VF:
                     curr_qh = 0  # breadth first: done with this queue for this frame
                     link = qh_link
+            if self._single_step():
+                return
         self.counters["frame loop limit reached"] += 1
+
+    def _single_step(self) -> bool:
+        """Software debug mode (USBCMD.SWDBG, UHCI 1.1 section 2.1.1): the controller clears
+        Run/Stop after each transaction, so software can step the schedule one TD at a time;
+        setting RS again runs the next one. QEMU ignores the bit. True if it stopped."""
+        if not self.rf["USBCMD"] & CMD_SWDBG:
+            return False
+        self._halt()
+        return True
 
     def _find(self, addr: int) -> UsbDevice | None:
         for n, dev in enumerate(self.ports):
