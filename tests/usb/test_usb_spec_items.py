@@ -1,6 +1,7 @@
 """Issue 7 items the other USB tests did not reach: USBCMD software debug (single step), port
 suspend/resume carrying no traffic, low-speed indication on root and hub ports, babble, and
-SET_INTERFACE (unknown alternate setting, toggle reset)."""
+SET_INTERFACE (unknown alternate setting, toggle reset), QMP input-send-event reaching the USB
+tablet and keyboard."""
 
 from __future__ import annotations
 
@@ -133,3 +134,34 @@ def test_set_interface_resets_the_toggle_and_refuses_unknown_settings():
     tablet.event(2, 2)
     assert d.interrupt_in(1, 1, 6) is not None
     assert not d.uhci.counters.get("IN data toggle mismatch")
+
+
+def test_qmp_input_send_event_reaches_the_usb_tablet_and_keyboard():
+    """QMP input-send-event (the command as the QMP server runs it) through the input router
+    to the configured USB tablet and keyboard, and from there through the UHCI into guest RAM."""
+    from types import SimpleNamespace
+
+    from devmodel.controller import Controller
+    from devmodel.qmp.commands import run_command
+
+    tablet, kbd = UsbTablet(), UsbKeyboard()
+    d = UhciDriver([tablet, kbd])
+    for port, addr in ((0, 1), (1, 2)):
+        d.reset_port(port)
+        d.enumerate(addr)
+    session = SimpleNamespace(controller=Controller(d.m), negotiated=True)
+
+    def send(*events: dict) -> None:
+        run_command(session, {"execute": "input-send-event", "arguments": {"events": list(events)}})
+
+    send({"type": "abs", "data": {"axis": "x", "value": 0x4000}},
+         {"type": "abs", "data": {"axis": "y", "value": 0x1234}},
+         {"type": "btn", "data": {"button": "left", "down": True}})
+    report = d.interrupt_in(1, 1, 6)
+    assert report is not None
+    buttons, x, y = struct.unpack_from("<BHH", report)
+    assert (buttons, x, y) == (1, 0x4000, 0x1234)
+    send({"type": "key", "data": {"down": True, "key": {"type": "qcode", "data": "a"}}})
+    assert d.interrupt_in(2, 1, 8) == bytes([0, 0, 0x04, 0, 0, 0, 0, 0])  # usage 'a'
+    send({"type": "key", "data": {"down": False, "key": {"type": "qcode", "data": "a"}}})
+    assert d.interrupt_in(2, 1, 8) == bytes(8)
