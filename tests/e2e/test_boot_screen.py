@@ -79,3 +79,16 @@ def test_vram_is_shared_with_the_simulator_during_the_boot() -> None:
     assert result.screen is not None and any(MESSAGE in line for line in result.screen)
     # SeaBIOS maps BAR0 and turns memory decoding on: the daemon shares VRAM there.
     assert "sharing region 0x80000010" in result.daemon_log
+
+
+def test_cli_vga_none_boots_without_a_screen_and_refuses_screen_files(tmp_path: Path) -> None:
+    p = subprocess.run([sys.executable, "-m", "devmodel", "boot", "--timeout", str(TIMEOUT),
+                        "--vga", "none"], capture_output=True, text=True, timeout=120)
+    assert p.returncode == 0, p.stderr
+    assert "[vga]" not in p.stdout and MESSAGE in p.stdout  # no VGA BIOS, the consoles still work
+    assert "PCI: No VGA devices found" in p.stdout and "SeaVGABIOS" not in p.stdout
+    p = subprocess.run([sys.executable, "-m", "devmodel", "boot", "--vga", "none",
+                        "--screendump", str(tmp_path / "s.png")], capture_output=True, text=True,
+                       timeout=60)
+    assert p.returncode == 2 and "need the VGA" in p.stderr
+    assert not (tmp_path / "s.png").exists()
