@@ -7,7 +7,7 @@ from .netpkt import BROADCAST
 
 # size bucket (index into PRC_REGS/PTC_REGS; 6 = counted in none) by wire length with FCS,
 # capped at 1024: 64, 65-127, 128-255, 256-511, 512-1023, 1024 and up (SDM 13.7)
-_BUCKET = bytes(6 if w < 64 else 0 if w == 64 else 1 if w < 128 else 2 if w < 256 else
+BUCKET = bytes(6 if w < 64 else 0 if w == 64 else 1 if w < 128 else 2 if w < 256 else
                 3 if w < 512 else 4 if w < 1024 else 5 for w in range(1025))
 
 
@@ -25,7 +25,7 @@ class FrameTally:
         wire = len(frame) + 4
         self.frames += 1
         self.octets += wire
-        self.buckets[_BUCKET[wire if wire < 1024 else 1024]] += 1
+        self.buckets[BUCKET[wire if wire < 1024 else 1024]] += 1
         if frame[0] & 1:
             if frame[:6] == BROADCAST:
                 self.bcast += 1

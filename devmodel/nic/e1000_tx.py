@@ -16,6 +16,7 @@ bounds QEMU lacked (hostile-guest-catalog entries 11-13 and 16):
 from __future__ import annotations
 
 from . import e1000_defs as d
+from .dma import ram_window
 from .e1000_stats import FrameTally
 from .netpkt import ETH_ZLEN, csum_add, csum_finish
 
@@ -108,9 +109,10 @@ class E1000Tx:
         pad = values["TCTL"] & d.TCTL_PSP
         tidv = values["TIDV"] & 0xFFFF
         unpack = d.TX_GENERIC.unpack_from
-        read = mem.read
         tally = FrameTally()
         add = tally.add
+        win_start = win_end = 0
+        win = None  # the RAM region of the last buffer (dma.py)
         cause = 0
         written = False
         budget = min(n, TX_MAX_DESC_PER_KICK)
@@ -124,8 +126,12 @@ class E1000Tx:
                     cmd = lower >> 24
                     length = lower & 0xFFFF
                     if cmd & _FAST_MASK == d.TXD_CMD_EOP and length and not self.tx_kind:
-                        frame = read(buf, length)
-                        if frame is not None:
+                        if not (win_start <= buf and buf + length <= win_end):
+                            w = ram_window(mem, buf, length)
+                            if w is not None:
+                                win_start, win_end, win = w
+                        if win_start <= buf and buf + length <= win_end:
+                            frame = bytes(win[buf - win_start : buf - win_start + length])
                             if pad and length < ETH_ZLEN:
                                 frame += bytes(ETH_ZLEN - length)
                             add(frame)

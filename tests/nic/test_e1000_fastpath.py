@@ -75,7 +75,9 @@ def test_tx_fast_path_matches_general_path(seed):
     fast, general = Rig(), Rig(split=TX_RING + 16 * 7)
     assert len(general.mem.views(TX_RING, 16 * TX_N)) == 2
     for r in (fast, general):
+        r.mem.dirty_log = set()  # live migration's log: every page DMA wrote must be in it
         run_tx(r, steps)
+    assert general.mem.dirty_log and general.mem.dirty_log <= fast.mem.dirty_log
     assert fast.sent and fast.sent == general.sent
     assert fast.icrs == general.icrs and any(fast.icrs)
     assert fast.mem.read(TX_RING, 16 * TX_N) == general.mem.read(TX_RING, 16 * TX_N)
@@ -124,6 +126,7 @@ def test_receive_many_matches_general_path(seed, rctl):
     assert len(general.mem.views(RX_RING, 16 * RX_N)) == 2
     results = {}
     for name, r in (("fast", fast), ("general", general)):
+        r.mem.dirty_log = set()  # live migration's log: every page DMA wrote must be in it
         r.setup_rx(RX_N, bufsize=2048)
         r.wr(d.RCTL, d.RCTL_EN | d.RCTL_BAM | rctl | (1 << d.RCTL_RDMTS_SHIFT))
         r.wr(d.MTA + 4 * 0x7F, 0xFFFFFFFF)  # some multicast hashes accepted
@@ -141,6 +144,8 @@ def test_receive_many_matches_general_path(seed, rctl):
             harvest(r, rnd.randrange(0, 8))
         results[name] = taken
     assert results["fast"] == results["general"]
+    assert general.mem.dirty_log <= fast.mem.dirty_log
+    assert {p for p in general.mem.dirty_log if p >= RX_BUFS >> 12}  # buffers, not only rings
     batches = [t for t in results["fast"] if isinstance(t, tuple)]
     assert any(k < want for k, want in batches)  # the ring filled: frames waited
     assert any(t & d.ICR_RXDMT0 for t in results["fast"] if isinstance(t, int))
