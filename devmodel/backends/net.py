@@ -358,10 +358,30 @@ class SocketBackend(NetBackend):
         return cls(sock, peer)
 
     def _recv_one(self) -> bytes | None:
+        if self.peer is not None:
+            return self.sock.recv(MAX_FRAME)  # no sender address to build
         data, addr = self.sock.recvfrom(MAX_FRAME)
-        if self.peer is None and addr:
+        if addr:
             self.learned = addr  # reply to whoever sent last
         return data
+
+    def send(self, frame: bytes) -> None:
+        """NetBackend.send, straight-line for the usual case: a fixed peer, nothing waiting,
+        no capture (the per-frame transmit path)."""
+        peer = self.peer
+        if peer is None or self.backlog or self.capture is not None or self.gone:
+            super().send(frame)
+            return
+        try:
+            self.sock.sendto(frame, peer)
+        except (BlockingIOError, InterruptedError):
+            self._queue(frame)
+            return
+        except OSError as e:
+            self.counters["tx errors"] += 1
+            log.debug("%s: send failed: %s", self.kind, e)
+            return
+        self.counters["tx frames"] += 1
 
     def _send_one(self, frame: bytes) -> None:
         if self.peer is not None:
