@@ -317,3 +317,31 @@ def test_rep_hooks_match_single_accesses(tmp_path):
     b.rep_outs(0x1F0, BUF, 256, size=4)
     assert a.status() == b.status() == OK
     assert file_bytes(img, 4 * 512, 1024) == data
+
+
+def test_pio_on_the_secondary_channel_both_units(tmp_path):
+    """ATA disks on 0x170/0x376 (IRQ 15), master and slave, by 16-bit rep insw/outsw and by
+    32-bit data-port accesses; the primary channel's interrupt line stays quiet."""
+    imgs = {u: make_image(tmp_path / f"s{u}.img", 32, seed=u + 1) for u in (0, 1)}
+    r = Rig({(1, u): RawFileDisk(imgs[u]) for u in (0, 1)})
+    for unit in (0, 1):
+        r.irqs()
+        r.taskfile(4, 2, ch=1, unit=unit)
+        r.command(ata.CMD_READ, ch=1)
+        assert r.irqs() == [(15, 1)]
+        assert r.status(1) == OK | ata.DRQ_STAT
+        first = r.read_block(BUF, 512, ch=1)
+        assert r.status(1) == OK | ata.DRQ_STAT
+        second = b"".join(r.inp(0x170, 4).to_bytes(4, "little") for _ in range(128))  # dword PIO
+        assert first + second == pattern(32, seed=unit + 1)[4 * 512 : 6 * 512]
+        assert r.status(1) == OK
+        data = bytes((unit * 50 + i) & 0xFF for i in range(512))
+        r.poke(BUF, data)
+        r.taskfile(20, 1, ch=1, unit=unit)
+        r.command(ata.CMD_WRITE, ch=1)
+        assert r.status(1) == OK | ata.DRQ_STAT
+        r.rep_outs(0x170, BUF, 256)
+        assert r.status(1) == OK
+        assert file_bytes(imgs[unit], 20 * 512, 512) == data
+    assert all(irq == 15 for irq, _ in r.irqs())
+    assert r.status(0) == 0  # an empty primary channel reads 0
