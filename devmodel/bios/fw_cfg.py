@@ -31,7 +31,7 @@ from devmodel.core.device import Device, SnapshotError
 
 from . import e820 as e820mod
 from .fw_cfg_linux import LINUXBOOT_BOOT_PATH, LINUXBOOT_ROM_NAME, load_linux
-from .smbios import SmbiosConfig, build_smbios
+from .smbios import SmbiosConfig, build_smbios, check_smbios, fits_21_entry_point, max_smbios_bytes
 
 # ---- selector keys (include/standard-headers/linux/qemu_fw_cfg.h) ------------------------
 SIGNATURE, ID, UUID, RAM_SIZE, NOGRAPHIC, NB_CPUS, MACHINE_ID = range(7)
@@ -116,6 +116,8 @@ class FwCfg(Device):
         self._total = 0
         self._dir = bytearray(4 + FILE_DIR_ENTRY.size * file_slots)
         self._entries[FILE_DIR] = Entry(self._dir)
+        # (names, produce, max_bytes) of files built on first use (add_deferred_files)
+        self._deferred: list[tuple[tuple[str, ...], Callable[[], dict[str, bytes]], int]] = []
         self.cur_entry = SIGNATURE
         self.cur_offset = 0
         self.dma_addr = 0
@@ -166,6 +168,34 @@ class FwCfg(Device):
         self._files[name] = _File(name, Entry(bytearray(data) if writable else data, writable, on_write))
         self._rebuild_dir()
 
+    def add_deferred_files(self, names: tuple[str, ...], produce: Callable[[], dict[str, bytes]],
+                           max_bytes: int) -> None:
+        """Files whose contents are built on first use: the first read of any entry (the
+        directory included), or entry_data. Names, slots and keys are fixed now, so the guest
+        sees exactly what add_file would have given it. For contents that are slow to build
+        and may never be read (the SMBIOS tables: hvmloader on Xen does not read fw_cfg).
+        `max_bytes` (all of them together, at most) is counted against the size limits now,
+        and `produce` must not fail otherwise: every error stays a start-up error."""
+        if max_bytes > MAX_ENTRY_BYTES or self._total + max_bytes > MAX_TOTAL_BYTES:
+            raise ValueError(f"{self.name}: entries exceed {MAX_TOTAL_BYTES} bytes in all")
+        for name in names:
+            self.add_file(name, b"")
+        self._total += max_bytes
+        self._deferred.append((names, produce, max_bytes))
+
+    def _build_deferred(self) -> None:
+        pending, self._deferred = self._deferred, []
+        for names, produce, max_bytes in pending:
+            data = produce()
+            if set(data) != set(names) or sum(len(d) for d in data.values()) > max_bytes:
+                raise ValueError(f"{self.name}: deferred files {sorted(data)} are not "
+                                 f"{sorted(names)} within {max_bytes} bytes")
+            self._total -= max_bytes
+            for name in names:
+                self._check_size(data[name], False)
+                self._files[name].entry = Entry(data[name])
+        self._rebuild_dir()
+
     def _rebuild_dir(self) -> None:
         # QEMU fw_cfg_add_file_callback keeps the directory sorted by strcmp on the names and
         # renumbers the keys of the files after an insertion point.
@@ -185,6 +215,8 @@ class FwCfg(Device):
         return None if f is None else f.key
 
     def entry_data(self, key: int) -> bytes | None:
+        if self._deferred:
+            self._build_deferred()
         e = self._entries.get(key & (ARCH_LOCAL | ENTRY_MASK))
         return None if e is None else bytes(e.data)
 
@@ -215,6 +247,8 @@ class FwCfg(Device):
         self.cur_entry = INVALID if (key & ENTRY_MASK) >= self.max_entry else key
 
     def _current(self) -> Entry | None:
+        if self._deferred:  # the guest's first read: build what was deferred
+            self._build_deferred()
         if self.cur_entry == INVALID:
             return None
         return self._entries.get(self.cur_entry & (ARCH_LOCAL | ENTRY_MASK))
@@ -434,9 +468,21 @@ def build_fw_cfg(cfg: FwCfgConfig, name: str = "fw_cfg") -> FwCfg:
         scfg = replace(scfg, uuid=bytes(cfg.uuid))
     if scfg.serial is None and cfg.name:
         scfg = replace(scfg, serial=cfg.name)
-    sm = build_smbios(scfg, cfg.ram_size, cfg.nr_cpus, e820mod.ram_areas(table))
-    fw.add_file("etc/smbios/smbios-tables", sm.tables)
-    fw.add_file("etc/smbios/smbios-anchor", sm.anchor)
+    areas = e820mod.ram_areas(table)
+    check_smbios(scfg, cfg.ram_size, cfg.nr_cpus)  # configuration errors: now
+    names = ("etc/smbios/smbios-tables", "etc/smbios/smbios-anchor")
+
+    def smbios_files() -> dict[str, bytes]:
+        sm = build_smbios(scfg, cfg.ram_size, cfg.nr_cpus, areas)
+        return {names[0]: sm.tables, names[1]: sm.anchor}
+
+    if fits_21_entry_point(scfg, cfg.ram_size, cfg.nr_cpus, len(areas)):
+        # built when the firmware first reads fw_cfg
+        fw.add_deferred_files(names, smbios_files,
+                              max_smbios_bytes(cfg.ram_size, cfg.nr_cpus, len(areas)))
+    else:  # may not fit: build now, so that the error is a start-up one
+        for name, data in smbios_files().items():
+            fw.add_file(name, data)
 
     boot_paths = list(cfg.boot_order)
     if cfg.kernel is not None:

@@ -11,15 +11,21 @@ checksums by subtraction, and adds its own type 0 (vendor "SeaBIOS") when none i
 Structures and handles follow QEMU's defaults: type 0 only when BIOS fields are given, 1
 (system, UUID in the SMBIOS 2.6 wire order), 3 (chassis), 4 per socket, 16 (memory array),
 17 per 16 GiB "DIMM", 19 per e820 RAM entry, 32 (boot status) and 127 (end). Layouts use
-`construct` (cold path, built once per domain).
+`construct` (cold path, built once per domain), declared on first use (`layouts`): the fw_cfg
+device builds the tables when the firmware first reads fw_cfg (`fits_21_entry_point` says
+when that is safe), so construct stays out of the daemon's start-up.
 """
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Iterable
 from dataclasses import dataclass
+from types import SimpleNamespace
+from typing import TYPE_CHECKING
 
-from construct import Bytes, Const, Int8ul, Int16ul, Int32ul, Int64ul, Struct
+if TYPE_CHECKING:
+    from construct import Struct
 
 EP21_SIZE = 0x1F
 EP30_SIZE = 0x18
@@ -31,71 +37,92 @@ MAX_STRING_BYTES = 64  # per SMBIOS string (host input; keeps structures small)
 MAX_STRUCTURES = 4096  # bound on a table walk
 MAX_SOCKETS = 255  # pc-i440fx max_cpus
 
-HEADER = Struct("type" / Int8ul, "length" / Int8ul, "handle" / Int16ul)
+_LAYOUTS = ("HEADER", "TYPE0", "TYPE1", "TYPE3", "TYPE4_V28", "TYPE4_V30", "TYPE16",
+            "TYPE17", "TYPE19", "TYPE32", "TYPE127", "EP21", "EP30")
 
-TYPE0 = Struct(
-    "header" / HEADER, "vendor" / Int8ul, "version" / Int8ul, "start_segment" / Int16ul,
-    "release_date" / Int8ul, "rom_size" / Int8ul, "characteristics" / Int64ul,
-    "characteristics_ext" / Bytes(2), "bios_major" / Int8ul, "bios_minor" / Int8ul,
-    "ec_major" / Int8ul, "ec_minor" / Int8ul,
-)
-TYPE1 = Struct(
-    "header" / HEADER, "manufacturer" / Int8ul, "product" / Int8ul, "version" / Int8ul,
-    "serial" / Int8ul, "uuid" / Bytes(16), "wake_up_type" / Int8ul, "sku" / Int8ul,
-    "family" / Int8ul,
-)
-TYPE3 = Struct(
-    "header" / HEADER, "manufacturer" / Int8ul, "type" / Int8ul, "version" / Int8ul,
-    "serial" / Int8ul, "asset" / Int8ul, "boot_up_state" / Int8ul, "power_supply_state" / Int8ul,
-    "thermal_state" / Int8ul, "security_status" / Int8ul, "oem_defined" / Int32ul,
-    "height" / Int8ul, "power_cords" / Int8ul, "contained_count" / Int8ul,
-    "contained_length" / Int8ul, "sku" / Int8ul,
-)
-_TYPE4_FIELDS = (
-    "header" / HEADER, "socket" / Int8ul, "processor_type" / Int8ul, "family" / Int8ul,
-    "manufacturer" / Int8ul, "processor_id" / Int64ul, "version" / Int8ul, "voltage" / Int8ul,
-    "external_clock" / Int16ul, "max_speed" / Int16ul, "current_speed" / Int16ul,
-    "status" / Int8ul, "upgrade" / Int8ul, "l1_handle" / Int16ul, "l2_handle" / Int16ul,
-    "l3_handle" / Int16ul, "serial" / Int8ul, "asset" / Int8ul, "part" / Int8ul,
-    "core_count" / Int8ul, "core_enabled" / Int8ul, "thread_count" / Int8ul,
-    "characteristics" / Int16ul, "family2" / Int16ul,
-)
-TYPE4_V28 = Struct(*_TYPE4_FIELDS)  # 0x2A bytes
-TYPE4_V30 = Struct(*_TYPE4_FIELDS, "core_count2" / Int16ul, "core_enabled2" / Int16ul,
-                   "thread_count2" / Int16ul)  # 0x30 bytes
-TYPE16 = Struct(
-    "header" / HEADER, "location" / Int8ul, "use" / Int8ul, "error_correction" / Int8ul,
-    "maximum_capacity" / Int32ul, "error_handle" / Int16ul, "devices" / Int16ul,
-    "extended_maximum_capacity" / Int64ul,
-)
-TYPE17 = Struct(
-    "header" / HEADER, "array_handle" / Int16ul, "error_handle" / Int16ul,
-    "total_width" / Int16ul, "data_width" / Int16ul, "size" / Int16ul, "form_factor" / Int8ul,
-    "device_set" / Int8ul, "device_locator" / Int8ul, "bank_locator" / Int8ul,
-    "memory_type" / Int8ul, "type_detail" / Int16ul, "speed" / Int16ul, "manufacturer" / Int8ul,
-    "serial" / Int8ul, "asset" / Int8ul, "part" / Int8ul, "attributes" / Int8ul,
-    "extended_size" / Int32ul, "configured_speed" / Int16ul, "minimum_voltage" / Int16ul,
-    "maximum_voltage" / Int16ul, "configured_voltage" / Int16ul,
-)
-TYPE19 = Struct(
-    "header" / HEADER, "start" / Int32ul, "end" / Int32ul, "array_handle" / Int16ul,
-    "partition_width" / Int8ul, "extended_start" / Int64ul, "extended_end" / Int64ul,
-)
-TYPE32 = Struct("header" / HEADER, "reserved" / Bytes(6), "boot_status" / Int8ul)
-TYPE127 = Struct("header" / HEADER)
 
-EP21 = Struct(
-    "anchor" / Const(b"_SM_"), "checksum" / Int8ul, "length" / Int8ul, "major" / Int8ul,
-    "minor" / Int8ul, "max_structure_size" / Int16ul, "revision" / Int8ul,
-    "formatted_area" / Bytes(5), "intermediate_anchor" / Const(b"_DMI_"),
-    "intermediate_checksum" / Int8ul, "table_length" / Int16ul, "table_address" / Int32ul,
-    "structure_count" / Int16ul, "bcd_revision" / Int8ul,
-)
-EP30 = Struct(
-    "anchor" / Const(b"_SM3_"), "checksum" / Int8ul, "length" / Int8ul, "major" / Int8ul,
-    "minor" / Int8ul, "docrev" / Int8ul, "revision" / Int8ul, "reserved" / Int8ul,
-    "table_max_size" / Int32ul, "table_address" / Int64ul,
-)
+@functools.cache
+def layouts() -> SimpleNamespace:
+    """The structure layouts, declared on first use (construct is a slow import)."""
+    from construct import Bytes, Const, Int8ul, Int16ul, Int32ul, Int64ul, Struct
+
+    HEADER = Struct("type" / Int8ul, "length" / Int8ul, "handle" / Int16ul)
+
+    TYPE0 = Struct(
+        "header" / HEADER, "vendor" / Int8ul, "version" / Int8ul, "start_segment" / Int16ul,
+        "release_date" / Int8ul, "rom_size" / Int8ul, "characteristics" / Int64ul,
+        "characteristics_ext" / Bytes(2), "bios_major" / Int8ul, "bios_minor" / Int8ul,
+        "ec_major" / Int8ul, "ec_minor" / Int8ul,
+    )
+    TYPE1 = Struct(
+        "header" / HEADER, "manufacturer" / Int8ul, "product" / Int8ul, "version" / Int8ul,
+        "serial" / Int8ul, "uuid" / Bytes(16), "wake_up_type" / Int8ul, "sku" / Int8ul,
+        "family" / Int8ul,
+    )
+    TYPE3 = Struct(
+        "header" / HEADER, "manufacturer" / Int8ul, "type" / Int8ul, "version" / Int8ul,
+        "serial" / Int8ul, "asset" / Int8ul, "boot_up_state" / Int8ul, "power_supply_state" / Int8ul,
+        "thermal_state" / Int8ul, "security_status" / Int8ul, "oem_defined" / Int32ul,
+        "height" / Int8ul, "power_cords" / Int8ul, "contained_count" / Int8ul,
+        "contained_length" / Int8ul, "sku" / Int8ul,
+    )
+    _TYPE4_FIELDS = (
+        "header" / HEADER, "socket" / Int8ul, "processor_type" / Int8ul, "family" / Int8ul,
+        "manufacturer" / Int8ul, "processor_id" / Int64ul, "version" / Int8ul, "voltage" / Int8ul,
+        "external_clock" / Int16ul, "max_speed" / Int16ul, "current_speed" / Int16ul,
+        "status" / Int8ul, "upgrade" / Int8ul, "l1_handle" / Int16ul, "l2_handle" / Int16ul,
+        "l3_handle" / Int16ul, "serial" / Int8ul, "asset" / Int8ul, "part" / Int8ul,
+        "core_count" / Int8ul, "core_enabled" / Int8ul, "thread_count" / Int8ul,
+        "characteristics" / Int16ul, "family2" / Int16ul,
+    )
+    TYPE4_V28 = Struct(*_TYPE4_FIELDS)  # 0x2A bytes
+    TYPE4_V30 = Struct(*_TYPE4_FIELDS, "core_count2" / Int16ul, "core_enabled2" / Int16ul,
+                       "thread_count2" / Int16ul)  # 0x30 bytes
+    TYPE16 = Struct(
+        "header" / HEADER, "location" / Int8ul, "use" / Int8ul, "error_correction" / Int8ul,
+        "maximum_capacity" / Int32ul, "error_handle" / Int16ul, "devices" / Int16ul,
+        "extended_maximum_capacity" / Int64ul,
+    )
+    TYPE17 = Struct(
+        "header" / HEADER, "array_handle" / Int16ul, "error_handle" / Int16ul,
+        "total_width" / Int16ul, "data_width" / Int16ul, "size" / Int16ul, "form_factor" / Int8ul,
+        "device_set" / Int8ul, "device_locator" / Int8ul, "bank_locator" / Int8ul,
+        "memory_type" / Int8ul, "type_detail" / Int16ul, "speed" / Int16ul, "manufacturer" / Int8ul,
+        "serial" / Int8ul, "asset" / Int8ul, "part" / Int8ul, "attributes" / Int8ul,
+        "extended_size" / Int32ul, "configured_speed" / Int16ul, "minimum_voltage" / Int16ul,
+        "maximum_voltage" / Int16ul, "configured_voltage" / Int16ul,
+    )
+    TYPE19 = Struct(
+        "header" / HEADER, "start" / Int32ul, "end" / Int32ul, "array_handle" / Int16ul,
+        "partition_width" / Int8ul, "extended_start" / Int64ul, "extended_end" / Int64ul,
+    )
+    TYPE32 = Struct("header" / HEADER, "reserved" / Bytes(6), "boot_status" / Int8ul)
+    TYPE127 = Struct("header" / HEADER)
+
+    EP21 = Struct(
+        "anchor" / Const(b"_SM_"), "checksum" / Int8ul, "length" / Int8ul, "major" / Int8ul,
+        "minor" / Int8ul, "max_structure_size" / Int16ul, "revision" / Int8ul,
+        "formatted_area" / Bytes(5), "intermediate_anchor" / Const(b"_DMI_"),
+        "intermediate_checksum" / Int8ul, "table_length" / Int16ul, "table_address" / Int32ul,
+        "structure_count" / Int16ul, "bcd_revision" / Int8ul,
+    )
+    EP30 = Struct(
+        "anchor" / Const(b"_SM3_"), "checksum" / Int8ul, "length" / Int8ul, "major" / Int8ul,
+        "minor" / Int8ul, "docrev" / Int8ul, "revision" / Int8ul, "reserved" / Int8ul,
+        "table_max_size" / Int32ul, "table_address" / Int64ul,
+    )
+    names = locals()
+    return SimpleNamespace(**{n: names[n] for n in _LAYOUTS})
+
+
+
+
+def __getattr__(name: str):
+    """`smbios.TYPE1`, `smbios.EP21` & co. as before, declared when first asked for."""
+    if name in _LAYOUTS:
+        return getattr(layouts(), name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
 
 # QEMU's fixed handles (smbios.c SMBIOS_BUILD_TABLE_PRE calls).
 HANDLE_T0, HANDLE_T1, HANDLE_T3, HANDLE_T4 = 0x000, 0x100, 0x300, 0x400
@@ -171,15 +198,44 @@ def _checksum_fix(buf: bytearray, at: int, start: int, end: int) -> None:
     buf[at] = -sum(buf[start:end]) & 0xFF
 
 
-def build_smbios(cfg: SmbiosConfig, ram_size: int, sockets: int,
-                 ram_areas: Iterable[tuple[int, int]]) -> SmbiosTables:
-    """Build (anchor, tables) as QEMU smbios_get_tables does for 1 core and 1 thread per socket."""
+# Bounds for `fits_21_entry_point`: no structure's formatted area is longer (TYPE4_V30 is 0x30
+# bytes; a test checks every layout), none has more strings (type 1 has 6).
+MAX_FORMATTED_BYTES = 0x40
+MAX_STRINGS_PER_STRUCTURE = 7
+
+
+def check_smbios(cfg: SmbiosConfig, ram_size: int, sockets: int) -> None:
+    """The configuration errors build_smbios raises, without building anything."""
     if not 1 <= sockets <= MAX_SOCKETS:
         raise ValueError(f"{sockets} sockets, want 1..{MAX_SOCKETS}")
     if ram_size <= 0:
         raise ValueError("RAM size must be positive")
     if cfg.entry_point not in ("2.1", "3.0"):
         raise ValueError(f"SMBIOS entry point {cfg.entry_point!r}, want '2.1' or '3.0'")
+
+
+def max_smbios_bytes(ram_size: int, sockets: int, ram_areas: int) -> int:
+    """An upper bound of the tables' length plus the entry point's."""
+    dimms = (ram_size + MAX_DIMM_SIZE - 1) // MAX_DIMM_SIZE
+    count = 1 + 1 + 1 + sockets + 1 + dimms + ram_areas + 1 + 1  # types 0, 1, 3, 4.., 16, ...
+    per = MAX_FORMATTED_BYTES + MAX_STRINGS_PER_STRUCTURE * (MAX_STRING_BYTES + 1) + 2
+    return count * per + max(EP21_SIZE, EP30_SIZE)
+
+
+def fits_21_entry_point(cfg: SmbiosConfig, ram_size: int, sockets: int, ram_areas: int) -> bool:
+    """True when the tables cannot outgrow what their entry point can describe (always for
+    3.0; for 2.1 an upper bound of their length is within 0xFFFF): then build_smbios cannot
+    fail once check_smbios passed, and may run later, on first use."""
+    if cfg.entry_point != "2.1":
+        return True
+    return max_smbios_bytes(ram_size, sockets, ram_areas) - EP21_SIZE <= 0xFFFF
+
+
+def build_smbios(cfg: SmbiosConfig, ram_size: int, sockets: int,
+                 ram_areas: Iterable[tuple[int, int]]) -> SmbiosTables:
+    """Build (anchor, tables) as QEMU smbios_get_tables does for 1 core and 1 thread per socket."""
+    check_smbios(cfg, ram_size, sockets)
+    L = layouts()
     out: list[bytes] = []
 
     def emit(layout: Struct, fields: dict, strings: _Strings) -> None:
@@ -188,8 +244,8 @@ def build_smbios(cfg: SmbiosConfig, ram_size: int, sockets: int,
     if cfg.bios_vendor or cfg.bios_version or cfg.bios_date or cfg.bios_release:
         s = _Strings()
         major, minor = cfg.bios_release or (0, 0)
-        emit(TYPE0, dict(
-            header=_header(0, HANDLE_T0, TYPE0), vendor=s.add(cfg.bios_vendor),
+        emit(L.TYPE0, dict(
+            header=_header(0, HANDLE_T0, L.TYPE0), vendor=s.add(cfg.bios_vendor),
             version=s.add(cfg.bios_version), start_segment=0xE800,
             release_date=s.add(cfg.bios_date), rom_size=0, characteristics=0x08,
             characteristics_ext=bytes((0, 0x14)),  # targeted content distribution | VM
@@ -197,22 +253,22 @@ def build_smbios(cfg: SmbiosConfig, ram_size: int, sockets: int,
         ), s)
 
     s = _Strings()
-    emit(TYPE1, dict(
-        header=_header(1, HANDLE_T1, TYPE1), manufacturer=s.add(cfg.manufacturer),
+    emit(L.TYPE1, dict(
+        header=_header(1, HANDLE_T1, L.TYPE1), manufacturer=s.add(cfg.manufacturer),
         product=s.add(cfg.product), version=s.add(cfg.version), serial=s.add(cfg.serial),
         uuid=smbios_uuid(cfg.uuid) if cfg.uuid is not None else bytes(16),
         wake_up_type=0x06, sku=s.add(cfg.sku), family=s.add(cfg.family),  # 6: power switch
     ), s)
 
     s = _Strings()
-    emit(TYPE3, dict(
-        header=_header(3, HANDLE_T3, TYPE3), manufacturer=s.add(cfg.manufacturer), type=0x01,
+    emit(L.TYPE3, dict(
+        header=_header(3, HANDLE_T3, L.TYPE3), manufacturer=s.add(cfg.manufacturer), type=0x01,
         version=s.add(cfg.version), serial=0, asset=0, boot_up_state=0x03,
         power_supply_state=0x03, thermal_state=0x03, security_status=0x02, oem_defined=0,
         height=0, power_cords=0, contained_count=0, contained_length=0, sku=0,
     ), s)
 
-    t4 = TYPE4_V28 if cfg.entry_point == "2.1" else TYPE4_V30
+    t4 = L.TYPE4_V28 if cfg.entry_point == "2.1" else L.TYPE4_V30
     for i in range(sockets):
         s = _Strings()
         fields = dict(
@@ -224,15 +280,15 @@ def build_smbios(cfg: SmbiosConfig, ram_size: int, sockets: int,
             l2_handle=0xFFFF, l3_handle=0xFFFF, serial=0, asset=0, part=0, core_count=1,
             core_enabled=1, thread_count=1, characteristics=0x02, family2=0x01,
         )
-        if t4 is TYPE4_V30:
+        if t4 is L.TYPE4_V30:
             fields.update(core_count2=1, core_enabled2=1, thread_count2=1)
         emit(t4, fields, s)
 
     dimms = (ram_size + MAX_DIMM_SIZE - 1) // MAX_DIMM_SIZE
     size_kib = (ram_size + ONE_KIB - 1) // ONE_KIB
     big = size_kib >= MAX_T16_STD_KIB
-    emit(TYPE16, dict(
-        header=_header(16, HANDLE_T16, TYPE16), location=0x01, use=0x03, error_correction=0x06,
+    emit(L.TYPE16, dict(
+        header=_header(16, HANDLE_T16, L.TYPE16), location=0x01, use=0x03, error_correction=0x06,
         maximum_capacity=MAX_T16_STD_KIB if big else size_kib, error_handle=0xFFFE,
         devices=dimms, extended_maximum_capacity=ram_size if big else 0,
     ), _Strings())
@@ -241,8 +297,8 @@ def build_smbios(cfg: SmbiosConfig, ram_size: int, sockets: int,
         dimm = MAX_DIMM_SIZE if i < dimms - 1 else (ram_size - 1) % MAX_DIMM_SIZE + 1
         size_mib = (dimm + ONE_MIB - 1) // ONE_MIB
         s = _Strings()
-        emit(TYPE17, dict(
-            header=_header(17, HANDLE_T17 + i, TYPE17), array_handle=HANDLE_T16,
+        emit(L.TYPE17, dict(
+            header=_header(17, HANDLE_T17 + i, L.TYPE17), array_handle=HANDLE_T16,
             error_handle=0xFFFE, total_width=0xFFFF, data_width=0xFFFF,
             size=size_mib if size_mib < MAX_T17_STD_MIB else MAX_T17_STD_MIB,
             form_factor=0x09, device_set=0, device_locator=s.add(f"DIMM {i}"), bank_locator=0,
@@ -256,23 +312,23 @@ def build_smbios(cfg: SmbiosConfig, ram_size: int, sockets: int,
         end = start + length - 1
         start_kib, end_kib = start // ONE_KIB, end // ONE_KIB
         small = start_kib < 0xFFFFFFFF and end_kib < 0xFFFFFFFF
-        emit(TYPE19, dict(
-            header=_header(19, HANDLE_T19 + i, TYPE19),
+        emit(L.TYPE19, dict(
+            header=_header(19, HANDLE_T19 + i, L.TYPE19),
             start=start_kib if small else 0xFFFFFFFF, end=end_kib if small else 0xFFFFFFFF,
             array_handle=HANDLE_T16, partition_width=1,
             extended_start=0 if small else start, extended_end=0 if small else end,
         ), _Strings())
 
-    emit(TYPE32, dict(header=_header(32, HANDLE_T32, TYPE32), reserved=bytes(6), boot_status=0),
+    emit(L.TYPE32, dict(header=_header(32, HANDLE_T32, L.TYPE32), reserved=bytes(6), boot_status=0),
          _Strings())
-    emit(TYPE127, dict(header=_header(127, HANDLE_T127, TYPE127)), _Strings())
+    emit(L.TYPE127, dict(header=_header(127, HANDLE_T127, L.TYPE127)), _Strings())
 
     tables = b"".join(out)
     max_size = max(len(t) for t in out)
     if cfg.entry_point == "2.1":
         if len(tables) > 0xFFFF:
             raise ValueError(f"SMBIOS tables of {len(tables)} bytes do not fit a 2.1 entry point")
-        anchor = bytearray(EP21.build(dict(
+        anchor = bytearray(L.EP21.build(dict(
             checksum=0, length=EP21_SIZE, major=2, minor=8, max_structure_size=max_size,
             revision=0, formatted_area=bytes(5), intermediate_checksum=0,
             table_length=len(tables), table_address=0, structure_count=len(out),
@@ -283,7 +339,7 @@ def build_smbios(cfg: SmbiosConfig, ram_size: int, sockets: int,
         _checksum_fix(anchor, 0x15, 0x10, EP21_SIZE)
         _checksum_fix(anchor, 0x04, 0x00, EP21_SIZE)
     else:
-        anchor = bytearray(EP30.build(dict(
+        anchor = bytearray(L.EP30.build(dict(
             checksum=0, length=EP30_SIZE, major=3, minor=0, docrev=0, revision=1, reserved=0,
             table_max_size=len(tables), table_address=0,
         )))

@@ -20,6 +20,7 @@ Behaviour follows the USB 2.0 spec chapter 8/9 and QEMU's hw/usb/core.c and desc
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable
 from typing import Any
 
@@ -109,11 +110,18 @@ class UsbDevice:
 
     speed_low = False
 
+    # Built at the guest's first GET_DESCRIPTOR, not at construction (daemon start-up).
+    @functools.cached_property
+    def device_descriptor(self) -> bytes:
+        return self.desc.device_blob()
+
+    @functools.cached_property
+    def config_descriptor(self) -> bytes:
+        return self.desc.config_blob()
+
     def __init__(self, name: str, desc: DeviceDesc) -> None:
         self.name = name
         self.desc = desc
-        self.device_descriptor = desc.device_blob()
-        self.config_descriptor = desc.config_blob()
         self.strings = desc.string_table()
         self.endpoints: dict[int, Endpoint] = {}
         for iface in desc.interfaces:

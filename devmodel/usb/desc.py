@@ -1,5 +1,7 @@
-"""USB descriptors declared with `construct` (design rule 9: cold, fixed layouts built once per
-device at construction; never parsed from guest data on a hot path).
+"""USB descriptors declared with `construct` (design rule 9: cold, fixed layouts; never parsed
+from guest data on a hot path). Built when the guest first asks for them (GET_DESCRIPTOR),
+not at device construction: construct (and the pdb it imports) stays out of the daemon's
+start-up (`layouts`).
 
 Layouts: USB 2.0 spec chapter 9.6 (device, configuration, interface, endpoint, string) and
 HID 1.11 section 6.2.1 (HID descriptor). `config_blob` assembles a configuration with its
@@ -9,9 +11,9 @@ does when it answers GET_DESCRIPTOR(CONFIGURATION).
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
-
-from construct import Const, Int8ul, Int16ul, Struct
+from types import SimpleNamespace
 
 DT_DEVICE = 1
 DT_CONFIG = 2
@@ -32,64 +34,80 @@ CFG_ATT_ONE = 0x80
 CFG_ATT_SELFPOWER = 0x40
 CFG_ATT_WAKEUP = 0x20
 
-DeviceDescriptor = Struct(
-    "bLength" / Const(18, Int8ul),
-    "bDescriptorType" / Const(DT_DEVICE, Int8ul),
-    "bcdUSB" / Int16ul,
-    "bDeviceClass" / Int8ul,
-    "bDeviceSubClass" / Int8ul,
-    "bDeviceProtocol" / Int8ul,
-    "bMaxPacketSize0" / Int8ul,
-    "idVendor" / Int16ul,
-    "idProduct" / Int16ul,
-    "bcdDevice" / Int16ul,
-    "iManufacturer" / Int8ul,
-    "iProduct" / Int8ul,
-    "iSerialNumber" / Int8ul,
-    "bNumConfigurations" / Int8ul,
-)
+@functools.cache
+def layouts() -> SimpleNamespace:
+    """The descriptor layouts, declared on first use."""
+    from construct import Const, Int8ul, Int16ul, Struct
 
-ConfigDescriptor = Struct(
-    "bLength" / Const(9, Int8ul),
-    "bDescriptorType" / Const(DT_CONFIG, Int8ul),
-    "wTotalLength" / Int16ul,
-    "bNumInterfaces" / Int8ul,
-    "bConfigurationValue" / Int8ul,
-    "iConfiguration" / Int8ul,
-    "bmAttributes" / Int8ul,
-    "bMaxPower" / Int8ul,  # in 2 mA units
-)
+    DeviceDescriptor = Struct(
+        "bLength" / Const(18, Int8ul),
+        "bDescriptorType" / Const(DT_DEVICE, Int8ul),
+        "bcdUSB" / Int16ul,
+        "bDeviceClass" / Int8ul,
+        "bDeviceSubClass" / Int8ul,
+        "bDeviceProtocol" / Int8ul,
+        "bMaxPacketSize0" / Int8ul,
+        "idVendor" / Int16ul,
+        "idProduct" / Int16ul,
+        "bcdDevice" / Int16ul,
+        "iManufacturer" / Int8ul,
+        "iProduct" / Int8ul,
+        "iSerialNumber" / Int8ul,
+        "bNumConfigurations" / Int8ul,
+    )
 
-InterfaceDescriptor = Struct(
-    "bLength" / Const(9, Int8ul),
-    "bDescriptorType" / Const(DT_INTERFACE, Int8ul),
-    "bInterfaceNumber" / Int8ul,
-    "bAlternateSetting" / Int8ul,
-    "bNumEndpoints" / Int8ul,
-    "bInterfaceClass" / Int8ul,
-    "bInterfaceSubClass" / Int8ul,
-    "bInterfaceProtocol" / Int8ul,
-    "iInterface" / Int8ul,
-)
+    ConfigDescriptor = Struct(
+        "bLength" / Const(9, Int8ul),
+        "bDescriptorType" / Const(DT_CONFIG, Int8ul),
+        "wTotalLength" / Int16ul,
+        "bNumInterfaces" / Int8ul,
+        "bConfigurationValue" / Int8ul,
+        "iConfiguration" / Int8ul,
+        "bmAttributes" / Int8ul,
+        "bMaxPower" / Int8ul,  # in 2 mA units
+    )
 
-EndpointDescriptor = Struct(
-    "bLength" / Const(7, Int8ul),
-    "bDescriptorType" / Const(DT_ENDPOINT, Int8ul),
-    "bEndpointAddress" / Int8ul,
-    "bmAttributes" / Int8ul,
-    "wMaxPacketSize" / Int16ul,
-    "bInterval" / Int8ul,
-)
+    InterfaceDescriptor = Struct(
+        "bLength" / Const(9, Int8ul),
+        "bDescriptorType" / Const(DT_INTERFACE, Int8ul),
+        "bInterfaceNumber" / Int8ul,
+        "bAlternateSetting" / Int8ul,
+        "bNumEndpoints" / Int8ul,
+        "bInterfaceClass" / Int8ul,
+        "bInterfaceSubClass" / Int8ul,
+        "bInterfaceProtocol" / Int8ul,
+        "iInterface" / Int8ul,
+    )
 
-HidDescriptor = Struct(
-    "bLength" / Const(9, Int8ul),
-    "bDescriptorType" / Const(DT_HID, Int8ul),
-    "bcdHID" / Int16ul,
-    "bCountryCode" / Int8ul,
-    "bNumDescriptors" / Const(1, Int8ul),
-    "bReportDescriptorType" / Const(DT_REPORT, Int8ul),
-    "wDescriptorLength" / Int16ul,
-)
+    EndpointDescriptor = Struct(
+        "bLength" / Const(7, Int8ul),
+        "bDescriptorType" / Const(DT_ENDPOINT, Int8ul),
+        "bEndpointAddress" / Int8ul,
+        "bmAttributes" / Int8ul,
+        "wMaxPacketSize" / Int16ul,
+        "bInterval" / Int8ul,
+    )
+
+    HidDescriptor = Struct(
+        "bLength" / Const(9, Int8ul),
+        "bDescriptorType" / Const(DT_HID, Int8ul),
+        "bcdHID" / Int16ul,
+        "bCountryCode" / Int8ul,
+        "bNumDescriptors" / Const(1, Int8ul),
+        "bReportDescriptorType" / Const(DT_REPORT, Int8ul),
+        "wDescriptorLength" / Int16ul,
+    )
+    return SimpleNamespace(DeviceDescriptor=DeviceDescriptor, ConfigDescriptor=ConfigDescriptor,
+                           InterfaceDescriptor=InterfaceDescriptor,
+                           EndpointDescriptor=EndpointDescriptor, HidDescriptor=HidDescriptor)
+
+
+def __getattr__(name: str):
+    """`desc.DeviceDescriptor` & co. as before, declared when first asked for."""
+    if name in ("DeviceDescriptor", "ConfigDescriptor", "InterfaceDescriptor",
+                "EndpointDescriptor", "HidDescriptor"):
+        return getattr(layouts(), name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 def string_descriptor(text: str) -> bytes:
@@ -109,8 +127,9 @@ class EndpointDesc:
     interval: int = 0
 
     def build(self) -> bytes:
-        return EndpointDescriptor.build(dict(bEndpointAddress=self.address, bmAttributes=self.attributes,
-                                             wMaxPacketSize=self.max_packet, bInterval=self.interval))
+        return layouts().EndpointDescriptor.build(dict(
+            bEndpointAddress=self.address, bmAttributes=self.attributes,
+            wMaxPacketSize=self.max_packet, bInterval=self.interval))
 
 
 @dataclass(frozen=True)
@@ -120,15 +139,26 @@ class InterfaceDesc:
     subclass: int
     protocol: int
     endpoints: tuple[EndpointDesc, ...]
-    extra: bytes = b""  # class descriptors between the interface and its endpoints (HID)
+    extra: bytes = b""  # class descriptors between the interface and its endpoints
     iface_string: int = 0
+    # A HID interface's class descriptor (HID 1.11 6.2.1), first after the interface
+    # descriptor: (bcdHID, length of the report descriptor).
+    hid: tuple[int, int] | None = None
+
+    def hid_descriptor(self) -> bytes | None:
+        if self.hid is None:
+            return None
+        bcd, report_len = self.hid
+        return layouts().HidDescriptor.build(dict(bcdHID=bcd, bCountryCode=0,
+                                                  wDescriptorLength=report_len))
 
     def build(self) -> bytes:
-        head = InterfaceDescriptor.build(dict(
+        head = layouts().InterfaceDescriptor.build(dict(
             bInterfaceNumber=self.number, bAlternateSetting=0, bNumEndpoints=len(self.endpoints),
             bInterfaceClass=self.cls, bInterfaceSubClass=self.subclass,
             bInterfaceProtocol=self.protocol, iInterface=self.iface_string))
-        return head + self.extra + b"".join(e.build() for e in self.endpoints)
+        return (head + (self.hid_descriptor() or b"") + self.extra
+                + b"".join(e.build() for e in self.endpoints))
 
 
 @dataclass(frozen=True)
@@ -162,7 +192,7 @@ class DeviceDesc:
         return n if s else 0
 
     def device_blob(self) -> bytes:
-        return DeviceDescriptor.build(dict(
+        return layouts().DeviceDescriptor.build(dict(
             bcdUSB=self.bcd_usb, bDeviceClass=self.device_class, bDeviceSubClass=0,
             bDeviceProtocol=self.device_protocol, bMaxPacketSize0=self.max_packet0,
             idVendor=self.vendor, idProduct=self.product, bcdDevice=self.bcd_device,
@@ -171,7 +201,7 @@ class DeviceDesc:
 
     def config_blob(self) -> bytes:
         body = b"".join(i.build() for i in self.interfaces)
-        head = ConfigDescriptor.build(dict(
+        head = layouts().ConfigDescriptor.build(dict(
             wTotalLength=9 + len(body), bNumInterfaces=len(self.interfaces),
             bConfigurationValue=self.config_value, iConfiguration=self._index(4, self.config_name),
             bmAttributes=self.attributes, bMaxPower=self.max_power))

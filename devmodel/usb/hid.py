@@ -22,7 +22,7 @@ from typing import Any
 from devmodel.bios.ps2 import qnum_of
 
 from .core import ACK, NAK, RECIP_INTERFACE, Endpoint, UsbDevice
-from .desc import DT_HID, DT_REPORT, EP_INTERRUPT, DeviceDesc, EndpointDesc, HidDescriptor, InterfaceDesc
+from .desc import DT_HID, DT_REPORT, EP_INTERRUPT, DeviceDesc, EndpointDesc, InterfaceDesc
 
 # HID class requests (HID 1.11 section 7.2)
 GET_REPORT = 0x01
@@ -96,10 +96,6 @@ def hid_usage(key: str | int) -> int | None:
     return None if qnum is None else QNUM_TO_USAGE.get(qnum)
 
 
-def _hid_desc(report: bytes, bcd: int = 0x0001) -> bytes:
-    return HidDescriptor.build(dict(bcdHID=bcd, bCountryCode=0, wDescriptorLength=len(report)))
-
-
 class HidDevice(UsbDevice):
     REPORT_DESCRIPTOR = b""
     REPORT_LEN = 0
@@ -156,7 +152,7 @@ class HidDevice(UsbDevice):
         if dtype == DT_REPORT:
             return self.REPORT_DESCRIPTOR
         if dtype == DT_HID:
-            return self.desc.interfaces[0].extra
+            return self.desc.interfaces[0].hid_descriptor()
         return None
 
     def class_request(self, rtype: int, req: int, value: int, index: int, length: int,
@@ -220,7 +216,7 @@ class HidDevice(UsbDevice):
 def _pointer_desc(product: str, config: str, report: bytes, boot: bool, max_packet: int) -> DeviceDesc:
     iface = InterfaceDesc(0, 3, 1 if boot else 0, 2,
                           (EndpointDesc(0x81, EP_INTERRUPT, max_packet, 0x0A),),
-                          extra=_hid_desc(report))
+                          hid=(0x0001, len(report)))
     return DeviceDesc(vendor=0x0627, product=0x0001, product_name=product, serial="42",
                       config_name=config, interfaces=(iface,), attributes=0xA0, max_power=50)
 
@@ -318,7 +314,7 @@ class UsbKeyboard(HidDevice):
 
     def __init__(self, name: str = "usb-kbd", on_leds: Callable[[int], None] | None = None) -> None:
         iface = InterfaceDesc(0, 3, 1, 1, (EndpointDesc(0x81, EP_INTERRUPT, 8, 0x0A),),
-                              extra=_hid_desc(KEYBOARD_REPORT_DESCRIPTOR, 0x0111))
+                              hid=(0x0111, len(KEYBOARD_REPORT_DESCRIPTOR)))
         super().__init__(name, DeviceDesc(vendor=0x0627, product=0x0001,
                                           product_name="QEMU USB Keyboard", serial="42",
                                           config_name="HID Keyboard", interfaces=(iface,),

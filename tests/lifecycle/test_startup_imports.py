@@ -25,6 +25,8 @@ NOT_BEFORE_READY = {
     "uuid": "the default UUID is the nil UUID, a constant",
     "ctypes.util": "fallocate lookup: at the first DISCARD",
     "termios": "only for a pty serial port",
+    "construct": "SMBIOS tables and USB descriptors are built when the guest first reads them",
+    "pdb": "construct imports it; see construct",
     "devmodel.backends.vnc": "only with --vnc",
     "devmodel.fuzz": "devmodel fuzz/replay",
     "devmodel.hvsim": "devmodel boot (the simulated CPU)",
