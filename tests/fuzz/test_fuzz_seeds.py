@@ -115,3 +115,30 @@ def test_seed_from_a_fresh_seabios_boot(tmp_path):
     with Watchdog(2.0):
         out = run_input(b"", _setup(), Limits(hang_s=2.0), seed=seed)
     assert not out.fatal and out.ioreqs > 1000
+
+
+def test_cli_make_seed_corpus_ioreqs_and_progress(tmp_path):
+    """The command line of a long campaign: --make-seed, --corpus, --ioreqs, --progress; the
+    JSON report carries the latency figures and the slowest ioreq's reproducer."""
+    import json
+    import subprocess
+    import sys
+
+    seed = tmp_path / "s.trace.gz"
+    out = subprocess.run([sys.executable, "-m", "devmodel", "fuzz", "--make-seed", str(SEABIOS),
+                          str(seed), "--seed-ioreqs", "500"], capture_output=True, text=True,
+                         timeout=60)
+    assert out.returncode == 0, out.stderr
+    made = json.loads(out.stdout)
+    assert made["events"] == len(load_seed(str(seed))) and 500 <= made["events"] < 4000
+    res = subprocess.run([sys.executable, "-m", "devmodel", "fuzz", "--devices", "all",
+                          "--corpus", str(seed), "--ioreqs", "3000", "--progress", "0.001",
+                          "--out", str(tmp_path / "out")], capture_output=True, text=True,
+                         timeout=120)
+    assert res.returncode == 0, res.stderr[-2000:]
+    report = json.loads(res.stdout)
+    assert report["ioreqs"] >= 3000 and report["escapes"] == report["hangs"] == 0
+    assert report["p999_ioreq_us"] >= report["p50_ioreq_us"] > 0
+    assert report["slowest"]["reproducer"].endswith("slowest")
+    assert (tmp_path / "out" / "slowest.trace").exists()
+    assert '"progress_s"' in res.stderr
