@@ -366,8 +366,10 @@ class ThreadedRawDisk(AsyncDisk):
                  *, workers: int = DEFAULT_WORKERS, max_inflight: int = DEFAULT_QUEUE_DEPTH,
                  completions: CompletionPort | None = None, fd: int | None = None) -> None:
         """`fd`: an already-open file (a QMP fdset's, opened by the toolstack) that the disk
-        takes over; `path` is then only its name. Its access mode must allow `readonly`;
-        cache=writethrough needs O_DSYNC at open and is refused for an fd."""
+        takes over (on success); `path` is then only its name. Its access mode must allow
+        `readonly`. For cache=writethrough or direct the file is reopened through
+        /proc/self/fd with O_DSYNC / O_DIRECT (the flags belong to the open file, which the
+        toolstack's copy of the fd shares)."""
         if cache not in CACHE_MODES:
             raise ValueError(f"cache mode {cache!r}: expected one of {', '.join(CACHE_MODES)}")
         self.name = os.fspath(path)
@@ -375,14 +377,14 @@ class ThreadedRawDisk(AsyncDisk):
         self.path = os.fspath(path)
         self.cache = cache
         self.readonly = readonly
+        flags = (os.O_RDONLY if readonly else os.O_RDWR) | os.O_CLOEXEC
+        if cache == "writethrough" and not readonly:
+            flags |= os.O_DSYNC
+        if cache == "direct":
+            flags |= os.O_DIRECT
         if fd is not None:
-            self._adopt_fd(fd, cache, readonly)
+            fd = self._adopt_fd(fd, flags, readonly)
         else:
-            flags = (os.O_RDONLY if readonly else os.O_RDWR) | os.O_CLOEXEC
-            if cache == "writethrough" and not readonly:
-                flags |= os.O_DSYNC
-            if cache == "direct":
-                flags |= os.O_DIRECT
             try:
                 fd = os.open(self.path, flags)
             except OSError as e:
@@ -403,8 +405,9 @@ class ThreadedRawDisk(AsyncDisk):
         self._pool = ThreadPoolExecutor(max_workers=max(1, workers),
                                         thread_name_prefix=f"disk-{os.path.basename(self.path)}")
 
-    def _adopt_fd(self, fd: int, cache: str, readonly: bool) -> None:
-        """Check (and for cache=direct, set O_DIRECT on) an fd handed to the constructor."""
+    def _adopt_fd(self, fd: int, flags: int, readonly: bool) -> int:
+        """Check an fd handed to the constructor; reopen it when the cache mode needs open
+        flags it lacks. Returns the fd to use (the given one is closed if replaced)."""
         import fcntl
 
         fl = fcntl.fcntl(fd, fcntl.F_GETFL)
@@ -412,14 +415,18 @@ class ThreadedRawDisk(AsyncDisk):
             raise OSError(errno.EBADF, f"{self.path}: not open for reading and writing")
         if fl & os.O_ACCMODE == os.O_WRONLY:
             raise OSError(errno.EBADF, f"{self.path}: not open for reading")
-        if cache == "writethrough" and not readonly and not fl & os.O_DSYNC:
-            raise ValueError(f"{self.path}: cache=writethrough needs a path (O_DSYNC at open)")
-        if cache == "direct" and not fl & os.O_DIRECT:
-            try:
-                fcntl.fcntl(fd, fcntl.F_SETFL, fl | os.O_DIRECT)
-            except OSError:
+        need = flags & (os.O_DSYNC | os.O_DIRECT)
+        if fl & need == need:
+            return fd
+        try:
+            new = os.open(f"/proc/self/fd/{fd}", flags)
+        except OSError as e:
+            if flags & os.O_DIRECT and e.errno == errno.EINVAL:
                 raise OSError(errno.EINVAL, f"{self.path}: the file system does not support "
                                             "O_DIRECT (cache=direct)") from None
+            raise
+        os.close(fd)
+        return new
 
     @property
     def fd(self) -> int:
@@ -551,6 +558,8 @@ class ThreadedRawDisk(AsyncDisk):
         request was read; otherwise (offset, views) of what is left for the thread pool."""
         try:
             n = os.preadv(self.fd, views, offset, os.RWF_NOWAIT)
+        except (TypeError, ValueError, BufferError):
+            return offset, list(views)  # type: ignore[arg-type]  # the pool reports it
         except OSError as e:
             if e.errno in (errno.EOPNOTSUPP, errno.EINVAL):
                 self.nowait = False  # this file (system) has no non-blocking reads

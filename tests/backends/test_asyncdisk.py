@@ -392,3 +392,50 @@ def test_bad_cache_mode(tmp_path: Path) -> None:
     make_file(img, 4096)
     with pytest.raises(ValueError, match="cache mode"):
         ThreadedRawDisk(img, cache="unsafe")
+
+
+def test_adopting_an_open_fd(tmp_path: Path) -> None:
+    """A disk on an fd the toolstack opened (QMP add-fd): taken over as it is for
+    writeback; reopened through /proc/self/fd where the cache mode needs open flags (so the
+    toolstack's own fd keeps its flags); an fd whose access mode is too narrow is refused."""
+    import fcntl
+
+    img = tmp_path / "fd.img"
+    data = make_file(img, 65536, 5)
+    fd = os.open(img, os.O_RDWR)
+    disk = ThreadedRawDisk("/dev/fdset/3", fd=fd)
+    try:
+        assert disk.fd == fd and disk.path == "/dev/fdset/3" and disk.size == 65536
+        buf = bytearray(512)
+        disk.read_into(512, [buf])
+        assert buf == data[512:1024]
+    finally:
+        disk.close()
+    fd = os.open(img, os.O_RDWR)
+    keep = os.dup(fd)  # the toolstack's copy: same open file
+    disk = ThreadedRawDisk("/dev/fdset/4", "writethrough", fd=fd)
+    try:
+        assert disk.fd != fd and fcntl.fcntl(disk.fd, fcntl.F_GETFL) & os.O_DSYNC
+        assert not fcntl.fcntl(keep, fcntl.F_GETFL) & os.O_DSYNC
+        disk.write_from(0, [b"\x11" * 512])
+        assert img.read_bytes()[:512] == b"\x11" * 512
+    finally:
+        disk.close()
+        os.close(keep)
+    with pytest.raises(OSError) as e:
+        ro = os.open(img, os.O_RDONLY)
+        try:
+            ThreadedRawDisk("/dev/fdset/5", fd=ro)  # read-write wanted
+        finally:
+            os.close(ro)
+    assert e.value.errno == errno.EBADF
+    if direct_supported(img):
+        fd = os.open(img, os.O_RDONLY)
+        disk = ThreadedRawDisk("/dev/fdset/6", "direct", readonly=True, fd=fd)
+        try:
+            assert fcntl.fcntl(disk.fd, fcntl.F_GETFL) & os.O_DIRECT
+            buf = bytearray(4096)
+            disk.read_into(4096, [buf])
+            assert buf == data[4096:8192]
+        finally:
+            disk.close()
