@@ -27,9 +27,11 @@ __all__ = ["Uhci", "UsbDevice", "UsbHub", "UsbKeyboard", "UsbMouse", "UsbTablet"
 
 def open_usb_devices(specs: Sequence[UsbSpec | str], backends: list | None = None) -> list[UsbDevice]:
     """Create devices for `--usb` specs; disk images are opened here (set-up time, never in a
-    device). Opened backends are appended to `backends` (pass machine.backends) so the daemon
-    flushes and closes them; on error the ones opened so far are closed."""
-    from devmodel.backends.disk import RawFileDisk
+    device), as the IDE disks are (devmodel.backends.qemu_nbd.open_image: a raw image on the
+    thread pool, asynchronous). Opened backends are appended to `backends` (pass
+    machine.backends) so the daemon flushes and closes them; on error the ones opened so far
+    are closed."""
+    from devmodel.backends.qemu_nbd import open_image
 
     opened: list = []
     out: list[UsbDevice] = []
@@ -44,7 +46,7 @@ def open_usb_devices(specs: Sequence[UsbSpec | str], backends: list | None = Non
                 out.append(UsbKeyboard(f"usb-kbd{i}"))
             else:
                 try:
-                    disk = RawFileDisk(spec.path, readonly=spec.readonly)
+                    disk = open_image(spec.path, "raw", readonly=spec.readonly)
                 except OSError as e:
                     raise ValueError(f"--usb disk:{spec.path}: {e.strerror}") from None
                 opened.append(disk)
@@ -83,10 +85,16 @@ def build_usb(machine, devices: Sequence[UsbDevice | UsbSpec | str] = ()) -> Uhc
     assert len(devs) <= 1 + NUM_PORTS
     machine.add(uhci, slot=PCI_SLOT, fn=PCI_FN)
     if specs:
+        virtual = getattr(getattr(machine, "clock", None), "virtual", False)
         for d in devs:  # the backends opened here serve one device each: unplug releases them
             backend = getattr(d, "backend", None)
             if backend is not None:
                 machine.own(d, backend)
+                # completions on the daemon's loop, as for IDE disks; under a virtual clock
+                # (tests, simulated boots) they stay inline, so runs are deterministic
+                hook = getattr(backend, "io_hook", None)
+                if hook is not None and not virtual:
+                    machine.io_hooks.append(hook())
     for d in uhci.all_devices():
         _wire_unplug(machine, uhci, d)
     return uhci

@@ -16,6 +16,15 @@ the reset, CLEAR_FEATURE leaves them halted (section 6.6.1).
 dCBWDataTransferLength comes from the guest and is never used to size an allocation: reads
 stream from the backend through a buffer of at most IO_CHUNK bytes, writes collect at most
 IO_CHUNK bytes before they go to the backend.
+
+On an asynchronous backend (devmodel.backends.asyncdisk: ThreadedRawDisk, qemu-nbd images, the
+IDE disks' port) no disk I/O runs inside an ioreq: a data-in packet the buffer cannot serve
+submits the read of the next chunk and is NAKed until it completes (the host controller retries
+it every frame, as a real stick NAKs while its flash is busy); a full write buffer is submitted
+and the OUT packet that would overflow the next one is NAKed while a write is in flight, as is
+the CSW until the command's writes are done, so the CSW's status covers them. A bus reset, a
+BOT reset or a detach starts a new generation: completions of the old one are dropped. On a
+synchronous DiskBackend (RawFileDisk) the same paths read and write inline.
 """
 
 from __future__ import annotations
@@ -23,9 +32,10 @@ from __future__ import annotations
 import struct
 from typing import Any
 
+from devmodel.backends.asyncdisk import DiskBusy
 from devmodel.backends.disk import DiskBackend
 
-from .core import ACK, STALL, Endpoint, UsbDevice
+from .core import ACK, NAK, STALL, Endpoint, UsbDevice
 from .desc import CFG_ATT_ONE, CFG_ATT_SELFPOWER, EP_BULK, DeviceDesc, EndpointDesc, InterfaceDesc
 from .scsi import CHECK_CONDITION, DIR_IN, DIR_NONE, DIR_OUT, SENSE_READ_ERROR, SENSE_WRITE_ERROR, ScsiDisk
 
@@ -63,6 +73,8 @@ class UsbMassStorage(UsbDevice):
                           attributes=CFG_ATT_ONE | CFG_ATT_SELFPOWER, max_power=0)
         self.backend = backend
         self.scsi = ScsiDisk(backend)
+        self.is_async = callable(getattr(backend, "submit_read", None))
+        self.generation = 0  # completions of an older generation are dropped
         super().__init__(name, desc)
 
     def device_reset(self) -> None:
@@ -71,6 +83,9 @@ class UsbMassStorage(UsbDevice):
         self.scsi.reset()
 
     def _bot_reset(self) -> None:
+        self.generation += 1
+        self.rd_pending = False  # a backend read of this generation is in flight
+        self.wr_pending = 0  # backend writes of this generation in flight
         self.mode = MODE_CBW
         self.tag = 0
         self.host_left = 0  # data-stage bytes the host still moves
@@ -120,6 +135,8 @@ class UsbMassStorage(UsbDevice):
             self.count("bulk OUT beyond dCBWDataTransferLength")
             return STALL
         real = min(len(data), self.dev_left)
+        if real and self.wr_pending and (len(self.wr_buf) + real >= IO_CHUNK or real == self.dev_left):
+            return NAK  # one write in flight at a time: the host sends this packet again
         if real:
             self.wr_buf += data[:real]
             self.dev_left -= real
@@ -138,12 +155,32 @@ class UsbMassStorage(UsbDevice):
         self.wr_off += len(buf)
         if self.csw_status != CSW_GOOD:
             return  # an earlier chunk failed: the command already failed
+        if not self.is_async:
+            try:
+                self.backend.write_from(off, [buf])
+            except OSError:
+                self._io_failed("backend write error", SENSE_WRITE_ERROR)
+            return
+        generation = self.generation
+
+        def done(err: OSError | None) -> None:
+            if generation != self.generation:
+                return  # the command was reset meanwhile
+            self.wr_pending -= 1
+            if err is not None:
+                self._io_failed("backend write error", SENSE_WRITE_ERROR)
+
+        self.wr_pending += 1
         try:
-            self.backend.write_from(off, [buf])
-        except OSError:
-            self.count("backend write error")
-            self.scsi.sense = SENSE_WRITE_ERROR
-            self.csw_status = CSW_FAILED
+            self.backend.submit_write(off, [memoryview(buf)], done)  # type: ignore[attr-defined]
+        except OSError:  # DiskBusy (a reset command's write still in flight), EBADF, EROFS
+            self.wr_pending -= 1
+            self._io_failed("backend write error", SENSE_WRITE_ERROR)
+
+    def _io_failed(self, what: str, sense: tuple[int, int, int]) -> None:
+        self.count(what)
+        self.scsi.sense = sense
+        self.csw_status = CSW_FAILED
 
     def _cbw(self, data: bytes) -> int:
         if len(data) != CBW_LEN:
@@ -188,6 +225,8 @@ class UsbMassStorage(UsbDevice):
     # ---- bulk IN: data in and CSW ---------------------------------------------------------
     def data_in(self, ep: Endpoint, max_len: int) -> tuple[int, bytes]:
         if self.mode == MODE_CSW:
+            if self.wr_pending:
+                return NAK, b""  # the status must cover the writes: wait for them
             if max_len < CSW_LEN:
                 self.count("CSW read into a buffer under 13 bytes")
                 return STALL, b""
@@ -200,12 +239,52 @@ class UsbMassStorage(UsbDevice):
             return STALL, b""
         n = min(max_len, self.host_left)
         real = min(n, self.dev_left)
+        if real and self.is_async and not self._have(real):
+            return NAK, b""  # the backend read is in flight: the host retries next frame
         out = self._read_real(real) if real else b""
         self.dev_left -= real
         self.host_left -= n
         if not self.host_left:
             self.mode = MODE_CSW
         return ACK, out + bytes(n - len(out))
+
+    def _have(self, n: int) -> bool:
+        """Whether the next n data-in bytes can be served now (asynchronous backend); starts
+        the read of the next chunk if not and none is in flight."""
+        pos = self.disk_pos
+        if pos < 0 or self.csw_status != CSW_GOOD:
+            return True
+        start = pos - self.rd_off
+        if 0 <= start and start + n <= len(self.rd_buf):
+            return True
+        if self.rd_pending:
+            return False
+        want = max(n, min(IO_CHUNK, self.dev_left))
+        buf = bytearray(want)
+        generation = self.generation
+
+        def done(err: OSError | None) -> None:
+            if generation != self.generation:
+                return  # the command was reset meanwhile
+            self.rd_pending = False
+            if err is not None:
+                self._io_failed("backend read error", SENSE_READ_ERROR)
+                self.rd_buf = b""
+            else:
+                self.rd_buf = bytes(buf)
+                self.rd_off = pos
+
+        self.rd_pending = True
+        try:
+            self.backend.submit_read(pos, [memoryview(buf)], done)  # type: ignore[attr-defined]
+        except DiskBusy:
+            self.rd_pending = False  # a reset command's read still in flight: retry later
+            return False
+        except OSError:
+            self.rd_pending = False
+            self._io_failed("backend read error", SENSE_READ_ERROR)
+            return True
+        return not self.rd_pending  # completed inline (SyncCompletions, the page cache)
 
     def _read_real(self, n: int) -> bytes:
         if self.disk_pos < 0:
@@ -262,6 +341,8 @@ class UsbMassStorage(UsbDevice):
         self.disk_pos = int(st["disk_pos"])
         self.rd_buf = b""
         self.rd_off = 0
+        self.rd_pending = False  # snapshots are taken with nothing in flight (drain)
+        self.wr_pending = 0
         self.wr_buf = bytearray(st["wr_buf"])
         self.wr_off = int(st["wr_off"])
         key, asc, ascq = (int(v) & 0xFF for v in st["sense"])

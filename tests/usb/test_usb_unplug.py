@@ -85,7 +85,9 @@ def test_unplug_under_a_queued_read_retires_the_tds_and_frees_the_device(tmp_pat
     assert msd.mode == MODE_CBW and msd.rd_buf == b"" and not msd.wr_buf and msd.host_left == 0
     assert msd.addr == 0 and msd.config == 0 and msd.port_unplug is None
     assert msd.now() == 0 and msd.wakeup() is None
-    assert disk._fd is None and disk not in d.m.backends and msd not in d.m.resources
+    assert disk not in d.m.backends and msd not in d.m.resources
+    with pytest.raises(OSError):  # closed
+        disk.submit_read(0, [memoryview(bytearray(512))], lambda err: None)
     assert events == [("usb-storage0", "usb")]
     # the guest's TDs are answered by nobody: C_ERR counts down from 3 and the TD retires
     # with CRC/timeout and USBERRINT; the queue stops there, the rest stay untouched
