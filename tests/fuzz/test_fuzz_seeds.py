@@ -15,6 +15,7 @@ from devmodel.fuzz.engine import COPY, DIR, PCI_CONFIG, Limits, Session, Watchdo
 from devmodel.fuzz.machine import FuzzSetup, parse_devices
 from devmodel.fuzz.runner import random_campaign
 from devmodel.fuzz.seeds import PASS_BELOW, load_seed, mutation_bytes, run_seed, shrink_trace
+from devmodel.hvsim.firmware import DEFAULT_BIOS
 
 SEEDS = pathlib.Path(__file__).parent / "seeds"
 SEABIOS = SEEDS / "seabios-boot.trace.gz"
@@ -99,6 +100,7 @@ def test_seeded_campaign_runs_clean(tmp_path):
     assert (tmp_path / "slowest.qtest").exists()  # the slowest ioreq is kept as a reproducer
 
 
+@pytest.mark.skipif(not DEFAULT_BIOS.exists(), reason="SeaBIOS missing (apt-get install seabios)")
 def test_seed_from_a_fresh_seabios_boot(tmp_path):
     """The seed pipeline end to end: a real SeaBIOS boot (simulator + daemon) recorded with
     --trace, shrunk into a seed, loaded and replayed without a finding."""
