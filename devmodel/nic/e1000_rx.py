@@ -17,6 +17,7 @@
 from __future__ import annotations
 
 import struct
+from collections.abc import Iterable
 
 from . import e1000_defs as d
 from .dma import ram_window
@@ -95,7 +96,7 @@ class E1000Rx:
         dropped); False: no descriptors now, offer it again after `on_rx_space`."""
         return self.receive_many((frame,)) == 1
 
-    def receive_many(self, frames) -> int:
+    def receive_many(self, frames: Iterable[bytes | bytearray | memoryview]) -> int:
         """Offer frames in order; returns how many were consumed (the rest wait for
         `on_rx_space`). Statistics and interrupt causes are evaluated once for the batch: the
         guest sees the same registers and line as after the frames one by one, since no time
@@ -123,7 +124,7 @@ class E1000Rx:
                 self.raise_cause(cause)
         return done
 
-    def _rx_batch(self, frames, tally: FrameTally) -> int:
+    def _rx_batch(self, frames: Iterable[bytes | bytearray | memoryview], tally: FrameTally) -> int:
         """The receive loop. What cannot change while a batch runs (no ioreq comes in between)
         is read once: the ring as one writable view, buffer size, filters, checksum start.
         The common frame (60..1518 bytes, untagged, to our address, broadcast or promiscuous,
