@@ -142,6 +142,7 @@ def shrink_trace(src: str, dst: str, max_ioreqs: int | None = None,
             if run >= squash:
                 continue
             if max_ioreqs is not None and ioreqs >= max_ioreqs:
+                clock = None  # time after the cut belongs to what was cut
                 break
             if clock is not None:
                 now = codec.CLOCK.unpack_from(clock, codec.HEADER.size)[0]
@@ -152,6 +153,9 @@ def shrink_trace(src: str, dst: str, max_ioreqs: int | None = None,
                     clock = None
             put(msg)
             ioreqs += 1
+            kept += 1
+        if clock is not None:  # the time the recording ended at
+            put(clock)
             kept += 1
     return kept
 

@@ -144,3 +144,38 @@ def test_cli_make_seed_corpus_ioreqs_and_progress(tmp_path):
     assert report["slowest"]["reproducer"].endswith("slowest")
     assert (tmp_path / "out" / "slowest.trace").exists()
     assert '"progress_s"' in res.stderr
+
+
+def test_shrink_squashes_polling_and_console_output(tmp_path):
+    """A hand-made recording: a register polled 100 times with a CLOCK between polls, posted
+    writes to the debug console and to the VGA index port, then real work. The seed keeps
+    SQUASH_POLLS of the polls, only CLOCKs that moved time by CLOCK_GRAIN_NS (and the last),
+    the posted VGA write but not the console's, and the work in order."""
+    from devmodel.fuzz.seeds import CLOCK_GRAIN_NS, SQUASH_POLLS, events_to_trace_records
+    from devmodel.trace import RECORD, TO_DM
+    from devmodel.wire import codec
+    from devmodel.wire.constants import MsgType
+
+    events: list[tuple] = [("io", 0, 0xCF8, 0x80000000, 1, 4, 0)]
+    for i in range(100):
+        events.append(("io", 1, 0xFEBC00C0, 0, 1, 4, DIR))  # an e1000 ICR poll
+        events.append(("clock", (i + 1) * 10_000))  # 10 us apart
+    tail = [("io", 0, 0x1F7, 0xC8, 1, 1, 0), ("clock", 5_000_000)]
+    raw = tmp_path / "rec.trace"
+    raw.write_bytes(events_to_trace_records(events + tail))
+    assert load_seed(str(raw)) == events + tail  # the inverse of load_seed
+    posted = codec.frame(MsgType.BUFIOREQ, codec.encode_bufioreq(
+        [(0, 0x402, 1, ord("x"))] * 20 + [(0, 0x3D4, 1, 0x0E)]), tag=7)
+    data = raw.read_bytes()
+    cut = len(events_to_trace_records(events))  # the posted batch goes before the tail
+    raw.write_bytes(data[:cut] + RECORD.pack(TO_DM, 0, 0, len(posted), 0) + posted + data[cut:])
+    seed_path = tmp_path / "rec.trace.gz"
+    shrink_trace(str(raw), str(seed_path))
+    seed = load_seed(str(seed_path))
+    polls = [e for e in seed if e[0] == "io" and e[2] == 0xFEBC00C0]
+    assert len(polls) == SQUASH_POLLS
+    clocks = [e[1] for e in seed if e[0] == "clock"]
+    assert all(b - a >= CLOCK_GRAIN_NS for a, b in zip(clocks, clocks[1:], strict=False))
+    assert not [e for e in seed if e[0] == "io" and e[2] == 0x402]
+    assert seed[0] == events[0]
+    assert seed[-3:] == [("io", 0, 0x3D4, 0x0E, 1, 1, 0), *tail]
