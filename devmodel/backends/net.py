@@ -460,11 +460,15 @@ class StreamBackend(NetBackend):
     reliable = True
 
     def __init__(self, path: str | None = None, addr: tuple[str, int] | None = None,
-                 server: bool = False) -> None:
+                 server: bool = False, reconnect: float = 0.0) -> None:
         super().__init__()
         self.path = path
         self.addr = addr
         self.server = server
+        # client only, QEMU's reconnect=SECONDS: a failed or lost connection is tried again
+        # after that long (the pump keeps the timer: backends have no event loop)
+        self.reconnect = reconnect if not server else 0.0
+        self.connecting: socket.socket | None = None  # a non-blocking connect under way
         self.listener: socket.socket | None = None
         self.sock: socket.socket | None = None
         self.deframer = StreamDeframer()
@@ -473,7 +477,44 @@ class StreamBackend(NetBackend):
         if server:
             self.listener = self._listen()
         else:
-            self._attach(self._connect())
+            try:
+                self._attach(self._connect())
+            except ValueError as e:
+                if not self.reconnect:
+                    raise
+                log.warning("%s; trying again every %g s", e, self.reconnect)
+
+    @property
+    def wants_reconnect(self) -> bool:
+        return bool(self.reconnect) and self.sock is None and self.connecting is None
+
+    def start_connect(self) -> None:
+        """Begin a non-blocking connect (the pump calls this when the reconnect delay is
+        over); `connecting` is then the fd to watch for writability, unless it finished
+        (or failed) at once."""
+        sock = self._socket()
+        sock.setblocking(False)
+        err = sock.connect_ex(self.path if self.path is not None else self.addr)
+        if err in (errno.EINPROGRESS, errno.EAGAIN, errno.EALREADY):
+            self.connecting = sock
+        elif err == 0:
+            self._attach(sock)
+        else:
+            self.counters["connect failures"] += 1
+            sock.close()
+
+    def finish_connect(self) -> None:
+        """The connecting fd became writable: connected, or failed (try again later)."""
+        sock, self.connecting = self.connecting, None
+        if sock is None:
+            return
+        err = sock.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR)
+        if err:
+            self.counters["connect failures"] += 1
+            sock.close()
+            return
+        log.info("stream %s: connected", self.where)
+        self._attach(sock)
 
     @property
     def where(self) -> str:
@@ -665,6 +706,12 @@ class StreamBackend(NetBackend):
             self.capture.flush()
 
     def close(self) -> None:
+        self.reconnect = 0.0
+        if self.connecting is not None:
+            if self.on_fd_closing is not None:
+                self.on_fd_closing(self.connecting.fileno())
+            self.connecting.close()
+            self.connecting = None
         if self.sock is not None:
             if self.on_fd_closing is not None:
                 self.on_fd_closing(self.sock.fileno())
@@ -708,9 +755,42 @@ class NetPump(FdPump):
         self.pending: collections.deque[bytes] = collections.deque()
         self._feed_scheduled = False
         self._read_scheduled = False
+        self._reconnect_handle: Any = None
+        self._connect_fd: int | None = None
         nic.transmit = backend.send
         nic.on_rx_space = self._rx_space
         self.start()
+        self._maybe_reconnect()
+
+    # -- stream clients: reconnect (QEMU reconnect=SECONDS) -------------------------------
+    def _maybe_reconnect(self) -> None:
+        if (self.closed or self._reconnect_handle is not None
+                or not getattr(self.backend, "wants_reconnect", False)):
+            return
+        self._reconnect_handle = self.loop.call_later(self.backend.reconnect, self._reconnect)
+
+    def _reconnect(self) -> None:
+        self._reconnect_handle = None
+        if self.closed or not self.backend.wants_reconnect:
+            return
+        self.backend.start_connect()  # success calls on_fds_changed
+        sock = self.backend.connecting
+        if sock is not None:
+            self._connect_fd = sock.fileno()
+            self.loop.add_writer(self._connect_fd, self._connected)
+        else:
+            self._maybe_reconnect()
+
+    def _connected(self) -> None:
+        if self._connect_fd is not None:
+            self.loop.remove_writer(self._connect_fd)
+            self._connect_fd = None
+        self.backend.finish_connect()
+        self._maybe_reconnect()  # failed: try again after the delay
+
+    def _fds_changed(self) -> None:
+        super()._fds_changed()
+        self._maybe_reconnect()
 
     def _reading_paused(self) -> bool:
         backend = self.backend
@@ -793,6 +873,12 @@ class NetPump(FdPump):
     def close(self) -> None:
         if not self.closed:
             self.nic.on_rx_space = None
+            if self._reconnect_handle is not None:
+                self._reconnect_handle.cancel()
+                self._reconnect_handle = None
+            if self._connect_fd is not None:
+                self.loop.remove_writer(self._connect_fd)
+                self._connect_fd = None
         super().close()
 
 
@@ -800,12 +886,12 @@ class NetPump(FdPump):
 def open_backend(kind: str, *, ifname: str = "", netns: str | None = None, path: str | None = None,
                  peer: str | None = None, capture: str | None = None,
                  create: bool | None = None, addr: str | None = None,
-                 server: bool = False) -> NetBackend:
+                 server: bool = False, reconnect: float = 0.0) -> NetBackend:
     """Open a backend by kind: `tap` (ifname), `udp` (peer host:port, path = local
     host:port), `unix` (path = our socket, peer = theirs), `dgram` (QEMU's name for those
     two: udp when the addresses are HOST:PORT, else unix), `stream` (path = a Unix socket or
-    addr = HOST:PORT for TCP; server: listen instead of connect), `null`; `capture` adds a
-    pcap."""
+    addr = HOST:PORT for TCP; server: listen instead of connect; reconnect: seconds between
+    attempts of a client), `null`; `capture` adds a pcap."""
     if kind == "dgram":
         kind = "udp" if all(_is_hostport(a) for a in (peer, path) if a) else "unix"
     if kind == "tap":
@@ -818,7 +904,8 @@ def open_backend(kind: str, *, ifname: str = "", netns: str | None = None, path:
     elif kind == "stream":
         if (path is None) == (addr is None):
             raise ValueError("stream backend needs path=SOCKET (Unix) or addr=HOST:PORT (TCP)")
-        backend = StreamBackend(path=path, addr=_hostport(addr) if addr else None, server=server)
+        backend = StreamBackend(path=path, addr=_hostport(addr) if addr else None, server=server,
+                                reconnect=reconnect)
     elif kind in ("null", "none"):
         backend = NullBackend()
     else:

@@ -6,6 +6,7 @@
     model=e1000,backend=unix,path=/run/nic.sock,peer=/run/peer.sock
     model=e1000,backend=stream,path=/run/nic.sock[,server=on]     QEMU -netdev stream (Unix)
     model=e1000,backend=stream,addr=HOST:PORT[,server=on]        QEMU -netdev stream (TCP)
+    ...,backend=stream,path=...,reconnect=SECONDS                 client: retry a lost peer
     model=e1000,backend=dgram,peer=HOST:PORT|SOCK[,path=LOCAL]   QEMU -netdev dgram (udp/unix)
     ...,capture=/tmp/nic.pcap       every frame both ways, pcap
     ...,rom=off | rom=/path/to/efi-e1000.rom
@@ -30,7 +31,7 @@ BACKENDS = ("tap", "stream", "dgram", "udp", "unix", "null")
 IGNORED = ("script", "ip", "rate", "devid", "backend_domain", "gatewaydev", "accel", "trusted",
            "mtu")
 KEYS = ("mac", "model", "type", "backend", "bridge", "vifname", "ifname", "path", "peer", "addr",
-        "server", "capture", "rom", "netns", "create", *IGNORED)
+        "server", "reconnect", "capture", "rom", "netns", "create", *IGNORED)
 
 
 @dataclass(frozen=True)
@@ -48,6 +49,7 @@ class NicSpec:
     create: bool | None = None  # tap: None = only when unnamed
     addr: str | None = None  # stream over TCP: HOST:PORT
     server: bool = False  # stream: listen (QEMU server=on) instead of connecting
+    reconnect: float = 0.0  # stream client: seconds between connection attempts (QEMU's)
 
     @property
     def mac_text(self) -> str:
@@ -58,7 +60,7 @@ class NicSpec:
 
         return open_backend(self.backend, ifname=self.ifname, netns=self.netns, path=self.path,
                             peer=self.peer, capture=self.capture, create=self.create,
-                            addr=self.addr, server=self.server)
+                            addr=self.addr, server=self.server, reconnect=self.reconnect)
 
 
 def random_mac() -> bytes:
@@ -106,6 +108,14 @@ def parse_nicspec(text: str) -> NicSpec:
     server = _flag(fields, "server", False)
     if server and backend != "stream":
         raise ValueError("nic server=on is for backend=stream")
+    reconnect = 0.0
+    if "reconnect" in fields:
+        try:
+            reconnect = float(fields["reconnect"])
+        except ValueError:
+            raise ValueError(f"nic reconnect={fields['reconnect']!r}: expected seconds") from None
+        if backend != "stream" or server or not 0 < reconnect <= 3600:
+            raise ValueError("nic reconnect=SECONDS (0 < s <= 3600) is for a backend=stream client")
     rom = fields.get("rom", "")
     create = _flag(fields, "create", None)
     return NicSpec(mac=mac, model=model, backend=backend, ifname=ifname,
@@ -113,7 +123,7 @@ def parse_nicspec(text: str) -> NicSpec:
                    peer=fields.get("peer"), capture=fields.get("capture") or None,
                    rom=None if rom.lower() in ("off", "none", "no") else rom,
                    netns=fields.get("netns") or None, create=create,
-                   addr=fields.get("addr") or None, server=server)
+                   addr=fields.get("addr") or None, server=server, reconnect=reconnect)
 
 
 def _flag(fields: dict[str, str], key: str, default: bool | None) -> bool | None:

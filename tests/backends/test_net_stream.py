@@ -257,3 +257,45 @@ def test_full_nic_holds_the_peer_back_instead_of_dropping(tmp_path, loop):
         pump.close()
         backend.close()
         c.close()
+
+
+def test_client_reconnects_as_qemu_reconnect(tmp_path, loop):
+    """reconnect=SECONDS: no listener at start is not an error; the client keeps trying
+    (non-blocking, on the loop's timer) and comes back after its peer goes away."""
+    path = str(tmp_path / "switch.sock")
+    backend = open_backend("stream", path=path, reconnect=0.02)
+    r, pump = wired(backend, loop)
+    server = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    try:
+        spin(loop, 0.1)
+        assert not backend.connected and backend.counters["connect failures"] >= 2
+        server.bind(path)
+        server.listen(1)
+        server.settimeout(0)
+        peers = []
+        for round_ in range(2):
+            for _ in range(100):
+                spin(loop, 0.01)
+                try:
+                    peers.append(server.accept()[0])
+                    break
+                except BlockingIOError:
+                    pass
+            spin(loop, 0.02)
+            assert backend.connected and backend.connections == round_ + 1
+            peer = peers[-1]
+            inbound = eth(MAC, PEER, 0x88B5, bytes([round_]) * 80)
+            peer.sendall(framed(inbound))
+            spin(loop)
+            assert [f[0] for f in r.rx_frames()] == [inbound]
+            out = eth(PEER, MAC, 0x88B5, bytes([0x40 + round_]) * 80)
+            r.legacy(out)
+            r.kick()
+            assert read_frames(peer, 1) == [out]
+            peer.close()  # the peer goes: the client notices and comes back (next round)
+            spin(loop)
+            assert backend.counters["disconnects: end of stream"] == round_ + 1
+    finally:
+        pump.close()
+        backend.close()
+        server.close()

@@ -75,3 +75,12 @@ def test_clear_errors(spec, msg):
 def test_missing_tap_is_a_clear_error(tmp_path):
     with pytest.raises(ValueError, match="tap|tun"):
         parse_nicspec("backend=tap,ifname=nosuchtap0").open_backend()
+
+
+@pytest.mark.parametrize("spec", ["backend=stream,path=/x,server=on,reconnect=1",
+                                  "backend=tap,reconnect=1", "backend=stream,path=/x,reconnect=0",
+                                  "backend=stream,path=/x,reconnect=soon"])
+def test_reconnect_is_for_stream_clients(spec):
+    with pytest.raises(ValueError, match="reconnect"):
+        parse_nicspec(spec)
+    assert parse_nicspec("backend=stream,path=/x,reconnect=0.5").reconnect == 0.5
