@@ -31,7 +31,8 @@ def open_usb_devices(specs: Sequence[UsbSpec | str], backends: list | None = Non
     thread pool, asynchronous). Opened backends are appended to `backends` (pass
     machine.backends) so the daemon flushes and closes them; on error the ones opened so far
     are closed."""
-    from devmodel.backends.qemu_nbd import open_image
+    from devmodel.backends.qemu_nbd import QemuNbdError, open_image
+    from devmodel.ide.piix import NBD_FORMATS
 
     opened: list = []
     out: list[UsbDevice] = []
@@ -45,10 +46,14 @@ def open_usb_devices(specs: Sequence[UsbSpec | str], backends: list | None = Non
             elif spec.kind == "keyboard":
                 out.append(UsbKeyboard(f"usb-kbd{i}"))
             else:
+                if spec.format != "raw" and spec.format not in NBD_FORMATS:
+                    raise ValueError(f"--usb disk:{spec.path}: format {spec.format!r} is not supported")
                 try:
-                    disk = open_image(spec.path, "raw", readonly=spec.readonly)
+                    disk = open_image(spec.path, spec.format, readonly=spec.readonly)
                 except OSError as e:
                     raise ValueError(f"--usb disk:{spec.path}: {e.strerror}") from None
+                except QemuNbdError as e:
+                    raise ValueError(f"--usb disk:{spec.path}: cannot open as {spec.format}: {e}") from None
                 opened.append(disk)
                 out.append(UsbMassStorage(disk, f"usb-storage{i}"))
     except BaseException:

@@ -1,7 +1,9 @@
 """`--usb` device specs, xl's `usbdevice=` list (xl.cfg(5)): `tablet`, `mouse`, `keyboard`
 (QEMU's `-usbdevice kbd` name `kbd` is accepted too) and `disk:PATH` for a mass-storage device on
-a raw image; `disk:PATH,ro` (or `,readonly`) opens it read-only. The option is repeatable; the
-order is the order devices are plugged in.
+a raw image; `disk:PATH,ro` (or `,readonly`) opens it read-only. QEMU's legacy
+`disk:format=FMT:PATH` names the image format: qcow2 and the other formats the IDE disks take
+go through qemu-nbd as theirs do (devmodel.backends.qemu_nbd.open_image). The option is
+repeatable; the order is the order devices are plugged in.
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ class UsbSpec:
     kind: str
     path: str = ""
     readonly: bool = False
+    format: str = "raw"
 
 
 def parse_usbspec(text: str) -> UsbSpec:
@@ -32,6 +35,12 @@ def parse_usbspec(text: str) -> UsbSpec:
         if sep:
             raise ValueError(f"--usb {text!r}: {kind} takes no argument")
         return UsbSpec(kind)
+    fmt = "raw"
+    if rest.startswith("format="):
+        fmt, colon, rest = rest[len("format="):].partition(":")
+        if not colon or not fmt.isalnum():
+            raise ValueError(f"--usb {text!r}: expected disk:format=FMT:PATH")
+        fmt = fmt.lower()
     path = rest
     readonly = False
     head, comma, flag = rest.rpartition(",")
@@ -40,7 +49,7 @@ def parse_usbspec(text: str) -> UsbSpec:
         readonly = flag.strip().lower() != "rw"
     if not path:
         raise ValueError(f"--usb {text!r}: disk needs a path (disk:/path/to/image)")
-    return UsbSpec("disk", path, readonly)
+    return UsbSpec("disk", path, readonly, fmt)
 
 
 def parse_usbspecs(items: list[str]) -> list[UsbSpec]:

@@ -128,7 +128,8 @@ def test_usbspec_parsing():
     assert parse_usbspec("disk:/a/b.img") == UsbSpec("disk", "/a/b.img")
     assert parse_usbspec("disk:/a/b,c.img,ro") == UsbSpec("disk", "/a/b,c.img", True)
     assert parse_usbspec("disk:/x.img,rw") == UsbSpec("disk", "/x.img", False)
-    for bad in ("", "joystick", "tablet:1", "disk:", "disk:,ro"):
+    assert parse_usbspec("disk:format=qcow2:/q.img,ro") == UsbSpec("disk", "/q.img", True, "qcow2")
+    for bad in ("", "joystick", "tablet:1", "disk:", "disk:,ro", "disk:format=qcow2", "disk:format=:/a"):
         with pytest.raises(ValueError):
             parse_usbspec(bad)
     with pytest.raises(ValueError):

@@ -7,8 +7,11 @@ or unplug drops the old command's completion."""
 from __future__ import annotations
 
 import os
+import shutil
 import struct
+import subprocess
 
+import pytest
 from uhci_driver import ACTIVE, ERRMASK, HEAP, IN, NAKBIT, OUT, QH_ADDR, T, UhciDriver
 
 from devmodel.backends.asyncdisk import QueuedCompletions, ThreadedRawDisk
@@ -144,3 +147,33 @@ def test_unplug_with_a_read_in_flight(tmp_path):
     assert disk.inflight == 0 and not msd.rd_pending and msd.mode == MODE_CBW
     port.run_pending()  # the completion of the unplugged command: dropped
     assert msd.rd_buf == b"" and msd.port_unplug is None
+
+
+@pytest.mark.skipif(not (shutil.which("qemu-img") and shutil.which("qemu-nbd")),
+                    reason="needs qemu-img and qemu-nbd (qemu-utils)")
+def test_qcow2_stick_through_qemu_nbd(tmp_path):
+    """`--usb disk:format=qcow2:PATH` (QEMU's legacy syntax): the image goes through qemu-nbd
+    as an IDE disk's does; a read returns the image's data, a write lands in the qcow2."""
+    raw = tmp_path / "src.raw"
+    raw.write_bytes(os.urandom(NSECT * 512))
+    q = tmp_path / "stick.qcow2"
+    subprocess.run(["qemu-img", "convert", "-f", "raw", "-O", "qcow2", str(raw), str(q)], check=True)
+    d = UhciDriver([f"disk:format=qcow2:{q}"])
+    msd = d.uhci.ports[0]
+    assert msd.is_async and msd.backend in d.m.backends
+    d.reset_port(0)
+    d.enumerate(ADDR)
+    tds = schedule(d, [(OUT, 2, cbw(0x28, 32, 2, True))] + [(IN, 1, 64)] * 16 + [(IN, 1, 13)])
+    assert run_until_nak(d, tds, frames=200) is None
+    got = b"".join(bytes(d.mem.read(td.buf, 64) or b"") for td in tds[1:-1])
+    assert got == raw.read_bytes()[32 * 512 : 34 * 512]
+    data = os.urandom(1024)
+    tds = schedule(d, [(OUT, 2, cbw(0x2A, 100, 2, False, tag=2))]
+                   + [(OUT, 2, data[i : i + 64]) for i in range(0, 1024, 64)] + [(IN, 1, 13)])
+    assert run_until_nak(d, tds, frames=200) is None
+    assert struct.unpack("<IIIB", d.mem.read(tds[-1].buf, 13))[3] == 0
+    assert unplug_usb(d.m, msd)  # flushes and closes: qemu-nbd goes
+    back = tmp_path / "back.raw"
+    subprocess.run(["qemu-img", "convert", "-f", "qcow2", "-O", "raw", str(q), str(back)], check=True)
+    assert back.read_bytes()[100 * 512 : 102 * 512] == data
+    assert back.read_bytes()[:100 * 512] == raw.read_bytes()[:100 * 512]
