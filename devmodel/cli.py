@@ -217,7 +217,7 @@ def add_machine_options(p: argparse.ArgumentParser) -> None:
                         "backend=dgram,peer=ADDR[,path=LOCAL] (repeatable)")
     g.add_argument("--usb", action="append", default=[], metavar="DEV",
                    help="a USB device on the UHCI at 00:01.2: tablet, keyboard, mouse or "
-                        "disk:PATH[,ro] (repeatable; xl's usbdevice= list)")
+                        "disk:[format=FMT:]PATH[,ro] (repeatable; xl's usbdevice= list)")
     g.add_argument("--vga", choices=("std", "none"), default="std",
                    help="standard VGA with Bochs VBE (default) or none")
     g.add_argument("--vga-mem", type=int, default=16, metavar="MB", help="VRAM size (default 16)")
