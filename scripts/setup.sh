@@ -6,9 +6,10 @@ set -euo pipefail
 here="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$here"
 
-# Debian packages: a C compiler for the benchmarks' baselines, venv support, and the real
-# firmware the end-to-end tests boot.
-debs=(gcc python3-venv seabios qemu-utils ipxe-qemu dnsmasq-base xorriso isolinux syslinux-common)
+# Debian packages: a C compiler for the benchmarks' baselines, venv support, the real
+# firmware the end-to-end tests boot, and tcpdump (an independent reader of our pcap captures).
+debs=(gcc python3-venv seabios qemu-utils ipxe-qemu dnsmasq-base xorriso isolinux syslinux-common
+      tcpdump)
 missing=()
 for p in "${debs[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
