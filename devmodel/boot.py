@@ -236,6 +236,9 @@ class BootSession:
             "com1": Output("com1", "[com1] ", echo),
         }
         self.tails: list[FileTail] = []
+        # What the outputs held once the daemon had exited (close): it flushes the last
+        # partial console line, and posted port writes, only then.
+        self.final_outputs: dict[str, bytes] | None = None
         self.post_code: int | None = None
         self.proc: DaemonProcess | None = None
         self.hv: Hypervisor | None = None
@@ -443,8 +446,13 @@ class BootSession:
             self.hv = None
         elif self.proc is not None:
             self.proc.stop()
-        for tail in self.tails:
-            tail.close()
+        if self.tails:
+            for tail in self.tails:
+                tail.pump()
+                tail.close()
+            for o in self.outputs.values():
+                o.finish()
+            self.final_outputs = {k: bytes(o.data) for k, o in self.outputs.items()}
         self.tails.clear()
         if self._screentext is not None:  # the daemon has exited: it wrote the file then
             self.screen = _read_screen(self._screentext)
@@ -474,6 +482,8 @@ def boot(config: BootConfig, echo: TextIO | None = None) -> BootResult:
     with BootSession(config, echo) as session:
         result = session.run()
     result.screen = session.screen  # the daemon wrote it at exit (session.close)
+    if session.final_outputs is not None:
+        result.outputs = session.final_outputs
     return result
 
 
