@@ -60,6 +60,7 @@ class ScsiCommand:
     disk_offset: int = -1  # READ/WRITE: byte offset on the backend
     status: int = GOOD
     write: bool = False
+    flush: bool = False  # SYNCHRONIZE CACHE on an asynchronous backend: the transport submits it
 
 
 class ScsiDisk:
@@ -109,6 +110,8 @@ class ScsiDisk:
             return ScsiCommand(DIR_OUT if write else DIR_IN, count * SECTOR_SIZE,
                                disk_offset=lba * SECTOR_SIZE, write=write)
         if op == SYNCHRONIZE_CACHE_10:
+            if callable(getattr(self.backend, "submit_flush", None)):
+                return ScsiCommand(flush=True)  # no fdatasync inside an ioreq
             try:
                 self.backend.flush()
             except OSError:

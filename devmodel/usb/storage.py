@@ -22,7 +22,8 @@ IDE disks' port) no disk I/O runs inside an ioreq: a data-in packet the buffer c
 submits the read of the next chunk and is NAKed until it completes (the host controller retries
 it every frame, as a real stick NAKs while its flash is busy); a full write buffer is submitted
 and the OUT packet that would overflow the next one is NAKed while a write is in flight, as is
-the CSW until the command's writes are done, so the CSW's status covers them. A bus reset, a
+the CSW until the command's writes (or SYNCHRONIZE CACHE's flush) are done, so the CSW's
+status covers them. A bus reset, a
 BOT reset or a detach starts a new generation: completions of the old one are dropped. On a
 synchronous DiskBackend (RawFileDisk) the same paths read and write inline.
 """
@@ -177,6 +178,25 @@ class UsbMassStorage(UsbDevice):
             self.wr_pending -= 1
             self._io_failed("backend write error", SENSE_WRITE_ERROR)
 
+    def _submit_flush(self) -> None:
+        """SYNCHRONIZE CACHE on an asynchronous backend: the CSW waits for the flush (it covers
+        the writes of earlier commands, which completed before their own CSW)."""
+        generation = self.generation
+
+        def done(err: OSError | None) -> None:
+            if generation != self.generation:
+                return
+            self.wr_pending -= 1
+            if err is not None:
+                self._io_failed("backend flush error", SENSE_WRITE_ERROR)
+
+        self.wr_pending += 1
+        try:
+            self.backend.submit_flush(done)  # type: ignore[attr-defined]
+        except OSError:
+            self.wr_pending -= 1
+            self._io_failed("backend flush error", SENSE_WRITE_ERROR)
+
     def _io_failed(self, what: str, sense: tuple[int, int, int]) -> None:
         self.count(what)
         self.scsi.sense = sense
@@ -216,6 +236,8 @@ class UsbMassStorage(UsbDevice):
         self.rd_buf = b""
         self.wr_buf = bytearray()
         self.wr_off = cmd.disk_offset
+        if cmd.flush:
+            self._submit_flush()
         if host_len == 0:
             self.mode = MODE_CSW
         else:

@@ -177,3 +177,15 @@ def test_qcow2_stick_through_qemu_nbd(tmp_path):
     subprocess.run(["qemu-img", "convert", "-f", "qcow2", "-O", "raw", str(q), str(back)], check=True)
     assert back.read_bytes()[100 * 512 : 102 * 512] == data
     assert back.read_bytes()[:100 * 512] == raw.read_bytes()[:100 * 512]
+
+
+def test_synchronize_cache_csw_waits_for_the_flush(tmp_path):
+    d, msd, disk, port, img = make(tmp_path)
+    cdb = bytes([0x35]) + bytes(9)
+    sync = struct.pack("<IIIBBB16s", 0x43425355, 9, 0, 0, 0, len(cdb), cdb.ljust(16, b"\0"))
+    tds = schedule(d, [(OUT, 2, sync), (IN, 1, 13)])
+    assert run_until_nak(d, tds) is tds[1] and msd.wr_pending == 1  # no fdatasync in the ioreq
+    settle(port)
+    assert run_until_nak(d, tds) is None
+    sig, tag, residue, status = struct.unpack("<IIIB", d.mem.read(tds[-1].buf, 13))
+    assert (sig, tag, status) == (0x53425355, 9, 0)
