@@ -65,3 +65,22 @@ def test_seabios_boots_from_a_usb_disk(tmp_path):
     for line in (GREETING, DISK_TEXT, DONE):
         assert line.replace("\r", "") in out.replace("\r", "")
     assert not msd.counters, msd.counters
+
+
+def test_seabios_boots_from_a_usb_disk_given_on_the_daemon_command_line(tmp_path):
+    """The same boot through a daemon process started with `--usb disk:IMG` (the image opened
+    as the IDE disks' are, on the asynchronous port) and no IDE disk at all."""
+    from devmodel.boot import BootConfig, BootSession
+
+    img = write_image(str(tmp_path / "demo.img"))
+    cfg = BootConfig(bios=SEABIOS, timeout=60, until=None, demo_disk=False,
+                     daemon_args=["--usb", f"disk:{img}"])
+    with BootSession(cfg) as s:
+        result = s.run()
+    log = result.text("debugcon")
+    assert result.outcome == "halted", result.message
+    assert "ata0-0" not in log
+    assert "USB MSC blksize=512 sectors=2048" in log
+    out = (result.text("e9") + log).replace("\r", "")
+    for line in (GREETING, DISK_TEXT, DONE):
+        assert line.replace("\r", "") in out
