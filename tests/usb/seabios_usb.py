@@ -1,6 +1,6 @@
 """Boot real SeaBIOS with USB devices: devmodel.boot's BootSession, but with the daemon run
-in-process on a machine built here (build_pc + build_usb), as long as `--usb` is not on the
-command line."""
+in-process on a machine built here (build_pc + build_usb), so that a test can look at the USB
+device objects after the boot (`--usb` on a daemon process is tested too)."""
 
 from __future__ import annotations
 

@@ -1,8 +1,9 @@
 """Real SeaBIOS (Debian's bios-256k.bin) on the simulated CPU finds the UHCI, initialises the USB
 keyboard and mouse behind the hub, enumerates the tablet, and boots from a USB disk. The daemon
-runs in-process on a machine built with build_usb (tests/usb/seabios_usb.py) until `--usb` is
-wired into the command line. Each boot takes ~10-15 s of wall time: SeaBIOS polls the ports
-through ~100 ms of virtual time, ~100k exits."""
+runs in-process on a machine built with build_usb (tests/usb/seabios_usb.py), so the tests can
+look at the device objects; the last test boots through `--usb disk:` on a daemon process.
+Each boot takes ~5-15 s of wall time: SeaBIOS polls the ports through ~100 ms of virtual time,
+~100k exits."""
 
 from __future__ import annotations
 
