@@ -221,6 +221,8 @@ class Simulator:
         # The REP STOS/MOVS found unbatchable at its first element (CS, EIP): its other
         # elements skip the decode. Forgotten at every slice, like _cs_bases.
         self._mmio_single_pc: tuple[int, int] | None = None
+        # (CS, EIP) of the plain IN/OUT instructions seen in this slice (_rep_string).
+        self._plain_io_pcs: set[tuple[int, int]] = set()
         self._stop: Stop | None = None
         self._kicked = False
         self._halted = False
@@ -375,6 +377,7 @@ class Simulator:
         self._kicked = False
         self._cs_bases.clear()
         self._mmio_single_pc = None
+        self._plain_io_pcs.clear()
         self.stats.slices += 1
         try:
             self.cpu.uc.emu_start(self.cpu.eip, 0xFFFFFFFF, count=count)
@@ -680,7 +683,7 @@ class Simulator:
         # cached base can only make it miss a batch (the element-wise path is then taken,
         # still correct) or let a non-string instruction through to the full decode below.
         eip, cs, cr0, eflags = cpu.pc_state()
-        if cr0 & CR0_PG:
+        if cr0 & CR0_PG or (cs, eip) in self._plain_io_pcs:
             return None
         cs_base = self._cs_base(cs, cr0, eflags)
         if cs_base is None:
@@ -690,6 +693,8 @@ class Simulator:
         except UcError:
             return None
         if not strings.is_rep_string(head):
+            # A plain IN/OUT here: its next executions in this slice skip the code read.
+            self._plain_io_pcs.add((cs, eip))
             return None
         code = cpu.read_linear(cpu.linear_pc(), 15)
         if code is None:
