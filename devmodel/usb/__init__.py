@@ -115,6 +115,8 @@ def plug_usb(machine, uhci: Uhci, dev: UsbDevice, port: int, hub: UsbHub | None 
     """Connect `dev` to a free root port of `uhci` (or to port `port` of `hub`, which is
     plugged in) on the running machine: the port reports the connection as at start-up, and
     QMP device_del of the device (UsbDevice.unplug_request) reaches unplug_usb."""
+    if dev.port_unplug is not None or any(d is dev for d in uhci.all_devices()):
+        raise ValueError(f"{dev.name} is plugged in already")
     if hub is not None:
         if not any(d is hub for d in uhci.all_devices()):
             raise ValueError(f"{hub.name} is not plugged in")

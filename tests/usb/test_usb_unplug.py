@@ -180,6 +180,8 @@ def test_unplug_behind_the_hub_then_the_hub_with_what_is_left():
     # plugged in again, the hub is a fresh connection on the root port
     plug_usb(d.m, d.uhci, hub, 1)
     assert d.inp(PORTSC2) & CCS and hub.port_unplug is not None
+    with pytest.raises(ValueError, match="plugged in already"):
+        plug_usb(d.m, d.uhci, kbd, 1, hub=hub)
 
 
 def test_qmp_device_del_path_unplugs_a_usb_device():
