@@ -418,10 +418,12 @@ def _controller(args: argparse.Namespace, opts, machine):
     # Scratch machines (to validate a state file before applying it) are built like this one
     # but without the backends that must stay unique: ptys, sockets, the debug console, VNC,
     # and the NICs' networks (a second bind of the same UDP port or tap fails: --restore of
-    # a machine with a NIC could never start).
+    # a machine with a NIC could never start); disks shared read-only (a qcow2's qemu-nbd
+    # would not get the image lock the live one holds).
     scratch_opts = dataclasses.replace(
         opts, serial=["none" if sp == "none" else "null" for sp in opts.serial], debugcon=None,
-        vnc=None, vnc_password_file=None, nics=[_scratch_nic(n) for n in opts.nics])
+        vnc=None, vnc_password_file=None, nics=[_scratch_nic(n) for n in opts.nics],
+        shared_disks=True)
     state = "paused" if args.restore else ("prelaunch" if args.paused else "running")
     controller = Controller(machine, run_state=state, vcpus=opts.vcpus, name=opts.name,
                             uuid=opts.uuid, scratch_factory=lambda: build_pc(scratch_opts))

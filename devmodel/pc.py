@@ -56,6 +56,9 @@ class PcOptions:
     vnc_password_file: str | None = None  # first line: the VNC password (turns on VNC auth)
     unplug_policy: str = "honour"  # honour | ignore the PV drivers' unplug requests
     xen_blacklist: list[str] = field(default_factory=list)  # PRODUCT[/BUILD] refused unplug
+    # A scratch copy of a machine (to check a state file against, devmodel.statefile): its
+    # disks read-only and, through qemu-nbd, without the image lock the live machine holds.
+    shared_disks: bool = False
 
 
 def parse_size(text: str) -> int:
@@ -184,7 +187,8 @@ def _populate(machine: Machine, opts: PcOptions) -> None:
             lambda loop, flush, b=backend, u=uart: SerialPump(loop, b, u, on_effects=flush))
 
     # QEMU's pc machine always has the IDE function, with or without disks.
-    ide = build_ide(machine, open_disks([parse_diskspec(d) for d in opts.disks]))
+    ide = build_ide(machine, open_disks([parse_diskspec(d) for d in opts.disks],
+                                        shared=opts.shared_disks))
     # QEMU pc_cmos_init_late: geometry and translation of the IDE hard disks in the CMOS.
     for drive, cyls, heads, secs, trans in ide.cmos_hd_geometry():
         rtc.set_hd_geometry(drive, cyls, heads, secs, trans)

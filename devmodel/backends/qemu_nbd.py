@@ -48,7 +48,8 @@ class QemuNbd:
     def __init__(self, image: str | os.PathLike[str], fmt: str = "qcow2", readonly: bool = False,
                  *, cache: str = "writeback", export_name: str = EXPORT_NAME,
                  image_opts: str | None = None, objects: Sequence[str] = (),
-                 qemu_nbd: str = QEMU_NBD, pass_fds: Sequence[int] = ()) -> None:
+                 qemu_nbd: str = QEMU_NBD, pass_fds: Sequence[int] = (),
+                 force_share: bool = False) -> None:
         if cache not in CACHE_MODES:
             raise ValueError(f"cache mode {cache!r}: expected one of {', '.join(CACHE_MODES)}")
         self.image = os.fspath(image)
@@ -62,6 +63,7 @@ class QemuNbd:
         # fds the child inherits under the same numbers: an image named /dev/fd/N (a QMP
         # fdset's file, which this process may not be able to open by path).
         self.pass_fds = tuple(pass_fds)
+        self.force_share = force_share
         self.proc: subprocess.Popen | None = None
         self.tmpdir: str | None = None
         self.socket_path: str | None = None
@@ -85,9 +87,16 @@ class QemuNbd:
             cmd.append("--read-only")
         else:
             cmd.append("--discard=unmap")
-        if self.image_opts is not None:
+        image_opts = self.image_opts
+        if image_opts is None and self.force_share and self.readonly:
+            # Next to a writer that holds the image's lock: qemu-nbd has no -U/--force-share
+            # (qemu-img's), so the file is opened with locking off (QEMU option syntax: a
+            # comma in the name doubled).
+            name = self.image.replace(",", ",,")
+            image_opts = f"driver={self.fmt},file.driver=file,file.filename={name},file.locking=off"
+        if image_opts is not None:
             # A full option string (driver=...,file.filename=...): for blkdebug, throttle, ...
-            cmd += ["--image-opts", self.image_opts]
+            cmd += ["--image-opts", image_opts]
         else:
             cmd += [f"--format={self.fmt}", self.image]
         return cmd
@@ -185,9 +194,11 @@ def _nonempty(path: str) -> bool:
 
 
 def open_qemu_nbd_disk(image: str | os.PathLike[str], fmt: str = "qcow2", readonly: bool = False,
-                       cache: str = "writeback", *, pass_fds: Sequence[int] = (), **kw) -> NbdDisk:
+                       cache: str = "writeback", *, pass_fds: Sequence[int] = (),
+                       force_share: bool = False, **kw) -> NbdDisk:
     """Start qemu-nbd for `image` and connect; the disk owns the server (close stops it)."""
-    server = QemuNbd(image, fmt, readonly, cache=cache, pass_fds=pass_fds).start()
+    server = QemuNbd(image, fmt, readonly, cache=cache, pass_fds=pass_fds,
+                     force_share=force_share).start()
     try:
         disk = NbdDisk(server.uri, readonly, owner=server, connect_retry=2.0, **kw)
         # What query-block reports: the image and its format, not the NBD socket.
@@ -202,13 +213,15 @@ def open_qemu_nbd_disk(image: str | os.PathLike[str], fmt: str = "qcow2", readon
 
 
 def open_image(path: str | os.PathLike[str], fmt: str = "raw", readonly: bool = False,
-               cache: str = "writeback", **kw) -> AsyncDisk:
-    """A disk for an image: raw through the thread pool, anything else through qemu-nbd."""
+               cache: str = "writeback", *, force_share: bool = False, **kw) -> AsyncDisk:
+    """A disk for an image: raw through the thread pool, anything else through qemu-nbd.
+    `force_share` (with `readonly`): open an image another process holds the write lock of,
+    as `qemu-img info -U` does (a raw file takes no lock here)."""
     if not os.path.exists(path):
         raise FileNotFoundError(errno.ENOENT, f"disk image {os.fspath(path)} does not exist")
     if fmt == "raw":
         return ThreadedRawDisk(path, cache, readonly, **kw)
-    return open_qemu_nbd_disk(path, fmt, readonly, cache, **kw)
+    return open_qemu_nbd_disk(path, fmt, readonly, cache, force_share=force_share, **kw)
 
 
 def open_image_fd(fd: int, name: str, fmt: str = "raw", readonly: bool = False,

@@ -218,12 +218,13 @@ def build_ide(machine, disks: dict[tuple[int, int], Drive]) -> PiixIde:
     return dev
 
 
-def open_disks(specs) -> dict[tuple[int, int], Drive]:
+def open_disks(specs, shared: bool = False) -> dict[tuple[int, int], Drive]:
     """Open what parsed `--disk` specs (devmodel.ide.diskspec.DiskSpec) name, through
     `devmodel.backends.qemu_nbd.open_image`: raw images (and ISO media) as ThreadedRawDisk in
     the spec's cache mode, every other format (qcow2, vmdk, ...) through a private qemu-nbd.
     CD-ROM media are read-only; an empty CD-ROM target is an empty drive. A ValueError says
-    which disk and what is wrong."""
+    which disk and what is wrong. `shared`: every image read-only and, for qemu-nbd, without
+    its lock (a scratch machine built next to the live one that holds it, PcOptions)."""
     from devmodel.backends.qemu_nbd import QemuNbdError, open_image
 
     out: dict[tuple[int, int], Drive] = {}
@@ -250,8 +251,9 @@ def open_disks(specs) -> dict[tuple[int, int], Drive]:
             what = "CD-ROM image" if spec.cdrom else "disk image"
             try:
                 backend = open_image(os.fspath(spec.target), spec.format,
-                                     readonly=spec.readonly or spec.cdrom,
-                                     cache=getattr(spec, "cache", "writeback"))
+                                     readonly=spec.readonly or spec.cdrom or shared,
+                                     cache=getattr(spec, "cache", "writeback"),
+                                     force_share=shared)
             except OSError as e:
                 why = os.strerror(e.errno) if e.errno == errno.ENOENT else (e.strerror or e)
                 raise ValueError(f"{spec.vdev}: cannot open {what} {spec.target}: {why}") from None

@@ -13,13 +13,17 @@ finished (snapshots settle in-flight I/O first, as QEMU drains block I/O when it
 
 from __future__ import annotations
 
+import shutil
 import socket
 import struct
+import subprocess
 
+import pytest
 from qmp_support import (
     BMIBA,
     client,
     ide_dma_read,
+    ide_dma_write,
     ide_enable,
     machine_of,
     make_disk,
@@ -308,3 +312,43 @@ async def test_dma_in_flight_is_finished_before_the_state_is_saved(tmp_path):
         await c.disconnect()
     finally:
         b.close()
+
+
+@pytest.mark.skipif(not (shutil.which("qemu-img") and shutil.which("qemu-nbd")),
+                    reason="needs qemu-img and qemu-nbd")
+async def test_restore_with_a_qcow2_disk_and_a_nic(tmp_path):
+    """--restore checks the file against a scratch machine built like the live one. With a
+    qcow2 disk (served by qemu-nbd, which locks the image) and a NIC on a bound UDP port the
+    scratch machine used to fail to open them a second time, so such a daemon could never be
+    restored. Now it starts, and what the guest wrote before the save reads back after it."""
+    img = str(tmp_path / "d.qcow2")
+    subprocess.run(["qemu-img", "create", "-q", "-f", "qcow2", img, "16M"], check=True)
+    peer, local = _udp_pair()
+    args = ["--disk", f"format=qcow2,vdev=hda,access=rw,target={img}",
+            "--nic", f"model=e1000,backend=udp,peer=127.0.0.1:{peer.getsockname()[1]},"
+                     f"path=127.0.0.1:{local}"]
+    payload = bytes((i * 31 + 7) & 0xFF for i in range(8 * 512))
+    a = start(args, ram=RAM)
+    try:
+        assert ide_dma_write(a.hv, 40, payload) & 0x01 == 0
+        ca = await client(a.qmp)
+        await ca.execute("stop")
+        await save(ca, tmp_path / "s")
+        await ca.disconnect()
+    finally:
+        a.close()
+    b = start([*args, "--restore", str(tmp_path / "s")], hypervisor=False)
+    try:
+        cb = await client(b.qmp)
+        (blk,) = await cb.execute("query-block")
+        assert blk["inserted"]["drv"] == "qcow2"
+        hv = restored_hv(b)
+        await cb.execute("cont")
+        wait_for(hv, lambda: hv.state.server_enabled)
+        hv.add_ram(RAM)
+        ide_dma_read(hv, 40, 8, 0x300000)  # BAR4 and bus mastering came from the state file
+        assert hv.ram is not None and bytes(hv.ram.read(0x300000, len(payload))) == payload
+        await cb.disconnect()
+    finally:
+        b.close()
+        peer.close()
