@@ -7,9 +7,10 @@ here="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$here"
 
 # Debian packages: a C compiler for the benchmarks' baselines, venv support, the real
-# firmware the end-to-end tests boot, and tcpdump (an independent reader of our pcap captures).
+# firmware the end-to-end tests boot, tcpdump (an independent reader of our pcap captures) and
+# QEMU itself (the reference: interoperability tests of the netdevs, bench/boot.py, footprint.py).
 debs=(gcc python3-venv seabios qemu-utils ipxe-qemu dnsmasq-base xorriso isolinux syslinux-common
-      tcpdump)
+      tcpdump qemu-system-x86)
 missing=()
 for p in "${debs[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
