@@ -327,8 +327,38 @@ class StdVga(PciDevice):
         if a >= 0:
             self.vram[a : a + size] = value.to_bytes(size, "little")
             return
+        if size == 2 and self._odd_even_word(off, value):
+            return
         for i in range(size):
             self.mem_writeb(off + i, (value >> (8 * i)) & 0xFF)
+
+    def _odd_even_word(self, off: int, value: int) -> bool:
+        """A 16-bit store at an even address in odd/even mode (text: character and attribute)
+        done at once: the low byte to planes 0/2 and the high byte to planes 1/3 of the same
+        VRAM dword, under the map mask, exactly as the two mem_writeb calls would store them.
+        The VGA BIOS clears the text window with REP STOSW, 16k such stores. False: not this
+        case, the bytes go one at a time."""
+        memmode = self.sr[R.SR_MEMMODE]
+        if off & 1 or memmode & (R.SR04_CHAIN4 | 0x04) or self.vbe_enabled():
+            return False
+        a = self._window_offset(off)
+        if a < 0 or self._window_offset(off + 1) != a + 1:
+            return False
+        base = a << 1
+        if base + 4 > self.vram_size:
+            return False  # mem_writeb counts it
+        planes = self.sr[R.SR_MAP_MASK]
+        vram = self.vram
+        lo, hi = value & 0xFF, value >> 8 & 0xFF
+        if planes & 1:
+            vram[base] = lo
+        if planes & 2:
+            vram[base + 1] = hi
+        if planes & 4:
+            vram[base + 2] = lo
+        if planes & 8:
+            vram[base + 3] = hi
+        return True
 
     def _linear_span(self, off: int, size: int) -> int:
         """The VRAM offset of a multi-byte window access that is one plain copy (VBE banked,

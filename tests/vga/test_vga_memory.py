@@ -169,3 +169,24 @@ def test_wide_chain4_stores_follow_map_mask_and_decode(vga) -> None:
     bus.writeb(0xB7FFE, 0x0807060504030201, 8)
     assert bytes(dev.vram[0x7FFE:0x8004]) == bytes((1, 2, 0, 0, 0, 0))
     assert bus.readb(0xB7FFE, 4) == 0xFFFF0201
+
+
+@pytest.mark.parametrize("map_mask", [0x03, 0x0F, 0x04, 0x0A, 0x00])
+def test_odd_even_word_stores_match_byte_stores(map_mask: int) -> None:
+    # The one-call path for 16-bit text stores (_odd_even_word) against two byte stores.
+    results = []
+    for wide in (True, False):
+        m, dev = make(1)
+        bus = Bus(m)
+        set_mode(bus, MODE3)
+        bus.seq(2, map_mask)
+        dev.vram[0:0x400] = bytes(range(256)) * 4
+        for i, addr in enumerate((0xB8000, 0xB8002, 0xB8100, 0xB8001, 0xBFFFE, 0xB8003)):
+            value = 0x1F41 + 0x0101 * i
+            if wide:
+                bus.writeb(addr, value, 2)
+            else:
+                bus.writeb(addr, value & 0xFF)
+                bus.writeb(addr + 1, value >> 8)
+        results.append((bytes(dev.vram[:0x20000]), dict(dev.counters)))
+    assert results[0] == results[1]
