@@ -227,15 +227,20 @@ def _populate(machine: Machine, opts: PcOptions) -> None:
         raise ValueError("--vnc-password-file needs --vnc")
 
     # NICs in the next free slots, as QEMU places -device e1000 without an address.
+    nic_ids: set[str] = set()
     for spec_text in opts.nics:
         from devmodel.nic import build_e1000
         from devmodel.nic.nicspec import parse_nicspec
 
         spec = parse_nicspec(spec_text)
+        if spec.qdev_id is not None:
+            if spec.qdev_id in nic_ids:
+                raise ValueError(f"nic devid={spec.devid} given to two NICs")
+            nic_ids.add(spec.qdev_id)
         slot = _free_slot(machine)
         backend = spec.open_backend()
         try:
-            build_e1000(machine, slot, spec.mac, backend, rom=spec.rom)
+            build_e1000(machine, slot, spec.mac, backend, rom=spec.rom, name=spec.qdev_id)
         except BaseException:
             backend.close()
             raise

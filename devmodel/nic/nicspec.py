@@ -15,7 +15,9 @@ The tap: `ifname` names an existing device (create=on makes it if missing); othe
 libxl names the emulated side of a vif, `vifname` plus "-emu"; with neither, a new tap named by
 the kernel. `bridge` is recorded for the toolstack (it bridges the tap, as on Xen); devmodel
 does not touch bridges. `type=vif` (PV only) is refused for an emulated NIC; `script`, `ip`,
-`rate`, `devid`, `backend_domain` are accepted and ignored. A missing MAC is generated in
+`rate`, `backend_domain` are accepted and ignored. `devid=N` names the NIC `nicN`, the qdev
+id libxl gives QEMU's `-device e1000,id=nicN` (QMP set_link, device_del, DEVICE_DELETED and
+query-pci use it); without it the NIC is `e1000.SLOT`. A missing MAC is generated in
 Xen's 00:16:3e OUI.
 """
 
@@ -28,10 +30,10 @@ from .netpkt import format_mac, parse_mac
 
 MODELS = ("e1000",)
 BACKENDS = ("tap", "stream", "dgram", "udp", "unix", "null")
-IGNORED = ("script", "ip", "rate", "devid", "backend_domain", "gatewaydev", "accel", "trusted",
+IGNORED = ("script", "ip", "rate", "backend_domain", "gatewaydev", "accel", "trusted",
            "mtu")
 KEYS = ("mac", "model", "type", "backend", "bridge", "vifname", "ifname", "path", "peer", "addr",
-        "server", "reconnect", "capture", "rom", "netns", "create", *IGNORED)
+        "server", "reconnect", "capture", "rom", "netns", "create", "devid", *IGNORED)
 
 
 @dataclass(frozen=True)
@@ -49,7 +51,12 @@ class NicSpec:
     create: bool | None = None  # tap: None = only when unnamed
     addr: str | None = None  # stream over TCP: HOST:PORT
     server: bool = False  # stream: listen (QEMU server=on) instead of connecting
+    devid: int | None = None  # libxl's vif devid: the NIC's qdev id is then nicN
     reconnect: float = 0.0  # stream client: seconds between connection attempts (QEMU's)
+
+    @property
+    def qdev_id(self) -> str | None:
+        return None if self.devid is None else f"nic{self.devid}"
 
     @property
     def mac_text(self) -> str:
@@ -116,6 +123,11 @@ def parse_nicspec(text: str) -> NicSpec:
             raise ValueError(f"nic reconnect={fields['reconnect']!r}: expected seconds") from None
         if backend != "stream" or server or not 0 < reconnect <= 3600:
             raise ValueError("nic reconnect=SECONDS (0 < s <= 3600) is for a backend=stream client")
+    devid = None
+    if "devid" in fields:
+        if not fields["devid"].isdigit() or int(fields["devid"]) > 0xFFFF:
+            raise ValueError(f"nic devid={fields['devid']!r}: expected a number 0-65535")
+        devid = int(fields["devid"])
     rom = fields.get("rom", "")
     create = _flag(fields, "create", None)
     return NicSpec(mac=mac, model=model, backend=backend, ifname=ifname,
@@ -123,7 +135,7 @@ def parse_nicspec(text: str) -> NicSpec:
                    peer=fields.get("peer"), capture=fields.get("capture") or None,
                    rom=None if rom.lower() in ("off", "none", "no") else rom,
                    netns=fields.get("netns") or None, create=create,
-                   addr=fields.get("addr") or None, server=server, reconnect=reconnect)
+                   addr=fields.get("addr") or None, server=server, reconnect=reconnect, devid=devid)
 
 
 def _flag(fields: dict[str, str], key: str, default: bool | None) -> bool | None:

@@ -84,3 +84,25 @@ def test_reconnect_is_for_stream_clients(spec):
     with pytest.raises(ValueError, match="reconnect"):
         parse_nicspec(spec)
     assert parse_nicspec("backend=stream,path=/x,reconnect=0.5").reconnect == 0.5
+
+
+def test_devid_names_the_nic_as_libxl_does():
+    assert parse_nicspec("mac=00:16:3e:01:02:03,devid=2").qdev_id == "nic2"
+    assert parse_nicspec("mac=00:16:3e:01:02:03").qdev_id is None
+    for bad in ("devid=-1", "devid=x", "devid=70000"):
+        with pytest.raises(ValueError, match="devid"):
+            parse_nicspec(bad)
+
+
+def test_devid_reaches_the_device_and_duplicates_are_refused():
+    from devmodel.pc import PcOptions, build_pc
+
+    m = build_pc(PcOptions(nics=["backend=null,rom=off,devid=1", "backend=null,rom=off"],
+                           xen_platform=False, vga="none"))
+    try:
+        names = [getattr(d, "name", "") for d in m.devices]
+        assert "nic1" in names and any(n.startswith("e1000.") for n in names)
+    finally:
+        m.close_backends()
+    with pytest.raises(ValueError, match="devid=1 given to two NICs"):
+        build_pc(PcOptions(nics=["backend=null,rom=off,devid=1", "backend=null,rom=off,devid=1"]))

@@ -30,7 +30,7 @@ def start(tmp_path, *extra):
         "--qmp", qmp, "--vga", "none",
         "--disk", f"format=raw,vdev=hda,access=rw,target={img}",
         "--disk", f"vdev=hdc,devtype=cdrom,target={iso}",
-        "--nic", f"model=e1000,mac={MAC},backend=unix,path={tmp_path / 'nic.sock'},rom=off",
+        "--nic", f"model=e1000,mac={MAC},backend=unix,path={tmp_path / 'nic.sock'},rom=off,devid=0",
         *extra])
     hv = Hypervisor.connect(proc.socket_path, process=proc)
     hv.add_ram(RAM)
@@ -52,7 +52,7 @@ def test_guest_unplug_events_reach_qmp(tmp_path):
     try:
         c = loop.run_until_complete(client(qmp))
         nic_devfn = find_function(hv, E1000_ID)
-        nic_id = f"e1000.{nic_devfn >> 3}"
+        nic_id = "nic0"  # libxl's -device e1000,id=nic<devid>
         pci = loop.run_until_complete(c.execute("query-pci"))
         assert any(dev["slot"] == nic_devfn >> 3 for dev in pci[0]["devices"])
         g = Guest(HvPort(hv))
