@@ -3,13 +3,15 @@ is the device model's (MEM_ADD regions and set_mem_type, firmware.py).
 
 A run is a loop of instruction slices (``emu_start(count=slice_insns)``). Between slices the
 simulator replays timer edges, lets the device model's DMOPs in (``port.poll()``), and delivers
-a pending 8259 interrupt through the real-mode IVT. Interrupts can land only there, at HLT, and
+a pending 8259 interrupt through the real-mode IVT or the IDT. Interrupts land there, at HLT,
 right after an exit that made one deliverable (the exit stops the slice early; Unicorn lets the
-rest of the translation block run first, obstacle 5). Everything is paced by one VirtualClock,
-so two runs with the same inputs take the same path.
+rest of the translation block run first, obstacle 5), and after the STI shadow of a window the
+guest opens without any exit (the interrupt-window watch, below). Everything is paced by one
+VirtualClock, so two runs with the same inputs take the same path.
 
 Virtual time: ``ns_per_insn`` per instruction of every completed slice (a slice cut short by a
-stop or HLT is not charged, because Unicorn does not report how far it got), ``exit_ns`` per
+stop or HLT is not charged; Unicorn's own counter, cpu.insns_run, is used only to tell a HLT
+from a slice whose count ran out), ``exit_ns`` per
 port or MMIO exit and per RDTSC, and jumps to the next timer deadline while halted. The device
 model gets the same time (``port.clock``, a CLOCK message, docs/protocol.md 4.6): before an
 access it serves whenever the clock moved since the last one, and after each halted jump, then
