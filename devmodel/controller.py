@@ -314,10 +314,6 @@ class Controller:
         fn()
         self.flush()
 
-    def device_deleted(self, qdev_id: str, path: str = "") -> None:
-        """For the machine's unplug path to report completion (DEVICE_DELETED)."""
-        self.emit("DEVICE_DELETED", {"device": qdev_id, "path": path or f"/machine/peripheral/{qdev_id}"})
-
     def block_io_error(self, device: str, operation: str, action: str = "report",
                        reason: str = "", nospace: bool = False) -> None:
         """For block devices to report an I/O error (BLOCK_IO_ERROR)."""
