@@ -118,20 +118,19 @@ def test_write_naks_the_overflowing_packet_and_the_csw_until_written(tmp_path):
 
 
 def test_a_reset_drops_the_old_reads_completion(tmp_path):
-    d, msd, disk, port, img = make(tmp_path, max_inflight=1)
+    d, msd, disk, port, img = make(tmp_path)
     tds = schedule(d, [(OUT, 2, cbw(0x28, 0, 1, True))] + [(IN, 1, 64)] * 8 + [(IN, 1, 13)])
     assert run_until_nak(d, tds) is tds[1]
     d.w32(QH_ADDR + 4, T)
     d.reset_port(0)  # the host gives up on the command: a bus reset
     assert msd.mode == MODE_CBW and not msd.rd_pending
+    assert port.wait(1)  # the old read is done; its completion arrives now
+    port.run_pending()
+    assert msd.rd_buf == b"" and not msd.rd_pending  # dropped: another generation
     d.toggles.clear()
     d.enumerate(ADDR)
     tds = schedule(d, [(OUT, 2, cbw(0x28, 8, 1, True, tag=2))] + [(IN, 1, 64)] * 8 + [(IN, 1, 13)])
-    # the old read still holds the disk's only slot: the new one waits (DiskBusy -> NAK)
-    assert run_until_nak(d, tds) is tds[1] and not msd.rd_pending
-    settle(port)  # the old completion arrives and is dropped
-    assert msd.rd_buf == b""
-    assert run_until_nak(d, tds) is tds[1] and msd.rd_pending  # now the new read goes out
+    assert run_until_nak(d, tds) is tds[1] and msd.rd_pending
     settle(port)
     assert run_until_nak(d, tds) is None
     got = b"".join(bytes(d.mem.read(td.buf, 64) or b"") for td in tds[1:-1])
