@@ -408,33 +408,28 @@ class Machine:
         """Drain, flush and close every backend (SIGTERM, disconnect): requests in flight
         finish first (drain), then every completed write, acknowledged or not, is made
         durable (flush: fdatasync), so acknowledged writes persist."""
-        for b in reversed(self.backends):
-            try:
-                if hasattr(b, "drain"):
-                    b.drain()
-                if hasattr(b, "flush"):
-                    b.flush()
-                b.close()
-            except Exception:
-                log.exception("closing backend %r failed", b)
+        for b in reversed(list(self.backends)):  # release_backend removes b from the list
+            self.release_backend(b, "exit")
         self.backends.clear()
 
     # ---- unplug (design rule 12) ----------------------------------------------------------
-    def release_backend(self, b: Any) -> None:
+    def release_backend(self, b: Any, when: str = "unplug") -> None:
         """Finish with one backend now: in-flight requests complete (drain), completed writes
         become durable (flush: fdatasync for a file), then close. It leaves `backends`, so
-        nothing reaches the image or the tap through us afterwards. Never raises."""
-        try:
-            if hasattr(b, "drain"):
-                b.drain()
-            if hasattr(b, "flush"):
-                b.flush()
-        except Exception:
-            log.exception("flushing %r at unplug failed", b)
-        try:
-            b.close()
-        except Exception:
-            log.exception("closing %r at unplug failed", b)
+        nothing reaches the image or the tap through us afterwards. Never raises; a backend
+        that fails to flush is still closed. An I/O error (a dead NBD server, a full disk) is
+        the backend's state, logged in one line; anything else is a bug, logged with its
+        traceback."""
+        for step in ("drain", "flush", "close"):
+            fn = getattr(b, step, None)
+            if fn is None:
+                continue
+            try:
+                fn()
+            except OSError as e:
+                log.error("%s of %r at %s failed: %s", step, b, when, e)
+            except Exception:
+                log.exception("%s of %r at %s failed", step, b, when)
         self.backends[:] = [x for x in self.backends if x is not b]
 
     def release_resources(self, owner: object) -> None:
