@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import array
 import asyncio
+import os
 import socket
 from collections.abc import Sequence
 
@@ -27,6 +28,11 @@ from devmodel.wire.framing import Deframer, Message
 from .guestram import GuestRam
 from .state import HypervisorState
 from .sync import DEFAULT_FEATURES, ProtocolError
+
+
+def _wake(fut: asyncio.Future) -> None:
+    if not fut.done():
+        fut.set_result(None)
 
 
 class AsyncHypervisor:
@@ -73,6 +79,9 @@ class AsyncHypervisor:
             except (asyncio.CancelledError, ConnectionError):
                 pass
         self.sock.close()
+        for _gpa, _size, _flags, fd in self.state.dm_regions.values():
+            os.close(fd)
+        self.state.dm_regions.clear()
         if self.ram is not None:
             self.ram.close()
             self.ram = None
@@ -81,10 +90,12 @@ class AsyncHypervisor:
         loop = asyncio.get_running_loop()
         try:
             while True:
-                data = await loop.sock_recv(self.sock, 1 << 18)
+                data, fds = await self._recvmsg(loop)
                 if not data:
+                    for fd in fds:
+                        os.close(fd)
                     raise ConnectionError("daemon closed the connection")
-                self._deframer.feed(data)
+                self._deframer.feed(data, fds)
                 for msg in self._deframer.messages():
                     if msg.type == MsgType.DMOP:
                         reply = self.state.handle_dmop(msg)
@@ -93,10 +104,13 @@ class AsyncHypervisor:
                         if self.state.server_enabled:
                             self._enabled.set()
                         continue
-                    if msg.type in (MsgType.MEM_ADD, MsgType.MEM_DEL):
-                        # Memory the daemon shares (docs/protocol.md 4.7): this client maps
-                        # none (it receives no fds); kept, never taken for a reply.
-                        self.unsolicited.append(msg)
+                    if msg.type == MsgType.MEM_ADD:
+                        # Memory the daemon shares (docs/protocol.md 4.7: VRAM, option ROMs),
+                        # recorded with its fd in state.dm_regions as the sync client does.
+                        self.state.handle_mem_add(msg)
+                        continue
+                    if msg.type == MsgType.MEM_DEL:
+                        self.state.handle_mem_del(msg)
                         continue
                     fut = self._waiters.pop(msg.tag, None)
                     if fut is not None and not fut.done():
@@ -108,6 +122,27 @@ class AsyncHypervisor:
                 if not fut.done():
                     fut.set_exception(ConnectionError(str(e)))
             raise
+
+    async def _recvmsg(self, loop: asyncio.AbstractEventLoop) -> tuple[bytes, list[int]]:
+        """One recvmsg with the fds that came with it (loop.sock_recv would drop SCM_RIGHTS)."""
+        while True:
+            try:
+                data, anc, _, _ = self.sock.recvmsg(1 << 18, socket.CMSG_SPACE(4 * 4))
+            except BlockingIOError:
+                ready = loop.create_future()
+                loop.add_reader(self.sock.fileno(), _wake, ready)
+                try:
+                    await ready
+                finally:
+                    loop.remove_reader(self.sock.fileno())
+                continue
+            fds: list[int] = []
+            for level, kind, cdata in anc:
+                if level == socket.SOL_SOCKET and kind == socket.SCM_RIGHTS:
+                    a = array.array("i")
+                    a.frombytes(cdata[: len(cdata) - len(cdata) % a.itemsize])
+                    fds.extend(a)
+            return data, fds
 
     def _tag(self) -> int:
         t = self._next_tag

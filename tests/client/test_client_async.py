@@ -85,3 +85,24 @@ def test_pipelined_sync_ioreqs(hv):
     answers = hv.ioreqs([Ioreq(addr=0x92, size=1, dir=1)] * 50 + [Ioreq(addr=0, size=4, dir=1,
                                                                         type=IOREQ_TYPE_PCI_CONFIG)])
     assert [a.data for a in answers[:50]] == [0] * 50 and answers[-1].data == 0x12378086
+
+
+async def test_async_client_maps_memory_the_daemon_shares(devmodel_daemon):
+    """The VGA's VRAM is daemon-owned memory (docs/protocol.md 4.7): once the guest places BAR0
+    and enables memory decoding, the daemon sends MEM_ADD with the memfd, which the async
+    client receives with its fd (SCM_RIGHTS) and records as the sync client does."""
+    import os
+
+    proc = devmodel_daemon("--domid", "13")
+    async with await AsyncHypervisor.connect(proc.socket_path) as hv:
+        await hv.add_ram(4 << 20)
+        ids = [await hv.pci_cfg_read(devfn, 0, 4) for devfn in range(0, 256, 8)]
+        vga = ids.index(0x11111234) * 8
+        await hv.pci_cfg_write(vga, 0x10, 4, 0xE0000000)
+        await hv.pci_cfg_write(vga, 0x04, 2, 0x0003)
+        assert await hv.inb(0x92) is not None  # a barrier: the MEM_ADD came before this answer
+        (region,) = [r for r in hv.state.dm_regions.values() if r[0] == 0xE0000000]
+        gpa, size, _flags, fd = region
+        assert size == 16 << 20 and os.fstat(fd).st_size >= size
+    assert not hv.state.dm_regions  # closed with the client
+    assert proc.wait_exit() == 0
