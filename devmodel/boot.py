@@ -500,6 +500,9 @@ def add_boot_options(p: argparse.ArgumentParser, add_machine_options: Callable) 
                    help="write the final VGA text screen as plain text (the daemon's --screentext)")
     p.add_argument("--no-screen", action="store_true",
                    help="do not print the VGA text screen at the end")
+    p.add_argument("--no-demo-disk", action="store_true",
+                   help="without --disk, attach no IDE disk at all (default: the embedded demo "
+                        "disk), e.g. to boot from a --usb disk:IMAGE")
     p.add_argument("--max-reboots", type=int, default=MAX_REBOOTS, metavar="N",
                    help=f"guest reboots to follow (default {MAX_REBOOTS})")
     p.add_argument("--no-pin", action="store_true",
@@ -612,6 +615,7 @@ def run_boot(args: argparse.Namespace, argv: list[str]) -> int:
         until=args.until, max_reboots=max(0, args.max_reboots), daemon_log_level=args.log_level,
         daemon_args=forward, pin=not args.no_pin, screendump=args.screendump,
         screentext=args.screentext, screen=not args.no_screen and not no_vga,
+        demo_disk=not args.no_demo_disk,
     )
     try:
         result = boot(config, echo=sys.stdout)

@@ -85,3 +85,19 @@ def test_seabios_boots_from_a_usb_disk_given_on_the_daemon_command_line(tmp_path
     out = (result.text("e9") + log).replace("\r", "")
     for line in (GREETING, DISK_TEXT, DONE):
         assert line.replace("\r", "") in out
+
+
+def test_devmodel_boot_from_a_usb_disk_with_no_demo_disk(tmp_path):
+    """`devmodel boot --no-demo-disk --usb disk:IMG`: the command line a user types to boot a
+    USB stick image, with no IDE disk in the way."""
+    import subprocess
+    import sys
+
+    img = write_image(str(tmp_path / "demo.img"))
+    p = subprocess.run([sys.executable, "-m", "devmodel", "boot", "--bios", SEABIOS, "--timeout", "60",
+                        "--no-demo-disk", "--usb", f"disk:{img}", "--no-screen"],
+                       capture_output=True, text=True, timeout=120)
+    assert p.returncode == 0, p.stderr[-2000:]
+    assert "ata0-0" not in p.stdout and "USB MSC blksize=512 sectors=2048" in p.stdout
+    assert DONE.strip() in p.stdout.replace("\r", "")
+    assert "the guest halted" in p.stderr
