@@ -23,12 +23,9 @@ Informative only: never assert on the timings (machine-limits.md).
 
 from __future__ import annotations
 
-import argparse
-import json
 import os
 import select
 import socket
-import statistics
 import struct
 import sys
 import tempfile
@@ -38,14 +35,30 @@ from pathlib import Path
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parent))
 
+from common import (  # noqa: E402
+    DIR_READ,
+    DMOP,
+    ERROR,
+    HDR,
+    IOREQ,
+    IORESP,
+    MSG,
+    READY,
+    Figures,
+    arg_parser,
+    emit,
+    measure_done,
+    pin_both,
+    print_ratios,
+    ratio,
+    remove_tmp,
+    summarize,
+)
+
 from devmodel.client import DaemonProcess, Hypervisor  # noqa: E402
 from devmodel.nic import e1000_defs as d  # noqa: E402
 from devmodel.wire.framing import Message  # noqa: E402
 
-MSG = struct.Struct("<HHIIIQQIIIHBB")  # header + ioreq_t, as devmodel.wire.codec.HEADER_IOREQ
-HDR = struct.Struct("<HHIII")
-IOREQ, IORESP, DMOP, ERROR = 4, 5, 7, 9
-READY, DIR_READ = 0x01, 0x20
 TYPE_COPY = 1  # MMIO
 RAM = 64 << 20
 MMIO = 0xF0000000
@@ -221,20 +234,6 @@ class Driver:
         return got
 
 
-def measure(fn, seconds: float, warmup: float) -> tuple[float, int]:
-    """Calls fn() (which returns frames done) repeatedly; (elapsed, frames) of the timed part."""
-    t0 = time.perf_counter()
-    while time.perf_counter() - t0 < warmup:
-        fn()
-    n = 0
-    t0 = time.perf_counter()
-    while True:
-        n += fn()
-        t = time.perf_counter() - t0
-        if t >= seconds:
-            return t, n
-
-
 def drain(sock: socket.socket, want: int, timeout: float = WAIT_S) -> int:
     got = 0
     deadline = time.monotonic() + timeout
@@ -275,20 +274,15 @@ def free_udp_port() -> int:
     return port
 
 
-def summarize(runs: list[float], size: int) -> dict:
-    med = statistics.median(runs)
-    return {"median": med, "min": min(runs), "max": max(runs), "runs": runs, "unit": "frames/s",
-            "bytes_per_s": med * size, "frame_bytes": size}
+def summarize_frames(runs: list[float], size: int) -> dict:
+    fig = summarize(runs, "frames/s")
+    return {**fig, "bytes_per_s": fig["median"] * size, "frame_bytes": size}
 
 
 def main() -> int:
-    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    ap.add_argument("--seconds", type=float, default=1.0)
-    ap.add_argument("--rounds", type=int, default=3)
-    ap.add_argument("--warmup", type=float, default=0.2)
+    ap = arg_parser(__doc__, pin=True)
     ap.add_argument("--sizes", default="64,1514")
     ap.add_argument("--backend", choices=("udp", "unix"), default="udp")
-    ap.add_argument("--pin", action="store_true", help="both processes on CPU 0")
     args = ap.parse_args()
     sizes = [int(s) for s in args.sizes.split(",")]
     if any(not 60 <= s <= 1514 for s in sizes):
@@ -306,12 +300,11 @@ def main() -> int:
     raw_a, raw_a_addr, _ = make_sockets(args.backend, tmp, "raw_a")
     raw_b, raw_b_addr, _ = make_sockets(args.backend, tmp, "raw_b")
     proc = DaemonProcess.start(["--memory", f"{RAM >> 20}M", "--vga", "none", "--nic", spec])
-    figures: dict[str, list[float]] = {}
+    figures = Figures()
     lost: dict[str, int] = {}
     try:
         if args.pin:
-            os.sched_setaffinity(0, {0})
-            os.sched_setaffinity(proc.pid, {0})
+            pin_both(proc.pid)
         hv = Hypervisor.connect(proc.socket_path, nr_vcpus=1)
         ram = hv.add_ram(RAM)
         hv.barrier()
@@ -363,8 +356,8 @@ def main() -> int:
                     lost[key] = lost.get(key, 0) + BATCH - n
                     return n
 
-                t, n = measure(tx, args.seconds, args.warmup)
-                figures.setdefault(f"tx_{size}", []).append(n / t)
+                t, n = measure_done(tx, args.seconds, args.warmup)
+                figures.add(f"tx_{size}", n / t)
                 frame = rx_frames[size]
 
                 def rx(drv=drv, frame=frame, key=f"rx_{size}") -> int:
@@ -374,8 +367,8 @@ def main() -> int:
                     lost[key] = lost.get(key, 0) + BATCH - n
                     return n
 
-                t, n = measure(rx, args.seconds, args.warmup)
-                figures.setdefault(f"rx_{size}", []).append(n / t)
+                t, n = measure_done(rx, args.seconds, args.warmup)
+                figures.add(f"rx_{size}", n / t)
                 keep(drv)
                 out = ether(size, PEER_MAC, MAC)
 
@@ -384,16 +377,16 @@ def main() -> int:
                         raw_a.sendto(out, raw_b_addr)
                     return drain(raw_b, BATCH)
 
-                t, n = measure(raw_tx, args.seconds, args.warmup)
-                figures.setdefault(f"raw_tx_{size}", []).append(n / t)
+                t, n = measure_done(raw_tx, args.seconds, args.warmup)
+                figures.add(f"raw_tx_{size}", n / t)
 
                 def raw_rx(frame=frame) -> int:  # the peer sends, the device side receives
                     for _ in range(BATCH):
                         raw_b.sendto(frame, raw_a_addr)
                     return drain(raw_a, BATCH)
 
-                t, n = measure(raw_rx, args.seconds, args.warmup)
-                figures.setdefault(f"raw_rx_{size}", []).append(n / t)
+                t, n = measure_done(raw_rx, args.seconds, args.warmup)
+                figures.add(f"raw_rx_{size}", n / t)
         ioreqs = vcpu.count
         hv.ram = None  # views of the mapping are still alive: the process exit unmaps it
         hv.sock.close()
@@ -401,26 +394,17 @@ def main() -> int:
         proc.stop()
         for s in (peer, raw_a, raw_b):
             s.close()
-        for name in os.listdir(tmp):
-            try:
-                os.unlink(os.path.join(tmp, name))
-            except OSError:
-                pass
-        try:
-            os.rmdir(tmp)
-        except OSError:
-            pass
+        remove_tmp(tmp)
 
     out_fig = {}
     for name, runs in figures.items():
-        out_fig[name] = summarize(runs, int(name.rsplit("_", 1)[1]))
+        out_fig[name] = summarize_frames(runs, int(name.rsplit("_", 1)[1]))
         if name in lost:
             out_fig[name]["lost_frames"] = lost[name]
     ratios = {}
     for size in sizes:
         for way in ("tx", "rx"):
-            value = out_fig[f"{way}_{size}"]["median"] / out_fig[f"raw_{way}_{size}"]["median"]
-            ratios[f"{way}_vs_raw_{size}"] = {"value": value, "target": TARGET, "met": value >= TARGET}
+            ratios[f"{way}_vs_raw_{size}"] = ratio(out_fig, f"{way}_{size}", f"raw_{way}_{size}", TARGET)
     result = {
         "config": {"seconds": args.seconds, "rounds": args.rounds, "pin": args.pin,
                    "backend": args.backend, "sizes": sizes, "batch": BATCH, "ring": RING,
@@ -431,11 +415,8 @@ def main() -> int:
     for name, fig in out_fig.items():
         print(f"{name:14s} {fig['median']:12.0f} frames/s {fig['bytes_per_s'] / 1e6:9.1f} MB/s "
               f"({fig['min']:.0f} - {fig['max']:.0f})", file=sys.stderr)
-    for name, r in ratios.items():
-        print(f"{name:14s} {r['value']:12.3f}  target {r['target']}  met {r['met']}", file=sys.stderr)
-    json.dump(result, sys.stdout, indent=1)
-    print()
-    return 0
+    print_ratios(ratios, 14)
+    return emit(result)
 
 
 if __name__ == "__main__":

@@ -41,26 +41,32 @@ table on stderr. Informative only: never assert on the timings (machine-limits.m
 
 from __future__ import annotations
 
-import argparse
-import json
 import os
-import statistics
 import struct
 import sys
 import tempfile
-import time
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parent))
 
-from devmodel.client import DaemonProcess, Hypervisor  # noqa: E402
-from devmodel.wire.framing import Message  # noqa: E402
+from common import (  # noqa: E402
+    Figures,
+    Vcpu,
+    arg_parser,
+    emit,
+    measure,
+    open_cached,
+    print_figures,
+    print_ratios,
+    ratio,
+    remove_tmp,
+    summarize_all,
+    write_image,
+)
 
-MSG = struct.Struct("<HHIIIQQIIIHBB")  # header + ioreq_t, as devmodel.wire.codec.HEADER_IOREQ
-HDR = struct.Struct("<HHIII")
-IOREQ, IORESP, DMOP, ERROR = 4, 5, 7, 9
-READY, PTR, DIR_READ = 0x01, 0x10, 0x20
+from devmodel.client import DaemonProcess, Hypervisor  # noqa: E402
+
 DEVFN = 1 << 3 | 1  # PIIX3 IDE 00:01.1
 BMIBA = 0xC000
 CMD, CTL = 0x1F0, 0x3F6
@@ -72,81 +78,6 @@ RAM = 64 << 20
 SIZES = {"64k": 64 << 10, "1m": 1 << 20, "4m": 4 << 20}
 TARGETS = {"1m": 0.5}
 SECTOR = 512
-
-
-class Vcpu:
-    """Strict ioreq round trips on one channel, with raw frames (the client library's
-    per-ioreq object overhead would be measured otherwise). Answers the daemon's dm_ops."""
-
-    def __init__(self, hv: Hypervisor) -> None:
-        self.hv = hv
-        self.sock = hv.sock
-        self.sock.settimeout(None)
-        self.buf = bytearray(1 << 16)
-        self.acc = bytearray(hv._deframer._buf)
-        self.tag = 1
-        self.count = 0
-        self.irq_waits = 0
-        self.recvs = 0
-        self.irq_in_answer = 0  # interrupts that arrived in the same read as an IORESP
-
-    def frame(self, addr: int, size: int, read: bool, data: int = 0, count: int = 1, ptr: bool = False
-              ) -> bytearray:
-        bits = READY | (DIR_READ if read else 0) | (PTR if ptr else 0)
-        return bytearray(MSG.pack(IOREQ, 0, 32, 0, 0, addr, data, count, size, 0, 0, bits, 0))
-
-    def io(self, frame: bytearray) -> int:
-        tag = self.tag = self.tag % 0xFFFFFFFF + 1
-        struct.pack_into("<I", frame, 8, tag)
-        self.sock.sendall(frame)
-        self.count += 1
-        data = self._pump(tag)
-        assert data is not None
-        return data
-
-    def wait_irq(self, irq: int = IDE_IRQ) -> None:
-        """Block until the daemon has raised `irq` (its SET_ISA_IRQ_LEVEL dm_op), sending
-        nothing meanwhile: a vCPU halted until its interrupt arrives."""
-        levels = self.hv.state.isa_irq
-        recvs = self.recvs
-        while levels.get(irq) != 1:
-            self._pump(None, irq)
-        self.irq_waits += 1
-        if self.recvs == recvs:  # no wake-up of its own: it came with the last answer
-            self.irq_in_answer += 1
-
-    def _pump(self, tag: int | None, irq: int | None = None) -> int | None:
-        """Serve what arrives until the IORESP of `tag` (returns its data), or until `irq`
-        is raised (returns None)."""
-        acc = self.acc
-        levels = self.hv.state.isa_irq
-        while True:
-            pos, n = 0, len(acc)
-            while n - pos >= 16:
-                mtype, flags, length, rtag, chan = HDR.unpack_from(acc, pos)
-                end = pos + 16 + length
-                if end > n:
-                    break
-                if mtype == IORESP and rtag == tag:
-                    data = struct.unpack_from("<Q", acc, pos + 24)[0]
-                    del acc[:end]
-                    return data
-                if mtype == DMOP:
-                    payload = bytes(acc[pos + 16 : end])
-                    reply = self.hv.state.handle_dmop(Message(mtype, flags, rtag, chan, payload))
-                    if reply is not None:
-                        self.sock.sendall(reply)
-                elif mtype == ERROR:
-                    raise RuntimeError(f"daemon answered ERROR: {bytes(acc[pos + 16:end])!r}")
-                pos = end
-            del acc[:pos]
-            if irq is not None and levels.get(irq) == 1:
-                return None
-            k = self.sock.recv_into(self.buf)
-            self.recvs += 1
-            if k == 0:
-                raise ConnectionError("daemon closed the connection")
-            acc += self.buf[:k]
 
 
 class IdeDriver:
@@ -176,7 +107,7 @@ class IdeDriver:
         for fr in self.taskfile(lba, nsect, 0x25):
             io(fr)
         io(self.bm_start)
-        self.v.wait_irq()  # the completion raises IRQ 14 (Interrupt set, Active clear)
+        self.v.wait_irq(IDE_IRQ)  # the completion raises IRQ 14 (Interrupt set, Active clear)
         st = io(self.bm_status)
         ata = io(self.ata_status)  # acknowledges INTRQ: the line drops
         io(self.bm_stop)
@@ -188,7 +119,7 @@ class IdeDriver:
         for fr in self.taskfile(lba, nsect, 0x24):
             io(fr)
         for _ in range(nsect):
-            self.v.wait_irq()  # each block's read completes with an interrupt
+            self.v.wait_irq(IDE_IRQ)  # each block's read completes with an interrupt
             st = io(self.ata_status)
             if not st & 0x08:
                 raise RuntimeError(f"PIO read: no DRQ (status {st:#x})")
@@ -208,25 +139,11 @@ def setup_prd(mm, size: int) -> None:
     mm[PRD_GPA : PRD_GPA + len(table)] = table
 
 
-def measure(fn, seconds: float, warmup: float) -> tuple[float, int]:
-    """Calls fn(i) repeatedly; returns (elapsed, calls) for the measured part."""
-    i = 0
-    t0 = time.perf_counter()
-    while time.perf_counter() - t0 < warmup:
-        fn(i)
-        i += 1
-    n = 0
-    t0 = time.perf_counter()
-    while True:
-        fn(i + n)
-        n += 1
-        t = time.perf_counter() - t0
-        if t >= seconds:
-            return t, n
-
-
-def summarize(runs: list[float], unit: str) -> dict:
-    return {"median": statistics.median(runs), "min": min(runs), "max": max(runs), "runs": runs, "unit": unit}
+def unit(name: str) -> str:
+    return ("fraction" if name.endswith("_irq_in_answer")
+            else "commands/s" if name.endswith("_commands")
+            else "GB/s" if name.startswith(("dma_", "preadv_"))
+            else "ioreqs/s" if name == "ioreq_roundtrip" else "sectors/s")
 
 
 def pin_all(pid: int, cpus: set[int]) -> None:
@@ -240,10 +157,7 @@ def pin_all(pid: int, cpus: set[int]) -> None:
 
 
 def main() -> int:
-    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    ap.add_argument("--seconds", type=float, default=1.0)
-    ap.add_argument("--rounds", type=int, default=3)
-    ap.add_argument("--warmup", type=float, default=0.2)
+    ap = arg_parser(__doc__)
     ap.add_argument("--image-mb", type=int, default=256)
     g = ap.add_mutually_exclusive_group()
     g.add_argument("--pin", action="store_true", help="only the pinned column (both processes on one CPU)")
@@ -257,16 +171,10 @@ def main() -> int:
     tmp = tempfile.mkdtemp(prefix="devmodel-bench-ide-", dir=os.environ.get("BENCH_TMPDIR"))
     img = Path(tmp) / "disk.img"
     image_size = args.image_mb << 20
-    with open(img, "wb") as f:
-        block = os.urandom(1 << 20)
-        for _ in range(args.image_mb):
-            f.write(block)
-    fd = os.open(img, os.O_RDONLY)
-    os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_WILLNEED)
-    while os.read(fd, 1 << 22):  # into the page cache
-        pass
+    write_image(img, args.image_mb)
+    fd = open_cached(img)
     proc = DaemonProcess.start(["--memory", f"{RAM >> 20}M", "--disk", f"format=raw,vdev=hda,target={img}"])
-    figures: dict[str, dict[str, list[float]]] = {c: {} for c in columns}
+    figures = {c: Figures() for c in columns}
     extra: dict[str, dict] = {}
     try:
         hv = Hypervisor.connect(proc.socket_path, nr_vcpus=1)
@@ -317,20 +225,20 @@ def main() -> int:
 
                     waits, inans = vcpu.irq_waits, vcpu.irq_in_answer
                     t, n = measure(dma, args.seconds, args.warmup)
-                    fig.setdefault(f"dma_{name}", []).append(n * size / t / 1e9)
-                    fig.setdefault(f"dma_{name}_commands", []).append(n / t)
-                    fig.setdefault(f"dma_{name}_irq_in_answer", []).append(
-                        (vcpu.irq_in_answer - inans) / max(1, vcpu.irq_waits - waits))
+                    fig.add(f"dma_{name}", n * size / t / 1e9)
+                    fig.add(f"dma_{name}_commands", n / t)
+                    fig.add(f"dma_{name}_irq_in_answer",
+                            (vcpu.irq_in_answer - inans) / max(1, vcpu.irq_waits - waits))
                     dst = [mv[BUF_GPA : BUF_GPA + size]]
 
                     def pread(i: int, nslots=nslots, size=size, dst=dst) -> None:
                         os.preadv(fd, dst, (i % nslots) * size)
 
                     t, n = measure(pread, args.seconds, args.warmup)
-                    fig.setdefault(f"preadv_{name}", []).append(n * size / t / 1e9)
+                    fig.add(f"preadv_{name}", n * size / t / 1e9)
                 alt = vcpu.frame(CTL, 1, True)  # alternate status: no side effect, one round trip
                 t, n = measure(lambda i, alt=alt: vcpu.io(alt), args.seconds / 2, args.warmup / 2)
-                fig.setdefault("ioreq_roundtrip", []).append(n / t)
+                fig.add("ioreq_roundtrip", n / t)
                 for rep in (True, False):
                     per = 8 if rep else 1
 
@@ -338,18 +246,14 @@ def main() -> int:
                         drv.read_pio((i * per) % (image_size // SECTOR - per), per, rep)
 
                     t, n = measure(pio, args.seconds / 2, args.warmup / 2)
-                    fig.setdefault("pio_rep_insw" if rep else "pio_inw", []).append(n * per / t)
+                    fig.add("pio_rep_insw" if rep else "pio_inw", n * per / t)
         os.sched_setaffinity(0, allowed)
         hv.ram = None  # views of the mapping are still alive: the process exit unmaps it
         hv.sock.close()
     finally:
         os.close(fd)
         proc.stop()
-        try:
-            img.unlink()
-            os.rmdir(tmp)
-        except OSError:
-            pass
+        remove_tmp(tmp)
 
     result: dict = {
         "config": {"seconds": args.seconds, "rounds": args.rounds, "columns": columns,
@@ -358,22 +262,13 @@ def main() -> int:
         "columns": {},
     }
     for col in columns:
-        out_fig = {}
-        for name, runs in figures[col].items():
-            unit = ("fraction" if name.endswith("_irq_in_answer")
-                    else "commands/s" if name.endswith("_commands")
-                    else "GB/s" if name.startswith(("dma_", "preadv_"))
-                    else "ioreqs/s" if name == "ioreq_roundtrip" else "sectors/s")
-            out_fig[name] = summarize(runs, unit)
-            out_fig[name].update(extra.get(name, {}))
+        out_fig = summarize_all(figures[col], unit, extra)
         out_fig["pio_rep_insw"]["ioreqs_per_sector"] = (pio_rep_ioreqs - 10)
         out_fig["pio_inw"]["ioreqs_per_sector"] = (pio_inw_ioreqs - 10)
         ratios = {}
         for name in sizes:
-            value = out_fig[f"dma_{name}"]["median"] / out_fig[f"preadv_{name}"]["median"]
-            target = TARGETS.get(name)
-            ratios[f"dma_vs_preadv_{name}"] = {"value": value, "target": target,
-                                               "met": None if target is None else value >= target}
+            ratios[f"dma_vs_preadv_{name}"] = ratio(out_fig, f"dma_{name}", f"preadv_{name}",
+                                                    TARGETS.get(name))
         rt = out_fig["ioreq_roundtrip"]["median"]
         for name, size in sizes.items():
             # What the DMA could reach if the copy were free: the strict ioreq rate of this
@@ -383,18 +278,12 @@ def main() -> int:
             ratios[f"dma_vs_ioreq_ceiling_{name}"] = {"value": out_fig[f"dma_{name}"]["median"] / ceiling,
                                                       "ceiling_GBps": ceiling, "target": None,
                                                       "met": None}
-        ratios["pio_rep_vs_inw"] = {"value": out_fig["pio_rep_insw"]["median"]
-                                    / out_fig["pio_inw"]["median"], "target": None, "met": None}
+        ratios["pio_rep_vs_inw"] = ratio(out_fig, "pio_rep_insw", "pio_inw")
         result["columns"][col] = {"figures": out_fig, "ratios": ratios}
         print(f"--- {col}", file=sys.stderr)
-        for name, f in out_fig.items():
-            print(f"{name:28s} {f['median']:12.3f} {f['unit']:10s} "
-                  f"({f['min']:.3f} - {f['max']:.3f})", file=sys.stderr)
-        for name, r in ratios.items():
-            print(f"{name:28s} {r['value']:12.3f}  target {r['target']}  met {r['met']}", file=sys.stderr)
-    json.dump(result, sys.stdout, indent=1)
-    print()
-    return 0
+        print_figures(out_fig, 28)
+        print_ratios(ratios, 28)
+    return emit(result)
 
 
 if __name__ == "__main__":

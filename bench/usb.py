@@ -35,10 +35,7 @@ Informative only: never assert on the timings (machine-limits.md).
 
 from __future__ import annotations
 
-import argparse
-import json
 import os
-import statistics
 import struct
 import sys
 import tempfile
@@ -47,6 +44,20 @@ from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parent))
+
+from common import (  # noqa: E402
+    Figures,
+    arg_parser,
+    emit,
+    measure,
+    open_cached,
+    print_figures,
+    print_ratios,
+    ratio,
+    remove_tmp,
+    summarize_all,
+    write_image,
+)
 
 from devmodel.client import DaemonProcess, Hypervisor  # noqa: E402
 from devmodel.usb.uhci import FRAME_BYTE_BUDGET, MAX_CATCHUP_FRAMES  # noqa: E402
@@ -235,33 +246,12 @@ class UsbDriver:
         self.commands += 1
 
 
-def measure(fn, seconds: float, warmup: float) -> tuple[float, int]:
-    """Calls fn(i) repeatedly; returns (elapsed, calls) for the measured part."""
-    i = 0
-    t0 = time.perf_counter()
-    while time.perf_counter() - t0 < warmup:
-        fn(i)
-        i += 1
-    n = 0
-    t0 = time.perf_counter()
-    while True:
-        fn(i + n)
-        n += 1
-        t = time.perf_counter() - t0
-        if t >= seconds:
-            return t, n
-
-
-def summarize(runs: list[float], unit: str) -> dict:
-    return {"median": statistics.median(runs), "min": min(runs), "max": max(runs), "runs": runs,
-            "unit": unit}
+def unit(name: str) -> str:
+    return "commands/s" if name.endswith("_commands") else "MB/s"
 
 
 def main() -> int:
-    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    ap.add_argument("--seconds", type=float, default=1.0)
-    ap.add_argument("--rounds", type=int, default=3)
-    ap.add_argument("--warmup", type=float, default=0.2)
+    ap = arg_parser(__doc__)
     ap.add_argument("--image-mb", type=int, default=64)
     ap.add_argument("--sizes", default="4k,64k")
     ap.add_argument("--columns", default="virtual,realtime")
@@ -273,18 +263,12 @@ def main() -> int:
     tmp = tempfile.mkdtemp(prefix="devmodel-bench-usb-", dir=os.environ.get("BENCH_TMPDIR"))
     img = Path(tmp) / "stick.img"
     image_size = args.image_mb << 20
-    with open(img, "wb") as f:
-        block = os.urandom(1 << 20)
-        for i in range(args.image_mb):
-            f.write(block[i % 256 :] + block[: i % 256])
-    fd = os.open(img, os.O_RDONLY)
-    os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_WILLNEED)
-    while os.read(fd, 1 << 22):  # into the page cache
-        pass
+    write_image(img, args.image_mb, rotate=True)
+    fd = open_cached(img)
     procs: dict[str, DaemonProcess] = {}
     drivers: dict[str, UsbDriver] = {}
     hvs: list[Hypervisor] = []
-    figures: dict[str, dict[str, list[float]]] = {c: {} for c in columns}
+    figures = {c: Figures() for c in columns}
     extra: dict[str, dict[str, dict]] = {c: {} for c in columns}
     try:
         for col in columns:
@@ -321,15 +305,15 @@ def main() -> int:
                         drv.read10((i % nslots) * size // SECTOR, size)
 
                     t, n = measure(usb, args.seconds, args.warmup)
-                    fig.setdefault(f"usb_{name}", []).append(n * size / t / 1e6)
-                    fig.setdefault(f"usb_{name}_commands", []).append(n / t)
+                    fig.add(f"usb_{name}", n * size / t / 1e6)
+                    fig.add(f"usb_{name}_commands", n / t)
                     dst = [mv[BUF_GPA : BUF_GPA + size]]
 
                     def pread(i: int, nslots=nslots, size=size, dst=dst) -> None:
                         os.preadv(fd, dst, (i % nslots) * size)
 
                     t, n = measure(pread, args.seconds, args.warmup)
-                    fig.setdefault(f"preadv_{name}", []).append(n * size / t / 1e6)
+                    fig.add(f"preadv_{name}", n * size / t / 1e6)
                     del dst
                 del mv
         for hv in hvs:
@@ -339,11 +323,7 @@ def main() -> int:
         os.close(fd)
         for p in procs.values():
             p.stop()
-        try:
-            img.unlink()
-            os.rmdir(tmp)
-        except OSError:
-            pass
+        remove_tmp(tmp)
 
     result: dict = {
         "config": {"seconds": args.seconds, "rounds": args.rounds, "columns": columns,
@@ -353,15 +333,9 @@ def main() -> int:
         "columns": {},
     }
     for col in columns:
-        out_fig = {}
-        for name, runs in figures[col].items():
-            unit = "commands/s" if name.endswith("_commands") else "MB/s"
-            out_fig[name] = summarize(runs, unit)
-            out_fig[name].update(extra[col].get(name, {}))
-        ratios = {}
-        for name in sizes:
-            value = out_fig[f"usb_{name}"]["median"] / out_fig[f"preadv_{name}"]["median"]
-            ratios[f"usb_vs_preadv_{name}"] = {"value": value, "target": None, "met": None}
+        out_fig = summarize_all(figures[col], unit, extra[col])
+        ratios = {f"usb_vs_preadv_{name}": ratio(out_fig, f"usb_{name}", f"preadv_{name}")
+                  for name in sizes}
         if col == "realtime":
             for name in sizes:
                 # what the bus allows: FRAME_BYTE_BUDGET bytes per 1 ms frame
@@ -370,14 +344,9 @@ def main() -> int:
                     "target": None, "met": None}
         result["columns"][col] = {"figures": out_fig, "ratios": ratios}
         print(f"--- {col}", file=sys.stderr)
-        for name, f in out_fig.items():
-            print(f"{name:22s} {f['median']:12.3f} {f['unit']:10s} ({f['min']:.3f} - {f['max']:.3f})",
-                  file=sys.stderr)
-        for name, r in ratios.items():
-            print(f"{name:22s} {r['value']:12.5f}", file=sys.stderr)
-    json.dump(result, sys.stdout, indent=1)
-    print()
-    return 0
+        print_figures(out_fig, 22)
+        print_ratios(ratios, 22, digits=5, target=False)
+    return emit(result)
 
 
 if __name__ == "__main__":

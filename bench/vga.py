@@ -4,7 +4,7 @@ framebuffer, and full-frame render + PNG encode at 1024x768x32 beside a plain Pi
     .venv/bin/python bench/vga.py [--seconds 1.0] [--rounds 3] [--warmup 0.2] [--pin]
 
 Through the real daemon (`python -m devmodel run`, a subprocess, over its socket; this process
-plays Xen and the guest's vCPU, with raw frames as bench/ide.py):
+plays Xen and the guest's vCPU, with bench/common.py's raw frames, as bench/ide.py):
 
 - bufioreq_vbe_4b: 4-byte stores into the VBE bank window at 0xA0000 (bank 0, 64 KiB) as Xen
   posts them: batches of 511 slots (IOREQ_BUFFER_SLOT_NUM, the buffered ring) in BUFIOREQ
@@ -32,9 +32,7 @@ stderr. Informative only: never assert on the timings (machine-limits.md).
 
 from __future__ import annotations
 
-import argparse
 import io
-import json
 import mmap
 import os
 import sys
@@ -44,7 +42,21 @@ HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parent))
 sys.path.insert(0, str(HERE))
 
-from ide import DIR_READ, MSG, READY, Vcpu, measure, summarize  # noqa: E402
+from common import (  # noqa: E402
+    DIR_READ,
+    MSG,
+    READY,
+    Figures,
+    Vcpu,
+    arg_parser,
+    emit,
+    measure,
+    pin_both,
+    print_figures,
+    print_ratios,
+    ratio,
+    summarize_all,
+)
 
 from devmodel.backends.display import encode_png  # noqa: E402
 from devmodel.client import DaemonProcess, Hypervisor  # noqa: E402
@@ -121,22 +133,15 @@ def vbe_vga() -> tuple[object, bytes]:
 
 
 def main() -> int:
-    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    ap.add_argument("--seconds", type=float, default=1.0)
-    ap.add_argument("--rounds", type=int, default=3)
-    ap.add_argument("--warmup", type=float, default=0.2)
-    ap.add_argument("--pin", action="store_true", help="both processes on CPU 0")
-    args = ap.parse_args()
+    args = arg_parser(__doc__, pin=True).parse_args()
     try:
         from PIL import Image
     except ImportError:
         Image = None  # noqa: N806
 
-    figures: dict[str, list[float]] = {}
+    figures = Figures()
+    add = figures.add
     extra: dict[str, dict] = {}
-
-    def add(name: str, value: float) -> None:
-        figures.setdefault(name, []).append(value)
 
     # ---- in-process: render + PNG at 1024x768x32 -------------------------------------------
     vga, picture = vbe_vga()
@@ -169,8 +174,7 @@ def main() -> int:
     lfb_map = None
     try:
         if args.pin:
-            os.sched_setaffinity(0, {0})
-            os.sched_setaffinity(proc.pid, {0})
+            pin_both(proc.pid)
         hv = Hypervisor.connect(proc.socket_path, nr_vcpus=1)
         hv.add_ram(RAM)
         hv.barrier()
@@ -314,21 +318,18 @@ def main() -> int:
              "bufioreq_vbe_4b_stores": "stores/s", "strict_vbe_4b_stores": "stores/s",
              "lfb_memfd": "GB/s", "memcpy": "GB/s", "render": "frames/s", "encode_png": "frames/s",
              "render_png": "frames/s", "pillow_png": "frames/s"}
-    out_fig = {}
-    for name, runs in figures.items():
-        out_fig[name] = summarize(runs, units[name])
-        out_fig[name].update(extra.get(name, {}))
+    out_fig = summarize_all(figures, units.__getitem__, extra)
 
-    def ratio(a: str, b: str) -> dict:
+    def vs(a: str, b: str) -> dict:
         if a not in out_fig or b not in out_fig:
             return {"value": None, "target": None, "met": None, "note": f"{b} not measured"}
-        return {"value": out_fig[a]["median"] / out_fig[b]["median"], "target": None, "met": None}
+        return ratio(out_fig, a, b)
 
     ratios = {
-        "lfb_memfd_vs_memcpy": ratio("lfb_memfd", "memcpy"),
-        "bufioreq_vs_strict_vbe_4b": ratio("bufioreq_vbe_4b", "strict_vbe_4b"),
-        "render_png_vs_pillow_png": ratio("render_png", "pillow_png"),
-        "encode_png_vs_pillow_png": ratio("encode_png", "pillow_png"),
+        "lfb_memfd_vs_memcpy": vs("lfb_memfd", "memcpy"),
+        "bufioreq_vs_strict_vbe_4b": vs("bufioreq_vbe_4b", "strict_vbe_4b"),
+        "render_png_vs_pillow_png": vs("render_png", "pillow_png"),
+        "encode_png_vs_pillow_png": vs("encode_png", "pillow_png"),
     }
     result = {
         "config": {"seconds": args.seconds, "rounds": args.rounds, "pin": args.pin,
@@ -338,15 +339,9 @@ def main() -> int:
         "figures": out_fig,
         "ratios": ratios,
     }
-    for name, fig in out_fig.items():
-        print(f"{name:26s} {fig['median']:12.3f} {fig['unit']:10s} "
-              f"({fig['min']:.3f} - {fig['max']:.3f})", file=sys.stderr)
-    for name, r in ratios.items():
-        v = "n/a" if r["value"] is None else f"{r['value']:12.3f}"
-        print(f"{name:26s} {v}", file=sys.stderr)
-    json.dump(result, sys.stdout, indent=1)
-    print()
-    return 0
+    print_figures(out_fig, 26)
+    print_ratios(ratios, 26, target=False)
+    return emit(result)
 
 
 if __name__ == "__main__":
