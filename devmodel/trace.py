@@ -18,6 +18,7 @@ import struct
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
+from typing import BinaryIO
 
 MAGIC = b"DMTRACE1"
 RECORD = struct.Struct("<BBHIQ")
@@ -53,19 +54,25 @@ class TraceRecord:
 
 def read_trace(path: str) -> Iterator[TraceRecord]:
     with open(path, "rb") as f:
-        if f.read(len(MAGIC)) != MAGIC:
-            raise ValueError(f"{path} is not a devmodel trace (bad magic)")
-        while True:
-            hdr = f.read(RECORD.size)
-            if not hdr:
-                return
-            if len(hdr) < RECORD.size:
-                raise ValueError(f"{path}: truncated record header")
-            direction, _, _, length, t = RECORD.unpack(hdr)
-            msg = f.read(length)
-            if len(msg) < length:
-                raise ValueError(f"{path}: truncated record")
-            yield TraceRecord(direction, t, msg)
+        yield from read_records(f, path)
+
+
+def read_records(f: BinaryIO, path: str) -> Iterator[TraceRecord]:
+    """The records of a trace read from `f` (a plain file, or a decompressing one such as
+    gzip.open's), from its magic on; `path` names it in errors."""
+    if f.read(len(MAGIC)) != MAGIC:
+        raise ValueError(f"{path} is not a devmodel trace (bad magic)")
+    while True:
+        hdr = f.read(RECORD.size)
+        if not hdr:
+            return
+        if len(hdr) < RECORD.size:
+            raise ValueError(f"{path}: truncated record header")
+        direction, _, _, length, t = RECORD.unpack(hdr)
+        msg = f.read(length)
+        if len(msg) < length:
+            raise ValueError(f"{path}: truncated record")
+        yield TraceRecord(direction, t, msg)
 
 
 @dataclass

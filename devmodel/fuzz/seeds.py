@@ -21,7 +21,7 @@ import gzip
 import random
 from collections.abc import Iterator
 
-from devmodel.trace import MAGIC, RECORD, TO_DM, TraceRecord, read_trace
+from devmodel.trace import MAGIC, RECORD, TO_DM, TraceRecord, read_records, read_trace
 from devmodel.wire import codec
 from devmodel.wire.constants import FLAG_NO_REPLY, MsgType
 
@@ -52,19 +52,7 @@ def _records(path: str) -> Iterator[TraceRecord]:
         yield from read_trace(path)
         return
     with gzip.open(path, "rb") as f:
-        if f.read(len(MAGIC)) != MAGIC:
-            raise ValueError(f"{path} is not a devmodel trace (bad magic)")
-        while True:
-            hdr = f.read(RECORD.size)
-            if not hdr:
-                return
-            if len(hdr) < RECORD.size:
-                raise ValueError(f"{path}: truncated record header")
-            direction, _, _, length, t = RECORD.unpack(hdr)
-            msg = f.read(length)
-            if len(msg) < length:
-                raise ValueError(f"{path}: truncated record")
-            yield TraceRecord(direction, t, msg)
+        yield from read_records(f, path)
 
 
 def load_seed(path: str, max_events: int = MAX_SEED_EVENTS) -> list[tuple]:
