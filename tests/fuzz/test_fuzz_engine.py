@@ -4,7 +4,6 @@ reproducers, and those reproducers replay (qtest in-process, trace through a dae
 from __future__ import annotations
 
 import json
-import logging
 import subprocess
 import sys
 
@@ -16,14 +15,7 @@ from devmodel.fuzz.machine import FuzzSetup, build_fuzz_machine, parse_devices
 from devmodel.fuzz.qtest import run_qtest
 from devmodel.fuzz.runner import random_campaign, random_input
 
-
-@pytest.fixture(autouse=True)
-def _quiet():
-    logger = logging.getLogger("devmodel")
-    old = logger.level
-    logger.setLevel(logging.ERROR)
-    yield
-    logger.setLevel(old)
+pytestmark = pytest.mark.usefixtures("quiet_devmodel")
 
 
 def test_parse_devices():

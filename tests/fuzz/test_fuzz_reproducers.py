@@ -5,7 +5,6 @@ hardware gives there, checked exactly."""
 
 from __future__ import annotations
 
-import logging
 from pathlib import Path
 
 import pytest
@@ -24,13 +23,7 @@ def expectations(text: str) -> dict[int, str]:
     return out
 
 
-@pytest.fixture(autouse=True)
-def _quiet():
-    logger = logging.getLogger("devmodel")
-    old = logger.level
-    logger.setLevel(logging.ERROR)
-    yield
-    logger.setLevel(old)
+pytestmark = pytest.mark.usefixtures("quiet_devmodel")
 
 
 def test_there_are_reproducers():

@@ -5,7 +5,6 @@ fresh SeaBIOS boot with --trace and makes a seed from it, as tests/fuzz/seeds/re
 
 from __future__ import annotations
 
-import logging
 import pathlib
 import random
 
@@ -25,13 +24,7 @@ E1000_RCTL, RCTL_EN = 0x100, 0x2
 E1000_TCTL, TCTL_EN = 0x400, 0x2
 
 
-@pytest.fixture(autouse=True)
-def _quiet():
-    logger = logging.getLogger("devmodel")
-    old = logger.level
-    logger.setLevel(logging.ERROR)
-    yield
-    logger.setLevel(old)
+pytestmark = pytest.mark.usefixtures("quiet_devmodel")
 
 
 def _setup() -> FuzzSetup:
