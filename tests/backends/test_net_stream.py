@@ -17,6 +17,7 @@ import pytest
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", "nic"))
 
 from e1000_rig import MAC, PEER, Rig, d, eth  # noqa: E402
+from stream_peer import framed, read_frames  # noqa: E402
 
 from devmodel.backends.net import (  # noqa: E402
     MAX_BACKLOG,
@@ -26,28 +27,6 @@ from devmodel.backends.net import (  # noqa: E402
     StreamDeframer,
     open_backend,
 )
-
-
-def framed(frame: bytes) -> bytes:
-    return struct.pack(">I", len(frame)) + frame
-
-
-def read_frames(sock: socket.socket, count: int, timeout: float = 2.0) -> list[bytes]:
-    """An independent reader of the framing (not devmodel's deframer)."""
-    sock.settimeout(timeout)
-    out, buf = [], b""
-    while len(out) < count:
-        while len(buf) >= 4 and len(buf) >= 4 + struct.unpack(">I", buf[:4])[0]:
-            n = struct.unpack(">I", buf[:4])[0]
-            out.append(buf[4 : 4 + n])
-            buf = buf[4 + n :]
-        if len(out) >= count:
-            break
-        chunk = sock.recv(1 << 20)
-        if not chunk:
-            break
-        buf += chunk
-    return out
 
 
 def spin(loop, seconds: float = 0.05) -> None:

@@ -8,8 +8,11 @@ from __future__ import annotations
 import socket
 import struct
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 
 from e1000_guest import GuestE1000
+from stream_peer import framed, read_frames
 
 from devmodel.client import Hypervisor
 
@@ -17,25 +20,25 @@ PEER = bytes.fromhex("020000000002")
 BCAST = b"\xff" * 6
 
 
-def framed(frame: bytes) -> bytes:
-    return struct.pack(">I", len(frame)) + frame
-
-
-def read_frames(sock: socket.socket, count: int, timeout: float = 5.0) -> list[bytes]:
-    sock.settimeout(timeout)
-    out, buf = [], b""
-    while len(out) < count:
-        while len(buf) >= 4 and len(buf) >= 4 + struct.unpack(">I", buf[:4])[0]:
-            n = struct.unpack(">I", buf[:4])[0]
-            out.append(buf[4 : 4 + n])
-            buf = buf[4 + n :]
-        if len(out) >= count:
-            break
-        chunk = sock.recv(1 << 16)
-        if not chunk:
-            break
-        buf += chunk
-    return out
+@contextmanager
+def daemon_with_unix_stream_peer(tmp_path) -> Iterator[tuple[Hypervisor, socket.socket]]:
+    """A daemon whose stream NIC connects to our Unix server: (hv, the accepted peer socket).
+    The daemon must exit cleanly on SIGTERM at the end."""
+    path = str(tmp_path / "net.sock")
+    server = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    server.bind(path)
+    server.listen(1)
+    spec = f"model=e1000,mac=00:16:3e:00:00:42,backend=stream,path={path},rom=off"
+    with Hypervisor.spawn(["--vga", "none", "--nic", spec], ram=16 << 20) as hv:
+        server.settimeout(10)
+        peer, _ = server.accept()
+        try:
+            yield hv, peer
+        finally:
+            peer.close()
+        hv.process.signal()
+        assert hv.process.wait_exit() == 0
+    server.close()
 
 
 def arp_request(src_mac: bytes, src_ip: bytes, dst_ip: bytes) -> bytes:
@@ -66,21 +69,8 @@ def exchange(hv: Hypervisor, peer: socket.socket) -> None:
 
 
 def test_daemon_connects_to_a_unix_stream_server(tmp_path):
-    path = str(tmp_path / "net.sock")
-    server = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-    server.bind(path)
-    server.listen(1)
-    spec = f"model=e1000,mac=00:16:3e:00:00:42,backend=stream,path={path},rom=off"
-    with Hypervisor.spawn(["--vga", "none", "--nic", spec], ram=16 << 20) as hv:
-        server.settimeout(10)
-        peer, _ = server.accept()
-        try:
-            exchange(hv, peer)
-        finally:
-            peer.close()
-        hv.process.signal()
-        assert hv.process.wait_exit() == 0
-    server.close()
+    with daemon_with_unix_stream_peer(tmp_path) as (hv, peer):
+        exchange(hv, peer)
 
 
 def test_daemon_listens_on_tcp_server_on():
@@ -116,31 +106,18 @@ def test_missing_stream_server_is_a_clear_start_up_error(devmodel_daemon, tmp_pa
 def test_receive_delay_timer_fires_without_any_ioreq(tmp_path):
     """RDTR moderation: the frame arrives from the backend (no ioreq in flight) and arms the
     delay timer; the interrupt must come when it expires, not at the guest's next access."""
-    path = str(tmp_path / "net.sock")
-    server = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-    server.bind(path)
-    server.listen(1)
-    spec = f"model=e1000,mac=00:16:3e:00:00:42,backend=stream,path={path},rom=off"
-    with Hypervisor.spawn(["--vga", "none", "--nic", spec], ram=16 << 20) as hv:
-        server.settimeout(10)
-        peer, _ = server.accept()
-        try:
-            g = GuestE1000(hv)
-            mac = g.init()
-            from devmodel.nic import e1000_defs as d
+    with daemon_with_unix_stream_peer(tmp_path) as (hv, peer):
+        g = GuestE1000(hv)
+        mac = g.init()
+        from devmodel.nic import e1000_defs as d
 
-            g.wr(d.RDTR, 2000)  # ~2 ms after the last frame
-            g.rd(d.ICR)
-            assert not g.irq
-            frame = mac + PEER + b"\x88\xb5" + bytes(100)
-            peer.sendall(framed(frame))
-            deadline = time.monotonic() + 5
-            while not g.irq and time.monotonic() < deadline:
-                hv.poll(0.01)  # only listens for dm_ops: no ioreq goes to the daemon
-            assert g.irq, "the RDTR timer never fired"
-            assert g.receive(1) == [frame]
-        finally:
-            peer.close()
-        hv.process.signal()
-        assert hv.process.wait_exit() == 0
-    server.close()
+        g.wr(d.RDTR, 2000)  # ~2 ms after the last frame
+        g.rd(d.ICR)
+        assert not g.irq
+        frame = mac + PEER + b"\x88\xb5" + bytes(100)
+        peer.sendall(framed(frame))
+        deadline = time.monotonic() + 5
+        while not g.irq and time.monotonic() < deadline:
+            hv.poll(0.01)  # only listens for dm_ops: no ioreq goes to the daemon
+        assert g.irq, "the RDTR timer never fired"
+        assert g.receive(1) == [frame]
