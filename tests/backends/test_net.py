@@ -7,10 +7,8 @@ from __future__ import annotations
 
 import asyncio
 import os
-import shutil
 import socket
 import struct
-import subprocess
 import sys
 import time
 
@@ -19,6 +17,7 @@ import pytest
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", "nic"))
 
 from e1000_rig import IP_A, MAC, PEER, Rig, d, eth, ipv4, pseudo_seed, tcp, udp  # noqa: E402
+from netns_support import ip, private_netns, tap_skip_reason  # noqa: E402
 
 from devmodel.backends.net import (  # noqa: E402
     MAX_BACKLOG,
@@ -148,37 +147,14 @@ def test_udp_backend_and_specs(tmp_path):
 
 
 # ---- the real thing: a tap in a namespace of our own ----------------------------------------
-def _can_tap() -> str | None:
-    if os.geteuid() != 0:
-        return "needs root (ip netns, tap devices)"
-    if not os.path.exists("/dev/net/tun"):
-        return "no /dev/net/tun"
-    if shutil.which("ip") is None:
-        return "no iproute2 `ip`"
-    return None
-
-
 NS_IP = bytes([10, 213, 0, 1])
 DEV_IP = bytes([10, 213, 0, 2])
 
 
 @pytest.fixture
 def netns():
-    why = _can_tap()
-    if why:
-        pytest.skip(why)
-    name = f"dmtest{os.getpid()}"
-    res = subprocess.run(["ip", "netns", "add", name], capture_output=True, text=True)
-    if res.returncode:
-        pytest.skip(f"cannot create a network namespace: {res.stderr.strip()}")
-    try:
+    with private_netns("dmtest") as name:
         yield name
-    finally:
-        subprocess.run(["ip", "netns", "del", name], capture_output=True)
-
-
-def _ip(ns: str, *args: str) -> None:
-    subprocess.run(["ip", "-n", ns, *args], check=True, capture_output=True)
 
 
 def _wait(loop, r: Rig, pred, timeout: float = 3.0):
@@ -197,9 +173,9 @@ def test_real_tap_arp_ping_udp_offload_and_tso(netns):
     ns = netns
     backend = TapBackend("dmtap0", netns=ns, create=True)
     assert backend.ifname == "dmtap0"
-    _ip(ns, "link", "set", "lo", "up")
-    _ip(ns, "addr", "add", "10.213.0.1/24", "dev", "dmtap0")
-    _ip(ns, "link", "set", "dmtap0", "up")
+    ip(ns, "link", "set", "lo", "up")
+    ip(ns, "addr", "add", "10.213.0.1/24", "dev", "dmtap0")
+    ip(ns, "link", "set", "dmtap0", "up")
     udp_sock = _in_netns(ns, lambda: socket.socket(socket.AF_INET, socket.SOCK_DGRAM))
     udp_sock.bind(("10.213.0.1", 6000))
     udp_sock.settimeout(3)
@@ -276,8 +252,8 @@ def test_real_tap_arp_ping_udp_offload_and_tso(netns):
 
 
 def test_tap_errors_are_clear():
-    if _can_tap():
-        pytest.skip(_can_tap())
+    if tap_skip_reason():
+        pytest.skip(tap_skip_reason())
     with pytest.raises(ValueError, match="longer than 15"):
         TapBackend("x" * 20)
     with pytest.raises(ValueError, match="does not exist"):

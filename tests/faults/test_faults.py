@@ -34,6 +34,7 @@ import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "qmp"))
 
+from netns_support import ip, private_netns  # noqa: E402
 from qmp_support import RawQmp, fingerprint, mutate  # noqa: E402
 
 from devmodel.client import DaemonProcess, Hypervisor, InProcessDaemon  # noqa: E402
@@ -402,20 +403,9 @@ def _cpu_s(pid: int) -> float:
 
 @pytest.fixture
 def tap_netns():
-    if os.geteuid() != 0 or not os.path.exists("/dev/net/tun") or shutil.which("ip") is None:
-        pytest.skip("needs root, /dev/net/tun and iproute2 (a tap in a network namespace)")
-    name = f"dmfault{os.getpid()}"
-    res = subprocess.run(["ip", "netns", "add", name], capture_output=True, text=True)
-    if res.returncode:
-        pytest.skip(f"cannot create a network namespace: {res.stderr.strip()}")
-    try:
-        subprocess.run(["ip", "-n", name, "tuntap", "add", "dev", "dmtap0", "mode", "tap"],
-                       check=True, capture_output=True)
-        subprocess.run(["ip", "-n", name, "link", "set", "dmtap0", "up"], check=True,
-                       capture_output=True)
+    with private_netns("dmfault", ("tuntap", "add", "dev", "dmtap0", "mode", "tap"),
+                       ("link", "set", "dmtap0", "up")) as name:
         yield name
-    finally:
-        subprocess.run(["ip", "netns", "del", name], capture_output=True)
 
 
 def test_tap_deleted_while_the_daemon_runs(tap_netns, tmp_path):
@@ -467,7 +457,7 @@ def test_tap_deleted_while_the_daemon_runs(tap_netns, tmp_path):
         send()
         rd(ICR)
         wr(IMS, ICR_LSC)
-        subprocess.run(["ip", "-n", ns, "link", "del", "dmtap0"], check=True, capture_output=True)
+        ip(ns, "link", "del", "dmtap0")
         # The daemon keeps serving, without spinning on the dead fd, and says link down.
         cpu0 = _cpu_s(proc.proc.pid)
         deadline = time.monotonic() + 5

@@ -6,14 +6,12 @@ tests/backends/test_net.py, on the in-process rig.) No traffic leaves the namesp
 
 from __future__ import annotations
 
-import os
-import shutil
 import struct
-import subprocess
 import time
 
 import pytest
 from e1000_guest import GuestE1000
+from netns_support import ip, private_netns
 
 from devmodel.client import Hypervisor
 
@@ -25,16 +23,8 @@ TAP = "dmtapd0"
 
 @pytest.fixture
 def netns():
-    if os.geteuid() != 0 or not os.path.exists("/dev/net/tun") or shutil.which("ip") is None:
-        pytest.skip("needs root, /dev/net/tun and iproute2")
-    name = f"dmtapd{os.getpid()}"
-    res = subprocess.run(["ip", "netns", "add", name], capture_output=True, text=True)
-    if res.returncode:
-        pytest.skip(f"cannot create a network namespace: {res.stderr.strip()}")
-    try:
+    with private_netns("dmtapd") as name:
         yield name
-    finally:
-        subprocess.run(["ip", "netns", "del", name], capture_output=True)
 
 
 def csum(data: bytes) -> int:
@@ -69,7 +59,7 @@ def test_daemon_e1000_talks_arp_and_icmp_with_the_kernel(netns):
     with Hypervisor.spawn(["--vga", "none", "--nic", spec], ram=16 << 20) as hv:
         for args in (["link", "set", "lo", "up"], ["addr", "add", "10.214.0.1/24", "dev", TAP],
                      ["link", "set", TAP, "up"]):
-            subprocess.run(["ip", "-n", netns, *args], check=True, capture_output=True)
+            ip(netns, *args)
         g = GuestE1000(hv)
         assert g.init() == MAC
         # ARP: who has 10.214.0.1? The kernel answers to our MAC.

@@ -39,10 +39,8 @@ from __future__ import annotations
 
 import asyncio
 import os
-import shutil
 import socket
 import struct
-import subprocess
 import sys
 import threading
 import time
@@ -52,6 +50,7 @@ import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "qmp"))
 
+from netns_support import ip, private_netns, tap_skip_reason  # noqa: E402
 from pv_guest import (  # noqa: E402
     E1000_ID,
     NIC_BAR,
@@ -83,37 +82,15 @@ CD_BLOCKS = 32
 INJECT_S = 0.002
 
 
-def _why_skip() -> str | None:
-    if os.geteuid() != 0:
-        return "needs root: a network namespace and a tap"
-    if not os.path.exists("/dev/net/tun"):
-        return "no /dev/net/tun"
-    if shutil.which("ip") is None:
-        return "iproute2 missing"
-    return None
-
-
-pytestmark = pytest.mark.skipif(_why_skip() is not None, reason=_why_skip() or "")
-
-
-def _ip(ns: str, *args: str, check: bool = True) -> subprocess.CompletedProcess:
-    return subprocess.run(["ip", "-n", ns, *args], check=check, capture_output=True, text=True,
-                          timeout=10)
+pytestmark = pytest.mark.skipif(tap_skip_reason() is not None, reason=tap_skip_reason() or "")
 
 
 @pytest.fixture
 def netns():
-    name = f"dmpv{os.getpid()}"
-    res = subprocess.run(["ip", "netns", "add", name], capture_output=True, text=True)
-    if res.returncode:
-        pytest.skip(f"cannot create a network namespace: {res.stderr.strip()}")
-    try:
-        _ip(name, "link", "set", "lo", "up")
-        _ip(name, "tuntap", "add", "dev", TAP, "mode", "tap")  # persistent, as a vif's -emu
-        _ip(name, "link", "set", TAP, "up")
+    with private_netns("dmpv", ("link", "set", "lo", "up"),
+                       ("tuntap", "add", "dev", TAP, "mode", "tap"),  # persistent, as a vif's -emu
+                       ("link", "set", TAP, "up")) as name:
         yield name
-    finally:
-        subprocess.run(["ip", "netns", "del", name], capture_output=True)
 
 
 def kernel_side(ns: str) -> socket.socket:
@@ -291,8 +268,8 @@ def test_unplug_mid_storm_hands_disk_and_tap_over(netns, tmp_path):
         from_guest(ks, last_frame[:40])
         assert nothing_from_guest(ks) == []  # the stale doorbell sent nothing
         assert tap_attach_error(ns) is None
-        _ip(ns, "tuntap", "del", "dev", TAP, "mode", "tap")
-        assert _ip(ns, "link", "show", TAP, check=False).returncode != 0
+        ip(ns, "tuntap", "del", "dev", TAP, "mode", "tap")
+        assert ip(ns, "link", "show", TAP, check=False).returncode != 0
 
         # the toolstack heard it
         ev1 = loop.run_until_complete(next_event(qc, "DEVICE_DELETED"))
