@@ -223,6 +223,40 @@ def inprocess(factory=make_machine, *, ram: int | None = 16 << 20, **hv_kw):
         d.stop()
 
 
+@contextlib.contextmanager
+def simulated(factory, ram: int, **sim_kw):
+    """A real daemon (in a thread, on a real socket) serving `factory()` on the virtual clock,
+    and the simulated CPU (devmodel.hvsim.Simulator, with `ram` bytes and `sim_kw`) as its
+    hypervisor: HELLO, the guest RAM added, the daemon enabled. Yields (daemon, hv, sim)."""
+    from devmodel.daemon import DaemonConfig
+    from devmodel.hvsim import Simulator
+
+    daemon = InProcessDaemon(factory, DaemonConfig(domid=1, virtual_clock=True))
+    hv = Hypervisor.connect(daemon.socket_path, handshake=False)
+    sim = Simulator(hv, ram, **sim_kw)
+    try:
+        hv.hello()
+        for rid, region in enumerate(sim.ram.regions()):
+            hv.mem_add(rid, region.gpa, region.size, sim.ram.fd, region.offset, region.flags)
+        hv.wait_enabled()
+        yield daemon, hv, sim
+    finally:
+        sim.close()
+        hv.close()
+        daemon.stop()
+
+
+def run_until(sim, done, rounds: int = 200, max_insns: int = 2_000_000):
+    """Run the simulated guest in slices of `max_insns` until done(sim), a stop other than
+    the budget or a request, or `rounds` slices; the last stop."""
+    stop = None
+    for _ in range(rounds):
+        stop = sim.run(max_insns=max_insns, until=done)
+        if done(sim) or stop.reason.value not in ("budget", "requested"):
+            break
+    return stop
+
+
 # ---- raw-socket helpers ------------------------------------------------------------------
 
 class RawPeer:

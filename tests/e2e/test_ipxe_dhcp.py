@@ -32,11 +32,9 @@ import time
 from pathlib import Path
 
 import pytest
+from dmsupport import simulated
 
 from devmodel.backends.net import read_pcap
-from devmodel.client import Hypervisor, InProcessDaemon
-from devmodel.daemon import DaemonConfig
-from devmodel.hvsim import Simulator
 from devmodel.nic import E1000_ROMS
 from devmodel.pc import PcOptions, build_pc
 from devmodel.vga import capture, text_screen
@@ -153,14 +151,7 @@ def test_ipxe_rom_gets_a_dhcp_lease_over_a_tap(netns, tmp_path) -> None:
             virtual_clock=True, bios=str(BIOS), serial=[], memory=RAM, boot_order="n",
             nics=[f"model=e1000,mac={MAC},backend=tap,ifname=tap0,netns={ns},capture={pcap}"]))
 
-    daemon = InProcessDaemon(factory, DaemonConfig(domid=1, virtual_clock=True))
-    hv = Hypervisor.connect(daemon.socket_path, handshake=False)
-    sim = Simulator(hv, RAM, exit_ns=EXIT_NS)
-    try:
-        hv.hello()
-        for rid, region in enumerate(sim.ram.regions()):
-            hv.mem_add(rid, region.gpa, region.size, sim.ram.fd, region.offset, region.flags)
-        hv.wait_enabled()
+    with simulated(factory, RAM, exit_ns=EXIT_NS) as (daemon, hv, sim):
         vga = daemon.machine.device("vga")
         deadline = time.monotonic() + TIMEOUT
 
@@ -195,7 +186,3 @@ def test_ipxe_rom_gets_a_dhcp_lease_over_a_tap(netns, tmp_path) -> None:
         kinds = [t for t, _ in ours]
         assert kinds.index(DHCPOFFER) < kinds.index(DHCPREQUEST) < kinds.index(DHCPACK), context
         assert f"DHCPACK(br0) {'.'.join(str(b) for b in ack)} {MAC}" in log, context
-    finally:
-        sim.close()
-        hv.close()
-        daemon.stop()

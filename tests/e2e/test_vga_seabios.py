@@ -10,11 +10,9 @@ import time
 from pathlib import Path
 
 import pytest
+from dmsupport import run_until, simulated
 
 from devmodel.backends.display import encode_png
-from devmodel.client import Hypervisor, InProcessDaemon
-from devmodel.daemon import DaemonConfig
-from devmodel.hvsim import Simulator
 from devmodel.pc import PcOptions, build_pc
 from devmodel.vga import capture, render, text_screen
 from devmodel.vga.render import palette16, text_geometry
@@ -33,14 +31,7 @@ def test_seabios_banner_on_the_vga_text_screen() -> None:
         # build_pc adds the standard VGA (00:03.0 after the Xen platform device) by default.
         return build_pc(PcOptions(virtual_clock=True, bios=str(BIOS), serial=[], memory=RAM))
 
-    daemon = InProcessDaemon(factory, DaemonConfig(domid=1, virtual_clock=True))
-    hv = Hypervisor.connect(daemon.socket_path, handshake=False)
-    sim = Simulator(hv, RAM)
-    try:
-        hv.hello()
-        for rid, region in enumerate(sim.ram.regions()):
-            hv.mem_add(rid, region.gpa, region.size, sim.ram.fd, region.offset, region.flags)
-        hv.wait_enabled()
+    with simulated(factory, RAM) as (daemon, hv, sim):
         vga = daemon.machine.device("vga")
         deadline = time.monotonic() + TIMEOUT
         seen: list[str] = []
@@ -51,11 +42,7 @@ def test_seabios_banner_on_the_vga_text_screen() -> None:
             seen[:] = text_screen(capture(vga))
             return any("SeaBIOS (version" in line for line in seen)  # the whole banner line
 
-        stop = None
-        for _ in range(200):
-            stop = sim.run(max_insns=2_000_000, until=banner)
-            if banner(sim) or stop.reason.value not in ("budget", "requested"):
-                break
+        stop = run_until(sim, banner)
         hv.barrier()
         lines = text_screen(capture(vga))
         assert any("SeaBIOS (version" in line for line in lines), (stop, lines)
@@ -64,10 +51,6 @@ def test_seabios_banner_on_the_vga_text_screen() -> None:
         assert any(frame.rgb)  # glyphs from the font the VGA BIOS loaded are drawn
         png = encode_png(frame.width, frame.height, frame.rgb)
         check_banner_pixels(png, capture(vga), lines)
-    finally:
-        sim.close()
-        hv.close()
-        daemon.stop()
 
 
 def check_banner_pixels(png: bytes, s, lines: list[str]) -> None:

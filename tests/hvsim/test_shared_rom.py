@@ -7,11 +7,9 @@ is counted and not mapped, and the vCPU goes on."""
 from __future__ import annotations
 
 import pytest
+from dmsupport import simulated
 
-from devmodel.client import Hypervisor, InProcessDaemon
 from devmodel.core.pci import REGION_ROM_BASE
-from devmodel.daemon import DaemonConfig
-from devmodel.hvsim import Simulator
 from devmodel.pc import PcOptions, build_pc
 from devmodel.vga import regs as R
 from devmodel.wire.constants import MEM_RAM, MEM_READONLY
@@ -26,22 +24,11 @@ def rig():
     def factory():
         return build_pc(PcOptions(virtual_clock=True, serial=[], memory=RAM))
 
-    daemon = InProcessDaemon(factory, DaemonConfig(domid=1, virtual_clock=True))
-    hv = Hypervisor.connect(daemon.socket_path, handshake=False)
-    sim = Simulator(hv, RAM)
-    try:
-        hv.hello()
-        for rid, region in enumerate(sim.ram.regions()):
-            hv.mem_add(rid, region.gpa, region.size, sim.ram.fd, region.offset, region.flags)
-        hv.wait_enabled()
+    with simulated(factory, RAM) as (daemon, hv, sim):
         vga = daemon.machine.device("vga")
         if not vga.rom:
             pytest.skip("no VGA BIOS (apt-get install seabios)")
         yield hv, sim, vga
-    finally:
-        sim.close()
-        hv.close()
-        daemon.stop()
 
 
 def test_rom_bar_is_mapped_read_only(rig) -> None:

@@ -7,11 +7,10 @@ MEM_DEL (docs/protocol.md 4.7)."""
 from __future__ import annotations
 
 import pytest
+from dmsupport import simulated
 from unicorn import UcError
 
-from devmodel.client import Hypervisor, InProcessDaemon
-from devmodel.daemon import DaemonConfig
-from devmodel.hvsim import Simulator
+from devmodel.client import Hypervisor
 from devmodel.pc import PcOptions, build_pc
 from devmodel.vga import capture, render
 from devmodel.vga import regs as R
@@ -27,19 +26,8 @@ def rig():
     def factory():
         return build_pc(PcOptions(virtual_clock=True, serial=[], memory=RAM))
 
-    daemon = InProcessDaemon(factory, DaemonConfig(domid=1, virtual_clock=True))
-    hv = Hypervisor.connect(daemon.socket_path, handshake=False)
-    sim = Simulator(hv, RAM)
-    try:
-        hv.hello()
-        for rid, region in enumerate(sim.ram.regions()):
-            hv.mem_add(rid, region.gpa, region.size, sim.ram.fd, region.offset, region.flags)
-        hv.wait_enabled()
+    with simulated(factory, RAM) as (daemon, hv, sim):
         yield daemon, hv, sim, daemon.machine.device("vga")
-    finally:
-        sim.close()
-        hv.close()
-        daemon.stop()
 
 
 def _vbe(hv: Hypervisor, index: int, value: int) -> None:

@@ -10,11 +10,9 @@ import time
 from pathlib import Path
 
 import pytest
+from dmsupport import run_until, simulated
 
 from devmodel.boot import BootConfig, boot, machine_argv
-from devmodel.client import Hypervisor, InProcessDaemon
-from devmodel.daemon import DaemonConfig
-from devmodel.hvsim import Simulator
 from devmodel.pc import PcOptions, build_pc
 from devmodel.xen import build_xen_platform
 
@@ -32,24 +30,14 @@ def test_seabios_posts_with_the_platform_device() -> None:
         build_xen_platform(m)
         return m
 
-    daemon = InProcessDaemon(factory, DaemonConfig(domid=1, virtual_clock=True))
-    hv = Hypervisor.connect(daemon.socket_path, handshake=False)
-    sim = Simulator(hv, RAM)
-    try:
-        hv.hello()
-        for rid, region in enumerate(sim.ram.regions()):
-            hv.mem_add(rid, region.gpa, region.size, sim.ram.fd, region.offset, region.flags)
-        hv.wait_enabled()
+    with simulated(factory, RAM) as (daemon, hv, sim):
         sink = daemon.machine.debug_sink
         deadline = time.monotonic() + TIMEOUT
 
         def done(_sim) -> bool:
             return time.monotonic() > deadline or "No bootable device" in sink.text()
 
-        for _ in range(200):
-            stop = sim.run(max_insns=2_000_000, until=done)
-            if done(sim) or stop.reason.value not in ("budget", "requested"):
-                break
+        run_until(sim, done)
         hv.barrier()
         log = sink.text()
         assert "No bootable device" in log, log[-2000:]
@@ -59,9 +47,6 @@ def test_seabios_posts_with_the_platform_device() -> None:
         assert bars[0].length == 0x100 and bars[1].length == 0x1000000, bars
         assert plat.command & 3 == 3
         assert daemon.machine.counters["device_failure"] == 0
-    finally:
-        hv.close()
-        daemon.stop()
 
 
 @pytest.mark.parametrize("on", [True, False])
