@@ -12,6 +12,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import select
 import statistics
 import struct
 import sys
@@ -74,37 +75,52 @@ class Vcpu:
             self.irq_in_answer += 1
 
     def _pump(self, tag: int | None, irq: int | None = None) -> int | None:
-        """Serve what arrives until the IORESP of `tag` (returns its data), or until `irq`
+        """Serve what arrives until the IORESP of `tag` (returns its data), or until ISA `irq`
         is raised (returns None)."""
-        acc = self.acc
         levels = self.hv.state.isa_irq
         while True:
-            pos, n = 0, len(acc)
-            while n - pos >= 16:
-                mtype, flags, length, rtag, chan = HDR.unpack_from(acc, pos)
-                end = pos + 16 + length
-                if end > n:
-                    break
-                if mtype == IORESP and rtag == tag:
-                    data = struct.unpack_from("<Q", acc, pos + 24)[0]
-                    del acc[:end]
-                    return data
-                if mtype == DMOP:
-                    payload = bytes(acc[pos + 16 : end])
-                    reply = self.hv.state.handle_dmop(Message(mtype, flags, rtag, chan, payload))
-                    if reply is not None:
-                        self.sock.sendall(reply)
-                elif mtype == ERROR:
-                    raise RuntimeError(f"daemon answered ERROR: {bytes(acc[pos + 16:end])!r}")
-                pos = end
-            del acc[:pos]
+            data = self._scan(tag)
+            if data is not None:
+                return data
             if irq is not None and levels.get(irq) == 1:
                 return None
-            k = self.sock.recv_into(self.buf)
-            self.recvs += 1
-            if k == 0:
-                raise ConnectionError("daemon closed the connection")
-            acc += self.buf[:k]
+            self._read_more()
+
+    def _scan(self, tag: int | None) -> int | None:
+        """Serve the whole messages received so far (dm_ops are answered) up to the IORESP of
+        `tag`, whose data it returns (None: not there yet)."""
+        acc = self.acc
+        pos, n = 0, len(acc)
+        while n - pos >= 16:
+            mtype, flags, length, rtag, chan = HDR.unpack_from(acc, pos)
+            end = pos + 16 + length
+            if end > n:
+                break
+            if mtype == IORESP and rtag == tag:
+                data = struct.unpack_from("<Q", acc, pos + 24)[0]
+                del acc[:end]
+                return data
+            if mtype == DMOP:
+                payload = bytes(acc[pos + 16 : end])
+                reply = self.hv.state.handle_dmop(Message(mtype, flags, rtag, chan, payload))
+                if reply is not None:
+                    self.sock.sendall(reply)
+            elif mtype == ERROR:
+                raise RuntimeError(f"daemon answered ERROR: {bytes(acc[pos + 16:end])!r}")
+            pos = end
+        del acc[:pos]
+        return None
+
+    def _read_more(self, timeout: float | None = None) -> bool:
+        """One read from the socket into the buffer (False: nothing came in `timeout` s)."""
+        if timeout is not None and not select.select([self.sock], [], [], timeout)[0]:
+            return False
+        k = self.sock.recv_into(self.buf)
+        self.recvs += 1
+        if k == 0:
+            raise ConnectionError("daemon closed the connection")
+        self.acc += self.buf[:k]
+        return True
 
 
 # ---- the command line ---------------------------------------------------------------------------

@@ -35,13 +35,10 @@ from pathlib import Path
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parent))
 
+import common  # noqa: E402
 from common import (  # noqa: E402
     DIR_READ,
-    DMOP,
-    ERROR,
-    HDR,
     IOREQ,
-    IORESP,
     MSG,
     READY,
     Figures,
@@ -57,7 +54,6 @@ from common import (  # noqa: E402
 
 from devmodel.client import DaemonProcess, Hypervisor  # noqa: E402
 from devmodel.nic import e1000_defs as d  # noqa: E402
-from devmodel.wire.framing import Message  # noqa: E402
 
 TYPE_COPY = 1  # MMIO
 RAM = 64 << 20
@@ -73,74 +69,24 @@ TARGET = 0.5
 WAIT_S = 2.0  # a batch that does not complete in this time is counted as lost frames
 
 
-class Vcpu:
-    """Strict ioreq round trips with raw frames; answers the daemon's dm_ops and tracks the
-    NIC's INTx level (they arrive between answers, or while waiting for an interrupt)."""
+class Vcpu(common.Vcpu):
+    """bench/common.py's vCPU with MMIO frames; it tracks the NIC's INTx level (the dm_ops
+    arrive between answers, or while waiting for an interrupt)."""
 
     def __init__(self, hv: Hypervisor, dev: int) -> None:
-        self.hv = hv
-        self.sock = hv.sock
-        self.sock.settimeout(None)
-        self.buf = bytearray(1 << 16)
-        self.acc = bytearray(hv._deframer._buf)
-        self.tag = 1
-        self.count = 0
+        super().__init__(hv)
         self.dev = dev
 
     @staticmethod
-    def frame(off: int, read: bool, data: int = 0) -> bytearray:
+    def mmio(off: int, read: bool, data: int = 0) -> bytearray:
         bits = READY | (DIR_READ if read else 0)
         return bytearray(MSG.pack(IOREQ, 0, 32, 0, 0, MMIO + off, data, 1, 4, 0, 0, bits, TYPE_COPY))
-
-    def _scan(self, want_tag: int | None) -> int | None:
-        acc = self.acc
-        pos, n = 0, len(acc)
-        result = None
-        while n - pos >= 16:
-            mtype, flags, length, rtag, chan = HDR.unpack_from(acc, pos)
-            end = pos + 16 + length
-            if end > n:
-                break
-            if mtype == IORESP and rtag == want_tag:
-                result = struct.unpack_from("<Q", acc, pos + 24)[0]
-                pos = end
-                break
-            if mtype == DMOP:
-                reply = self.hv.state.handle_dmop(Message(mtype, flags, rtag, chan,
-                                                          bytes(acc[pos + 16 : end])))
-                if reply is not None:
-                    self.sock.sendall(reply)
-            elif mtype == ERROR:
-                raise RuntimeError(f"daemon answered ERROR: {bytes(acc[pos + 16:end])!r}")
-            pos = end
-        del acc[:pos]
-        return result
-
-    def _read_more(self, timeout: float | None = None) -> bool:
-        if timeout is not None and not select.select([self.sock], [], [], timeout)[0]:
-            return False
-        k = self.sock.recv_into(self.buf)
-        if k == 0:
-            raise ConnectionError("daemon closed the connection")
-        self.acc += self.buf[:k]
-        return True
-
-    def io(self, frame: bytearray) -> int:
-        tag = self.tag = self.tag % 0xFFFFFFFF + 1
-        struct.pack_into("<I", frame, 8, tag)
-        self.sock.sendall(frame)
-        self.count += 1
-        while True:
-            v = self._scan(tag)
-            if v is not None:
-                return v
-            self._read_more()
 
     @property
     def irq(self) -> int:
         return self.hv.state.pci_intx.get((self.dev, 0), 0)
 
-    def wait_irq(self, timeout: float) -> bool:
+    def wait_intx(self, timeout: float) -> bool:
         deadline = time.monotonic() + timeout
         self._scan(None)
         while not self.irq:
@@ -160,7 +106,7 @@ class Driver:
     def __init__(self, vcpu: Vcpu, mm, size: int) -> None:
         self.v = vcpu
         self.mm = mm
-        f = vcpu.frame
+        f = vcpu.mmio
         self.icr = f(d.ICR, True)
         self.size = size
         self.tx_tail = 0
@@ -177,7 +123,7 @@ class Driver:
         self.tdt = [f(d.TDT, False, (start + BATCH) % RING) for start in range(0, RING, BATCH)]
 
     def init(self) -> None:
-        v, f, mm = self.v, self.v.frame, self.mm
+        v, f, mm = self.v, self.v.mmio, self.mm
         for off, val in ((d.IMC, 0xFFFFFFFF), (d.CTRL, d.CTRL_SLU | d.CTRL_FD),
                          (d.TDBAL, TX_RING), (d.TDBAH, 0), (d.TDLEN, RING * 16), (d.TDH, 0),
                          (d.TDT, 0), (d.TIPG, 0x0060200A),
@@ -218,7 +164,7 @@ class Driver:
             i = (i + 1) % RING
         if n:
             self.rx_next = i
-            self.v.io(self.v.frame(d.RDT, False, (i - 1) % RING))
+            self.v.io(self.v.mmio(d.RDT, False, (i - 1) % RING))
         return n
 
     def rx_frames(self, want: int) -> int:
@@ -227,7 +173,7 @@ class Driver:
         while got < want:
             st = RX_RING + 16 * self.rx_next + 12
             if not self.mm[st] & d.RXD_STAT_DD and not self.v.irq:
-                if not self.v.wait_irq(max(0.0, deadline - time.monotonic())):
+                if not self.v.wait_intx(max(0.0, deadline - time.monotonic())):
                     break
             self.v.io(self.icr)
             got += self.rx_harvest()
