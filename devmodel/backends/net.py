@@ -182,14 +182,23 @@ class NetBackend:
             return
         try:
             self._send_one(frame)
-        except (BlockingIOError, InterruptedError):
-            self._queue(frame)
-            return
         except OSError as e:
-            self.counters["tx errors"] += 1
-            log.debug("%s: send failed: %s", self.kind, e)
+            self._send_failed(frame, e)
             return
         self.counters["tx frames"] += 1
+
+    def _send_failed(self, frame: bytes, e: OSError) -> None:
+        """A send of `frame` raised `e`: a full socket queues the frame (it goes when the
+        socket is writable again); any other error loses it."""
+        if isinstance(e, (BlockingIOError, InterruptedError)):
+            self._queue(frame)
+        else:
+            self._send_error(e)
+
+    def _send_error(self, e: OSError) -> None:
+        """A send failed for good: the frame is counted as lost."""
+        self.counters["tx errors"] += 1
+        log.debug("%s: send failed: %s", self.kind, e)
 
     def _queue(self, frame: bytes) -> None:
         if len(self.backlog) >= MAX_BACKLOG:
@@ -207,8 +216,7 @@ class NetBackend:
             except (BlockingIOError, InterruptedError):
                 break
             except OSError as e:
-                self.counters["tx errors"] += 1
-                log.debug("%s: send failed: %s", self.kind, e)
+                self._send_error(e)
             self.backlog.popleft()
         if self.capture is not None:
             self.capture.flush()
@@ -374,12 +382,8 @@ class SocketBackend(NetBackend):
             return
         try:
             self.sock.sendto(frame, peer)
-        except (BlockingIOError, InterruptedError):
-            self._queue(frame)
-            return
         except OSError as e:
-            self.counters["tx errors"] += 1
-            log.debug("%s: send failed: %s", self.kind, e)
+            self._send_failed(frame, e)
             return
         self.counters["tx frames"] += 1
 
@@ -669,8 +673,7 @@ class StreamBackend(NetBackend):
         except (BlockingIOError, InterruptedError):
             n = 0
         except OSError as e:
-            self.counters["tx errors"] += 1
-            self._detach(e.strerror or str(e))
+            self._send_error(e)
             return
         self.counters["tx frames"] += 1
         if n < len(data):
@@ -686,6 +689,11 @@ class StreamBackend(NetBackend):
         self.counters["tx frames"] += 1
         self.backlog.append(data)
 
+    def _send_error(self, e: OSError) -> None:
+        """A send failed for good: counted, and the connection given up."""
+        self.counters["tx errors"] += 1
+        self._detach(e.strerror or str(e))
+
     def flush(self) -> None:
         backlog = self.backlog
         while backlog and self.sock is not None:
@@ -695,8 +703,7 @@ class StreamBackend(NetBackend):
             except (BlockingIOError, InterruptedError):
                 break
             except OSError as e:
-                self.counters["tx errors"] += 1
-                self._detach(e.strerror or str(e))
+                self._send_error(e)
                 break
             if n < len(head):
                 backlog[0] = head[n:]
