@@ -16,7 +16,7 @@ import pytest
 
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", "nic"))
 
-from e1000_rig import IP_A, MAC, PEER, Rig, d, eth, ipv4, pseudo_seed, tcp, udp  # noqa: E402
+from e1000_rig import IP_A, MAC, PEER, Rig, cksum, d, eth, ipv4, pseudo_seed, tcp, udp  # noqa: E402
 from netns_support import ip, private_netns, tap_skip_reason  # noqa: E402
 
 from devmodel.backends.net import (  # noqa: E402
@@ -198,7 +198,7 @@ def test_real_tap_arp_ping_udp_offload_and_tso(netns):
         assert reply[:6] == MAC and reply[28:32] == NS_IP
         # 2. ICMP echo with IP checksum offload (legacy IC can't do IP; use a context)
         icmp = bytearray(struct.pack("!BBHHH", 8, 0, 0, 0x4242, 1) + b"devmodel-ping" * 4)
-        icmp[2:4] = struct.pack("!H", _csum(bytes(icmp)))
+        icmp[2:4] = struct.pack("!H", cksum(bytes(icmp)))
         ping = eth(ns_mac, MAC, 0x0800, ipv4(DEV_IP, NS_IP, 1, bytes(icmp), csum=False))
         r.context(ipcss=14, ipcso=24, ipcse=33, tucss=34, tucso=36, tucmd=d.TUCMD_IP)
         r.data(ping, popts=d.POPTS_IXSM)
@@ -258,12 +258,3 @@ def test_tap_errors_are_clear():
         TapBackend("x" * 20)
     with pytest.raises(ValueError, match="does not exist"):
         TapBackend("dmnosuch0")
-
-
-def _csum(data: bytes) -> int:
-    if len(data) % 2:
-        data += b"\0"
-    s = sum(struct.unpack(f"!{len(data) // 2}H", data))
-    while s >> 16:
-        s = (s & 0xFFFF) + (s >> 16)
-    return ~s & 0xFFFF

@@ -11,6 +11,7 @@ import time
 
 import pytest
 from e1000_guest import GuestE1000
+from e1000_rig import cksum, ipv4
 from netns_support import ip, private_netns
 
 from devmodel.client import Hypervisor
@@ -25,22 +26,6 @@ TAP = "dmtapd0"
 def netns():
     with private_netns("dmtapd") as name:
         yield name
-
-
-def csum(data: bytes) -> int:
-    if len(data) % 2:
-        data += b"\0"
-    s = sum(struct.unpack(f"!{len(data) // 2}H", data))
-    while s >> 16:
-        s = (s & 0xFFFF) + (s >> 16)
-    return ~s & 0xFFFF
-
-
-def ipv4(src: bytes, dst: bytes, proto: int, payload: bytes) -> bytes:
-    hdr = bytearray(struct.pack("!BBHHHBBH4s4s", 0x45, 0, 20 + len(payload), 0x1234, 0x4000, 64,
-                                proto, 0, src, dst))
-    hdr[10:12] = struct.pack("!H", csum(bytes(hdr)))
-    return bytes(hdr) + payload
 
 
 def wait_for(g: GuestE1000, pred, timeout: float = 5.0) -> bytes:
@@ -71,10 +56,10 @@ def test_daemon_e1000_talks_arp_and_icmp_with_the_kernel(netns):
         # ICMP echo, three of them, answered in order
         for seq in range(1, 4):
             icmp = bytearray(struct.pack("!BBHHH", 8, 0, 0, 0x4243, seq) + b"devmodel-daemon" * 4)
-            icmp[2:4] = struct.pack("!H", csum(bytes(icmp)))
+            icmp[2:4] = struct.pack("!H", cksum(bytes(icmp)))
             g.send(ns_mac + MAC + b"\x08\x00" + ipv4(GUEST_IP, NS_IP, 1, bytes(icmp)))
             pong = wait_for(g, lambda f: f[12:14] == b"\x08\x00" and f[23] == 1 and f[34] == 0)
             assert struct.unpack("!HH", pong[38:42]) == (0x4243, seq)
-            assert pong[42:].startswith(b"devmodel-daemon") and csum(pong[34:]) == 0
+            assert pong[42:].startswith(b"devmodel-daemon") and cksum(pong[34:]) == 0
         hv.process.signal()
         assert hv.process.wait_exit() == 0
