@@ -47,4 +47,4 @@ def private_netns(prefix: str, *setup: tuple[str, ...]) -> Iterator[str]:
             ip(name, *args)
         yield name
     finally:
-        subprocess.run(["ip", "netns", "del", name], capture_output=True)
+        subprocess.run(["ip", "netns", "del", name], capture_output=True, timeout=10)

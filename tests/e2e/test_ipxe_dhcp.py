@@ -33,6 +33,7 @@ from pathlib import Path
 
 import pytest
 from dmsupport import simulated
+from netns_support import private_netns, tap_skip_reason
 
 from devmodel.backends.net import read_pcap
 from devmodel.nic import E1000_ROMS
@@ -53,66 +54,49 @@ def _why_skip() -> str | None:
         return "SeaBIOS missing (apt-get install seabios)"
     if not any(os.path.exists(p) for p in E1000_ROMS):
         return "iPXE's e1000 ROM missing (apt-get install ipxe-qemu)"
-    if os.geteuid() != 0:
-        return "needs root: creates a network namespace, a bridge and a tap"
-    if not os.path.exists("/dev/net/tun"):
-        return "no /dev/net/tun"
     if shutil.which("dnsmasq") is None:
         return "dnsmasq missing (apt-get install dnsmasq-base)"
-    if shutil.which("ip") is None:
-        return "iproute2 missing"
-    return None
+    return tap_skip_reason()  # a network namespace, a bridge and a tap
 
 
 pytestmark = pytest.mark.skipif(_why_skip() is not None, reason=_why_skip() or "")
 
 
-def _ip(*args: str) -> None:
-    subprocess.run(["ip", *args], check=True, capture_output=True, text=True, timeout=10)
-
-
 @pytest.fixture
 def netns(tmp_path):
     """A namespace with br0 (SUBNET.1/24), a persistent tap0 in it, and dnsmasq on br0."""
-    name = f"dm-ipxe-{os.getpid()}"
-    try:
-        _ip("netns", "add", name)
-    except subprocess.CalledProcessError as e:
-        pytest.skip(f"cannot create a network namespace: {e.stderr.strip()}")
-    dnsmasq = None
-    try:
-        n = ["-n", name]
-        _ip(*n, "link", "set", "lo", "up")
-        _ip(*n, "link", "add", "br0", "type", "bridge", "stp_state", "0", "forward_delay", "0")
-        _ip(*n, "addr", "add", f"{SUBNET}.1/24", "dev", "br0")
-        _ip(*n, "link", "set", "br0", "up")
-        _ip(*n, "tuntap", "add", "dev", "tap0", "mode", "tap")
-        _ip(*n, "link", "set", "tap0", "master", "br0")
-        _ip(*n, "link", "set", "tap0", "up")
-        log = tmp_path / "dnsmasq.log"
-        dnsmasq = subprocess.Popen(
-            ["ip", "netns", "exec", name, "dnsmasq", "--no-daemon", "--conf-file=/dev/null",
-             "--port=0", "--interface=br0", "--bind-interfaces", "--pid-file",
-             f"--dhcp-range={SUBNET}.50,{SUBNET}.60,1h",
-             f"--dhcp-leasefile={tmp_path / 'leases'}", "--dhcp-option=encap:175,176,1b",
-             "--log-dhcp", f"--log-facility={log}"],
-            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
-        deadline = time.monotonic() + 10
-        while not (log.exists() and "DHCP, sockets bound" in log.read_text()):
-            if dnsmasq.poll() is not None:
-                pytest.skip(f"dnsmasq did not start: {dnsmasq.stderr.read().strip()}")
-            assert time.monotonic() < deadline, "dnsmasq did not start in 10 s"
-            time.sleep(0.05)
-        yield name, log
-    finally:
-        if dnsmasq is not None:
-            dnsmasq.terminate()
-            try:
-                dnsmasq.wait(5)
-            except subprocess.TimeoutExpired:
-                dnsmasq.kill()
-                dnsmasq.wait()
-        subprocess.run(["ip", "netns", "del", name], capture_output=True, timeout=10)
+    with private_netns("dm-ipxe-", ("link", "set", "lo", "up"),
+                       ("link", "add", "br0", "type", "bridge", "stp_state", "0", "forward_delay", "0"),
+                       ("addr", "add", f"{SUBNET}.1/24", "dev", "br0"),
+                       ("link", "set", "br0", "up"),
+                       ("tuntap", "add", "dev", "tap0", "mode", "tap"),
+                       ("link", "set", "tap0", "master", "br0"),
+                       ("link", "set", "tap0", "up")) as name:
+        dnsmasq = None
+        try:
+            log = tmp_path / "dnsmasq.log"
+            dnsmasq = subprocess.Popen(
+                ["ip", "netns", "exec", name, "dnsmasq", "--no-daemon", "--conf-file=/dev/null",
+                 "--port=0", "--interface=br0", "--bind-interfaces", "--pid-file",
+                 f"--dhcp-range={SUBNET}.50,{SUBNET}.60,1h",
+                 f"--dhcp-leasefile={tmp_path / 'leases'}", "--dhcp-option=encap:175,176,1b",
+                 "--log-dhcp", f"--log-facility={log}"],
+                stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+            deadline = time.monotonic() + 10
+            while not (log.exists() and "DHCP, sockets bound" in log.read_text()):
+                if dnsmasq.poll() is not None:
+                    pytest.skip(f"dnsmasq did not start: {dnsmasq.stderr.read().strip()}")
+                assert time.monotonic() < deadline, "dnsmasq did not start in 10 s"
+                time.sleep(0.05)
+            yield name, log
+        finally:
+            if dnsmasq is not None:
+                dnsmasq.terminate()
+                try:
+                    dnsmasq.wait(5)
+                except subprocess.TimeoutExpired:
+                    dnsmasq.kill()
+                    dnsmasq.wait()
 
 
 def dhcp_messages(frames: list[bytes]) -> list[tuple[int, bytes, bytes, bytes]]:
