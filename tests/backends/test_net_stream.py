@@ -33,6 +33,16 @@ def spin(loop, seconds: float = 0.05) -> None:
     loop.run_until_complete(asyncio.sleep(seconds))
 
 
+def both_ways(loop, r: Rig, peer: socket.socket, inbound: bytes, out: bytes) -> None:
+    """`inbound` from the peer reaches the NIC's RX ring; `out`, sent by the NIC, the peer."""
+    peer.sendall(framed(inbound))
+    spin(loop)
+    assert [f[0] for f in r.rx_frames()] == [inbound]
+    r.legacy(out)
+    r.kick()
+    assert read_frames(peer, 1) == [out]
+
+
 def test_deframer_any_split_and_oversized_length():
     frames = [bytes([i]) * n for i, n in enumerate((60, 1, 1514, 0, 9000))]
     wire = b"".join(framed(f) for f in frames)
@@ -115,14 +125,8 @@ def test_server_over_tcp_takes_the_next_client(loop):
             assert backend.connected
             assert c.getsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY) == 0  # ours is set, not theirs
             assert backend.sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY)
-            inbound = eth(MAC, PEER, 0x88B5, bytes([round_]) * 200)
-            c.sendall(framed(inbound))
-            spin(loop)
-            assert [f[0] for f in r.rx_frames()] == [inbound]
-            out = eth(PEER, MAC, 0x88B5, bytes([0x80 + round_]) * 300)
-            r.legacy(out)
-            r.kick()
-            assert read_frames(c, 1) == [out]
+            both_ways(loop, r, c, eth(MAC, PEER, 0x88B5, bytes([round_]) * 200),
+                      eth(PEER, MAC, 0x88B5, bytes([0x80 + round_]) * 300))
             c.close()
             spin(loop)
             assert not backend.connected  # listening again
@@ -263,14 +267,8 @@ def test_client_reconnects_as_qemu_reconnect(tmp_path, loop):
             spin(loop, 0.02)
             assert backend.connected and backend.connections == round_ + 1
             peer = peers[-1]
-            inbound = eth(MAC, PEER, 0x88B5, bytes([round_]) * 80)
-            peer.sendall(framed(inbound))
-            spin(loop)
-            assert [f[0] for f in r.rx_frames()] == [inbound]
-            out = eth(PEER, MAC, 0x88B5, bytes([0x40 + round_]) * 80)
-            r.legacy(out)
-            r.kick()
-            assert read_frames(peer, 1) == [out]
+            both_ways(loop, r, peer, eth(MAC, PEER, 0x88B5, bytes([round_]) * 80),
+                      eth(PEER, MAC, 0x88B5, bytes([0x40 + round_]) * 80))
             peer.close()  # the peer goes: the client notices and comes back (next round)
             spin(loop)
             assert backend.counters["disconnects: end of stream"] == round_ + 1
