@@ -3,25 +3,14 @@ informative, never asserted (machine-limits.md)."""
 
 from __future__ import annotations
 
-import json
-import os
-import subprocess
 import sys
-from pathlib import Path
 
 import pytest
 
-BENCH = Path(__file__).resolve().parents[2] / "bench" / "e1000.py"
-
 
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="the benchmark needs Linux (memfd)")
-def test_e1000_bench_smoke(tmp_path: Path) -> None:
-    out = subprocess.run([sys.executable, str(BENCH), "--seconds", "0.05", "--warmup", "0.01",
-                          "--rounds", "1"],
-                         capture_output=True, text=True, timeout=180,
-                         env={**os.environ, "BENCH_TMPDIR": str(tmp_path)})
-    assert out.returncode == 0, out.stderr
-    result = json.loads(out.stdout)
+def test_e1000_bench_smoke(run_bench) -> None:
+    result = run_bench("e1000")
     assert {"config", "figures", "ratios"} <= result.keys()
     assert result["config"]["batch"] == 64
     for size in (64, 1514):

@@ -3,25 +3,14 @@ informative, never asserted (machine-limits.md)."""
 
 from __future__ import annotations
 
-import json
-import os
-import subprocess
 import sys
-from pathlib import Path
 
 import pytest
 
-BENCH = Path(__file__).resolve().parents[2] / "bench" / "ide.py"
-
 
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="the benchmark needs Linux (memfd)")
-def test_ide_bench_smoke(tmp_path: Path) -> None:
-    out = subprocess.run([sys.executable, str(BENCH), "--seconds", "0.05", "--warmup", "0.01",
-                          "--rounds", "1", "--image-mb", "8"],
-                         capture_output=True, text=True, timeout=180,
-                         env={**os.environ, "BENCH_TMPDIR": str(tmp_path)})
-    assert out.returncode == 0, out.stderr
-    result = json.loads(out.stdout)
+def test_ide_bench_smoke(run_bench) -> None:
+    result = run_bench("ide", "--image-mb", "8")
     assert {"config", "columns"} <= result.keys()
     # pinned (both processes on one CPU) and unpinned, each with its own preadv baseline
     assert set(result["columns"]) == {"pinned", "unpinned"}

@@ -4,25 +4,15 @@ JSON. Keys and the data check only: timings are informative, never asserted
 
 from __future__ import annotations
 
-import json
-import os
-import subprocess
 import sys
 from pathlib import Path
 
 import pytest
 
-BENCH = Path(__file__).resolve().parents[2] / "bench" / "usb.py"
-
 
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="the benchmark needs Linux (memfd)")
-def test_usb_bench_smoke(tmp_path: Path) -> None:
-    out = subprocess.run([sys.executable, str(BENCH), "--seconds", "0.05", "--warmup", "0.01",
-                          "--rounds", "1", "--image-mb", "2"],
-                         capture_output=True, text=True, timeout=180,
-                         env={**os.environ, "BENCH_TMPDIR": str(tmp_path)})
-    assert out.returncode == 0, out.stderr
-    result = json.loads(out.stdout)
+def test_usb_bench_smoke(run_bench, tmp_path: Path) -> None:
+    result = run_bench("usb", "--image-mb", "2")
     assert {"config", "columns"} <= result.keys()
     assert set(result["columns"]) == {"virtual", "realtime"}
     for col in result["columns"].values():

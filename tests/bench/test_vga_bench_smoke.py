@@ -4,22 +4,14 @@ stores and the shared-mapping stores reach VRAM and that the rendered frame is t
 
 from __future__ import annotations
 
-import json
-import subprocess
 import sys
-from pathlib import Path
 
 import pytest
 
-BENCH = Path(__file__).resolve().parents[2] / "bench" / "vga.py"
-
 
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="the benchmark needs Linux (memfd)")
-def test_vga_bench_smoke() -> None:
-    out = subprocess.run([sys.executable, str(BENCH), "--seconds", "0.05", "--warmup", "0.01",
-                          "--rounds", "1"], capture_output=True, text=True, timeout=180)
-    assert out.returncode == 0, out.stderr
-    result = json.loads(out.stdout)
+def test_vga_bench_smoke(run_bench) -> None:
+    result = run_bench("vga")
     assert {"config", "figures", "ratios"} <= result.keys()
     assert result["config"]["frame"] == "1024x768x32"
     names = ["bufioreq_vbe_4b", "bufioreq_planar_1b", "strict_vbe_4b", "lfb_memfd", "memcpy",
