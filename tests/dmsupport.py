@@ -257,6 +257,21 @@ def run_until(sim, done, rounds: int = 200, max_insns: int = 2_000_000):
     return stop
 
 
+def slow_down_writes(m: Machine, seconds: float, started: list[float] | None = None) -> None:
+    """Each write to `m`'s IDE primary master takes `seconds` longer, on the disk's worker
+    thread; its start time is appended to `started` if given."""
+    disk = m.device("piix3-ide").drive(0, 0).backend
+    inner = disk._do_write
+
+    def slow_write(*a, **kw):
+        if started is not None:
+            started.append(time.monotonic())
+        time.sleep(seconds)
+        inner(*a, **kw)
+
+    disk._do_write = slow_write
+
+
 # ---- raw-socket helpers ------------------------------------------------------------------
 
 class RawPeer:

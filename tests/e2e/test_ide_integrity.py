@@ -21,6 +21,7 @@ import threading
 import time
 
 import pytest
+from dmsupport import slow_down_writes
 
 from devmodel.client import Hypervisor
 from devmodel.client.sync import ProtocolError
@@ -294,14 +295,7 @@ def test_slow_disk_does_not_stall_other_devices(tmp_path):
         m = build_pc(PcOptions(virtual_clock=False, serial=[], vga="none", disks=[
             f"format=raw,vdev=hda,access=rw,target={slow_img}",
             f"format=raw,vdev=hdc,access=rw,target={fast_img}"]))
-        disk = m.device("piix3-ide").drive(0, 0).backend
-        inner = disk._do_write
-
-        def slow_write(*a, **kw):  # runs on the disk's worker thread
-            time.sleep(SLOW)
-            inner(*a, **kw)
-
-        disk._do_write = slow_write
+        slow_down_writes(m, SLOW)
         return m
 
     d = InProcessDaemon(factory)

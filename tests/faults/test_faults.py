@@ -34,6 +34,7 @@ import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "qmp"))
 
+from dmsupport import slow_down_writes  # noqa: E402
 from netns_support import ip, private_netns  # noqa: E402
 from qmp_support import RawQmp, fingerprint, mutate  # noqa: E402
 
@@ -297,15 +298,7 @@ def test_disconnect_mid_dma_to_a_slow_disk_finishes_the_write(tmp_path):
     def factory():
         m = build_pc(PcOptions(virtual_clock=False, serial=[], vga="none",
                                disks=[f"format=raw,vdev=hda,access=rw,target={img}"]))
-        disk = m.device("piix3-ide").drive(0, 0).backend
-        inner = disk._do_write
-
-        def slow_write(*a, **kw):  # the disk's worker thread
-            started.append(time.monotonic())
-            time.sleep(SLOW_S)
-            inner(*a, **kw)
-
-        disk._do_write = slow_write
+        slow_down_writes(m, SLOW_S, started)
         return m
 
     d = InProcessDaemon(factory)
