@@ -574,9 +574,7 @@ class StreamBackend(NetBackend):
         log.info("stream %s: peer gone (%s)", self.where, why)
         self.counters[f"disconnects: {why}"] += 1
         if self.sock is not None:
-            if self.on_fd_closing is not None:
-                self.on_fd_closing(self.sock.fileno())
-            self.sock.close()
+            self._close(self.sock)
         self.sock = None
         self.fd = None
         if self.backlog:
@@ -585,6 +583,12 @@ class StreamBackend(NetBackend):
         self.frames.clear()
         if self.on_fds_changed is not None:
             self.on_fds_changed()
+
+    def _close(self, sock: socket.socket) -> None:
+        """Close one of the backend's sockets, telling the pump first (on_fd_closing)."""
+        if self.on_fd_closing is not None:
+            self.on_fd_closing(sock.fileno())
+        sock.close()
 
     @property
     def connected(self) -> bool:
@@ -715,19 +719,13 @@ class StreamBackend(NetBackend):
     def close(self) -> None:
         self.reconnect = 0.0
         if self.connecting is not None:
-            if self.on_fd_closing is not None:
-                self.on_fd_closing(self.connecting.fileno())
-            self.connecting.close()
+            self._close(self.connecting)
             self.connecting = None
         if self.sock is not None:
-            if self.on_fd_closing is not None:
-                self.on_fd_closing(self.sock.fileno())
-            self.sock.close()
+            self._close(self.sock)
             self.sock = None
         if self.listener is not None:
-            if self.on_fd_closing is not None:
-                self.on_fd_closing(self.listener.fileno())
-            self.listener.close()
+            self._close(self.listener)
             self.listener = None
             if self.path is not None:
                 try:
