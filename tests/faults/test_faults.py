@@ -65,52 +65,57 @@ def wait_irq14(hv: Hypervisor) -> None:
         hv.poll(0.002)
 
 
-def dma_start(hv: Hypervisor, lba: int, data: bytes, table: int = TABLE, buf: int = BUF) -> None:
-    """WRITE DMA EXT of `data` (<= 64 KiB) at `lba`, started; the caller waits (or not)."""
-    n = len(data) // 512
-    hv.ram.write(buf, data)
-    hv.ram.write(table, struct.pack("<II", buf, (len(data) & 0xFFFF) | ata.PRD_EOT))
-    hv.pio_write(BMIBA + 4, 4, table)
-    hv.pio_write(BMIBA, 1, 0)
+def dma_issue(hv: Hypervisor, cmd: int, lba: int, n: int, read: bool, table: int = TABLE) -> None:
+    """Bus-master DMA command `cmd` of `n` sectors at `lba` with the PRD table at `table`,
+    started: the LBA48 task file for the EXT commands, the 28-bit one for the others."""
+    direction = ata.BM_CMD_READ if read else 0
     out = hv.pio_write
+    out(BMIBA + 4, 4, table)
+    out(BMIBA, 1, direction)
     out(CMD0 + 6, 1, 0xE0)
-    for cshift, lshift in ((8, 24), (0, 0)):
-        out(CMD0 + 2, 1, (n >> cshift) & 0xFF)
-        out(CMD0 + 3, 1, (lba >> lshift) & 0xFF)
-        out(CMD0 + 4, 1, (lba >> (lshift + 8)) & 0xFF)
-        out(CMD0 + 5, 1, (lba >> (lshift + 16)) & 0xFF)
-    out(CMD0 + 7, 1, ata.CMD_WRITE_DMA_EXT)
-    out(BMIBA, 1, ata.BM_CMD_START)
+    if cmd in (ata.CMD_READ_DMA_EXT, ata.CMD_WRITE_DMA_EXT):
+        for cshift, lshift in ((8, 24), (0, 0)):
+            out(CMD0 + 2, 1, (n >> cshift) & 0xFF)
+            out(CMD0 + 3, 1, (lba >> lshift) & 0xFF)
+            out(CMD0 + 4, 1, (lba >> (lshift + 8)) & 0xFF)
+            out(CMD0 + 5, 1, (lba >> (lshift + 16)) & 0xFF)
+    else:
+        out(CMD0 + 2, 1, n & 0xFF)
+        out(CMD0 + 3, 1, lba & 0xFF)
+        out(CMD0 + 4, 1, (lba >> 8) & 0xFF)
+        out(CMD0 + 5, 1, (lba >> 16) & 0xFF)
+    out(CMD0 + 7, 1, cmd)
+    out(BMIBA, 1, direction | ata.BM_CMD_START)
 
 
-def dma_write(hv: Hypervisor, lba: int, data: bytes) -> tuple[int, int, int]:
-    """(status, error register, bus-master status) after the completion interrupt."""
-    dma_start(hv, lba, data)
+def dma_complete(hv: Hypervisor, read: bool) -> tuple[int, int, int]:
+    """(status, error register, bus-master status) after the completion interrupt; the bus
+    master stopped and its status acknowledged."""
     wait_irq14(hv)
     bmst = hv.pio_read(BMIBA + 2, 1)
-    hv.pio_write(BMIBA, 1, 0)
+    hv.pio_write(BMIBA, 1, ata.BM_CMD_READ if read else 0)
     hv.pio_write(BMIBA + 2, 1, bmst)
     err = hv.pio_read(CMD0 + 1, 1)
     return hv.pio_read(CMD0 + 7, 1), err, bmst
 
 
+def dma_start(hv: Hypervisor, lba: int, data: bytes, table: int = TABLE, buf: int = BUF) -> None:
+    """WRITE DMA EXT of `data` (<= 64 KiB) at `lba`, started; the caller waits (or not)."""
+    hv.ram.write(buf, data)
+    hv.ram.write(table, struct.pack("<II", buf, (len(data) & 0xFFFF) | ata.PRD_EOT))
+    dma_issue(hv, ata.CMD_WRITE_DMA_EXT, lba, len(data) // 512, read=False, table=table)
+
+
+def dma_write(hv: Hypervisor, lba: int, data: bytes) -> tuple[int, int, int]:
+    """(status, error register, bus-master status) after the completion interrupt."""
+    dma_start(hv, lba, data)
+    return dma_complete(hv, read=False)
+
+
 def dma_read(hv: Hypervisor, lba: int, n: int) -> bytes:
     hv.ram.write(TABLE, struct.pack("<II", BUF, (n * 512) | ata.PRD_EOT))
-    hv.pio_write(BMIBA + 4, 4, TABLE)
-    hv.pio_write(BMIBA, 1, ata.BM_CMD_READ)
-    hv.pio_write(CMD0 + 6, 1, 0xE0)
-    for cshift, lshift in ((8, 24), (0, 0)):
-        hv.pio_write(CMD0 + 2, 1, (n >> cshift) & 0xFF)
-        hv.pio_write(CMD0 + 3, 1, (lba >> lshift) & 0xFF)
-        hv.pio_write(CMD0 + 4, 1, (lba >> (lshift + 8)) & 0xFF)
-        hv.pio_write(CMD0 + 5, 1, (lba >> (lshift + 16)) & 0xFF)
-    hv.pio_write(CMD0 + 7, 1, ata.CMD_READ_DMA_EXT)
-    hv.pio_write(BMIBA, 1, ata.BM_CMD_READ | ata.BM_CMD_START)
-    wait_irq14(hv)
-    bmst = hv.pio_read(BMIBA + 2, 1)
-    hv.pio_write(BMIBA, 1, ata.BM_CMD_READ)
-    hv.pio_write(BMIBA + 2, 1, bmst)
-    st = hv.pio_read(CMD0 + 7, 1)
+    dma_issue(hv, ata.CMD_READ_DMA_EXT, lba, n, read=True)
+    st, _err, _bmst = dma_complete(hv, read=True)
     assert st == ata.READY_STAT | ata.SEEK_STAT, hex(st)
     return hv.ram.read(BUF, n * 512)
 
@@ -227,21 +232,8 @@ def test_nbd_server_failing_reads_gives_unc_and_block_io_error(tmp_path):
         ide_enable(hv)
         assert dma_read(hv, 0, 8) == base.read_bytes()[: 8 * 512]  # through the backing file
         hv.ram.write(TABLE, struct.pack("<II", BUF, 8 * 512 | ata.PRD_EOT))
-        hv.pio_write(BMIBA + 4, 4, TABLE)
-        hv.pio_write(BMIBA, 1, ata.BM_CMD_READ)
-        hv.pio_write(CMD0 + 6, 1, 0xE0)
-        hv.pio_write(CMD0 + 2, 1, 8)
-        hv.pio_write(CMD0 + 3, 1, 64)
-        hv.pio_write(CMD0 + 4, 1, 0)
-        hv.pio_write(CMD0 + 5, 1, 0)
-        hv.pio_write(CMD0 + 7, 1, ata.CMD_READ_DMA)
-        hv.pio_write(BMIBA, 1, ata.BM_CMD_READ | ata.BM_CMD_START)
-        wait_irq14(hv)
-        bmst = hv.pio_read(BMIBA + 2, 1)
-        hv.pio_write(BMIBA, 1, ata.BM_CMD_READ)
-        hv.pio_write(BMIBA + 2, 1, bmst)
-        err = hv.pio_read(CMD0 + 1, 1)
-        st = hv.pio_read(CMD0 + 7, 1)
+        dma_issue(hv, ata.CMD_READ_DMA, 64, 8, read=True)  # 28-bit: sector 64 fails
+        st, err, _bmst = dma_complete(hv, read=True)
         assert st & ata.ERR_STAT and not st & (ata.BUSY_STAT | ata.DRQ_STAT), hex(st)
         assert err == ata.UNC_ERR, hex(err)
         events = _qmp_events(q, "BLOCK_IO_ERROR")
