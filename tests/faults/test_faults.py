@@ -28,6 +28,8 @@ import struct
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
@@ -136,6 +138,23 @@ def small_fs(tmp_path):
         subprocess.run(["umount", "-l", str(mnt)], capture_output=True)
 
 
+@contextmanager
+def qmp_disk_daemon(tmp_path, disk: str) -> Iterator[tuple[Hypervisor, RawQmp]]:
+    """A daemon with the IDE disk `disk` and a QMP socket (negotiated), the IDE controller
+    enabled; QMP and the daemon closed at the end (the caller checks how it exited)."""
+    qmp_path = str(tmp_path / "qmp.sock")
+    hv = Hypervisor.spawn(["--domid", "1", "--memory", "16M", "--vga", "none", "--qmp", qmp_path,
+                           "--disk", disk], ram=RAM)
+    q = RawQmp(qmp_path)
+    try:
+        q.negotiate()
+        ide_enable(hv)
+        yield hv, q
+    finally:
+        q.close()
+        hv.close()
+
+
 def _qmp_events(q: RawQmp, name: str, timeout: float = 5.0) -> list[dict]:
     out = []
     q.sock.settimeout(0.2)
@@ -162,13 +181,7 @@ def test_full_filesystem_gives_write_error_and_block_io_error(small_fs, tmp_path
             f.truncate(8 << 20)  # sparse: 8 MiB the guest can see, 1 MiB of space behind it
     else:
         subprocess.run(["qemu-img", "create", "-q", "-f", "qcow2", str(img), "8M"], check=True)
-    qmp_path = str(tmp_path / "qmp.sock")
-    hv = Hypervisor.spawn(["--domid", "1", "--memory", "16M", "--vga", "none", "--qmp", qmp_path,
-                           "--disk", f"format={fmt},vdev=hda,access=rw,target={img}"], ram=RAM)
-    q = RawQmp(qmp_path)
-    try:
-        q.negotiate()
-        ide_enable(hv)
+    with qmp_disk_daemon(tmp_path, f"format={fmt},vdev=hda,access=rw,target={img}") as (hv, q):
         rng = random.Random(5)
         written: dict[int, bytes] = {}
         failed = None
@@ -201,9 +214,6 @@ def test_full_filesystem_gives_write_error_and_block_io_error(small_fs, tmp_path
         hv.outb(0x70, 0x0E)
         assert hv.inb(0x71) == 0x5A
         assert q.cmd("query-status", id=2)["return"]["status"] == "running"
-    finally:
-        q.close()
-        hv.close()
     assert hv.process.proc.returncode == 0
     assert "Traceback" not in hv.process.log()
 
@@ -223,13 +233,7 @@ def test_nbd_server_failing_reads_gives_unc_and_block_io_error(tmp_path):
     img = tmp_path / "top.qcow2"
     subprocess.run(["qemu-img", "create", "-q", "-f", "qcow2", "-F", "raw", "-b", spec, str(img),
                     "1M"], check=True)
-    qmp_path = str(tmp_path / "qmp.sock")
-    hv = Hypervisor.spawn(["--domid", "1", "--memory", "16M", "--vga", "none", "--qmp", qmp_path,
-                           "--disk", f"format=qcow2,vdev=hda,access=rw,target={img}"], ram=RAM)
-    q = RawQmp(qmp_path)
-    try:
-        q.negotiate()
-        ide_enable(hv)
+    with qmp_disk_daemon(tmp_path, f"format=qcow2,vdev=hda,access=rw,target={img}") as (hv, q):
         assert dma_read(hv, 0, 8) == base.read_bytes()[: 8 * 512]  # through the backing file
         hv.ram.write(TABLE, struct.pack("<II", BUF, 8 * 512 | ata.PRD_EOT))
         dma_issue(hv, ata.CMD_READ_DMA, 64, 8, read=True)  # 28-bit: sector 64 fails
@@ -245,9 +249,6 @@ def test_nbd_server_failing_reads_gives_unc_and_block_io_error(tmp_path):
         hv.outb(0x71, 0x33)
         hv.outb(0x70, 0x0E)
         assert hv.inb(0x71) == 0x33
-    finally:
-        q.close()
-        hv.close()
     assert hv.process.proc.returncode == 0
     log = hv.process.log()
     # qemu-nbd 7.2 hangs up after a read error under structured replies; devmodel's NBD client
