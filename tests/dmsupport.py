@@ -9,6 +9,7 @@ from __future__ import annotations
 import contextlib
 import socket
 import struct
+import subprocess
 import time
 
 from devmodel.client import Hypervisor, InProcessDaemon
@@ -270,6 +271,16 @@ def slow_down_writes(m: Machine, seconds: float, started: list[float] | None = N
         inner(*a, **kw)
 
     disk._do_write = slow_write
+
+
+def stop_process(proc: subprocess.Popen, timeout: float = 5.0) -> None:
+    """SIGTERM, and SIGKILL if it has not exited after `timeout` seconds; reaped either way."""
+    proc.terminate()
+    try:
+        proc.wait(timeout)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait()
 
 
 # ---- raw-socket helpers ------------------------------------------------------------------

@@ -32,7 +32,7 @@ import time
 from pathlib import Path
 
 import pytest
-from dmsupport import simulated
+from dmsupport import simulated, stop_process
 from netns_support import private_netns, tap_skip_reason
 
 from devmodel.backends.net import read_pcap
@@ -91,12 +91,7 @@ def netns(tmp_path):
             yield name, log
         finally:
             if dnsmasq is not None:
-                dnsmasq.terminate()
-                try:
-                    dnsmasq.wait(5)
-                except subprocess.TimeoutExpired:
-                    dnsmasq.kill()
-                    dnsmasq.wait()
+                stop_process(dnsmasq)
 
 
 def dhcp_messages(frames: list[bytes]) -> list[tuple[int, bytes, bytes, bytes]]:

@@ -15,6 +15,7 @@ import subprocess
 import time
 
 import pytest
+from dmsupport import stop_process
 from e1000_guest import GuestE1000
 
 from devmodel.client import Hypervisor
@@ -41,15 +42,6 @@ def qemu_relay(*netdevs: str) -> subprocess.Popen:
         args += ["-netdev", f"{nd},id=n{i}", "-netdev", f"hubport,id=h{i},hubid=0,netdev=n{i}"]
     return subprocess.Popen(args, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
                             stderr=subprocess.PIPE)
-
-
-def stop(proc: subprocess.Popen) -> None:
-    proc.terminate()
-    try:
-        proc.wait(5)
-    except subprocess.TimeoutExpired:
-        proc.kill()
-        proc.wait()
 
 
 def udp_peer() -> socket.socket:
@@ -99,7 +91,7 @@ def test_qemu_stream_client_to_daemon_stream_server(tmp_path):
         try:
             through(hv, lambda f: udp.sendto(f, ("127.0.0.1", qport)), lambda: udp.recv(70000))
         finally:
-            stop(q)
+            stop_process(q)
         hv.process.signal()
         assert hv.process.wait_exit() == 0
     udp.close()
@@ -127,7 +119,7 @@ def test_daemon_stream_client_to_qemu_stream_server_over_tcp():
             hv.process.signal()
             assert hv.process.wait_exit() == 0
     finally:
-        stop(q)
+        stop_process(q)
         udp.close()
 
 
@@ -162,7 +154,7 @@ def test_daemon_dgram_with_qemu_dgram(tmp_path):
             through(hv, lambda f: conn.sendall(struct.pack(">I", len(f)) + f), recv)
             conn.close()
         finally:
-            stop(q)
+            stop_process(q)
             for p in (theirs,):
                 if os.path.exists(p):
                     os.unlink(p)
