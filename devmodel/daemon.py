@@ -47,6 +47,7 @@ from devmodel.wire.constants import (
     ErrorCode,
     MsgType,
 )
+from devmodel.wire.framing import received_fds
 
 log = logging.getLogger("devmodel.daemon")
 
@@ -130,11 +131,8 @@ class Connection:
         except OSError as e:
             self.close(f"read error: {e}")
             return
-        for level, kind, cdata in anc:
-            if level == socket.SOL_SOCKET and kind == socket.SCM_RIGHTS:
-                fds = array.array("i")
-                fds.frombytes(cdata[: len(cdata) - len(cdata) % fds.itemsize])
-                self._fds.extend(fds)
+        if anc:
+            self._fds.extend(received_fds(anc))
         if msg_flags & _MSG_CTRUNC:
             log.warning("ancillary data truncated: a peer sent more fds than one message carries")
         if not data:

@@ -23,7 +23,7 @@ from devmodel.wire.constants import (
     PAGE_SIZE,
     MsgType,
 )
-from devmodel.wire.framing import Deframer, Message
+from devmodel.wire.framing import Deframer, Message, received_fds
 
 from .guestram import GuestRam
 from .state import HypervisorState
@@ -136,13 +136,7 @@ class AsyncHypervisor:
                 finally:
                     loop.remove_reader(self.sock.fileno())
                 continue
-            fds: list[int] = []
-            for level, kind, cdata in anc:
-                if level == socket.SOL_SOCKET and kind == socket.SCM_RIGHTS:
-                    a = array.array("i")
-                    a.frombytes(cdata[: len(cdata) - len(cdata) % a.itemsize])
-                    fds.extend(a)
-            return data, fds
+            return data, received_fds(anc)
 
     def _tag(self) -> int:
         t = self._next_tag

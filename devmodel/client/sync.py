@@ -33,7 +33,7 @@ from devmodel.wire.constants import (
     STATE_IOREQ_READY,
     MsgType,
 )
-from devmodel.wire.framing import Deframer, Message
+from devmodel.wire.framing import Deframer, Message, received_fds
 
 from .guestram import GuestRam
 from .process import DaemonProcess
@@ -185,15 +185,9 @@ class Hypervisor:
     def _recv_some(self) -> None:
         self.flush()  # never wait for an answer to something still held back
         data, anc, _, _ = self.sock.recvmsg(1 << 18, socket.CMSG_SPACE(4 * 4))
-        fds: list[int] = []
-        for level, kind, cdata in anc:
-            if level == socket.SOL_SOCKET and kind == socket.SCM_RIGHTS:
-                a = array.array("i")
-                a.frombytes(cdata[: len(cdata) - len(cdata) % a.itemsize])
-                fds.extend(a)
         if not data:
             raise ConnectionError("daemon closed the connection")
-        self._deframer.feed(data, fds)
+        self._deframer.feed(data, received_fds(anc))
 
     def recv(self) -> Message:
         """Next message that is not a dm_op (dm_ops are answered and recorded on the way)."""

@@ -27,6 +27,7 @@ from collections.abc import Callable
 from typing import Any
 
 from devmodel import lockdown
+from devmodel.wire.framing import received_fds
 
 from .commands import COMMANDS, QmpError, greeting, run_command
 from .fdsets import FdSets
@@ -194,15 +195,11 @@ class QmpSession:
         except OSError as e:
             self.close(f"read error: {e}")
             return
-        for level, kind, cdata in anc:
-            if level == socket.SOL_SOCKET and kind == socket.SCM_RIGHTS:
-                fds = array.array("i")
-                fds.frombytes(cdata[: len(cdata) - len(cdata) % fds.itemsize])
-                for fd in fds:
-                    if len(self.fds) < MAX_QUEUED_FDS:
-                        self.fds.append(fd)
-                    else:
-                        os.close(fd)
+        for fd in received_fds(anc):
+            if len(self.fds) < MAX_QUEUED_FDS:
+                self.fds.append(fd)
+            else:
+                os.close(fd)
         if not data:
             self.close("client disconnected")
             return

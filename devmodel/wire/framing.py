@@ -7,11 +7,25 @@ HAS_FDS takes one from it (each fd-carrying message is sent with a single sendms
 
 from __future__ import annotations
 
+import array
+import socket
 from collections import deque
 from dataclasses import dataclass, field
 
 from .codec import HEADER
 from .constants import FLAG_HAS_FDS, HEADER_SIZE, KNOWN_FLAGS, MAX_PAYLOAD, ErrorCode
+
+
+def received_fds(ancdata: list[tuple[int, int, bytes]]) -> list[int]:
+    """The fds of the SCM_RIGHTS entries of recvmsg's ancillary data, in order (a truncated
+    last entry gives the whole fds it holds)."""
+    fds: list[int] = []
+    for level, kind, cdata in ancdata:
+        if level == socket.SOL_SOCKET and kind == socket.SCM_RIGHTS:
+            a = array.array("i")
+            a.frombytes(cdata[: len(cdata) - len(cdata) % a.itemsize])
+            fds.extend(a)
+    return fds
 
 
 @dataclass(slots=True)
