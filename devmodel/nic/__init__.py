@@ -59,6 +59,7 @@ def build_e1000(machine, slot: int, mac: bytes | str, backend: Any, *, rom: str 
     machine.add(nic, slot=slot)
     if backend is not None:
         nic.transmit = backend.send
+        nic.transmit_batch = getattr(backend, "send_many", None)
         # Owned by the NIC: a Xen unplug of the NIC releases the tap with it.
         machine.backends.append(machine.own(nic, backend))
         machine.io_hooks.append(

@@ -63,6 +63,9 @@ class E1000(E1000Tx, E1000Rx, PciDevice):
         self.autoneg_running = False
         self.ioaddr = 0
         self.transmit: Callable[[bytes], Any] | None = None
+        # optional: the same port taking a list of frames in one call (the backend's
+        # send_many); whoever sets `transmit` to something else sets this to None
+        self.transmit_batch: Callable[[list[bytes]], Any] | None = None
         self.on_rx_space: Callable[[], None] | None = None
         self._timers: dict[str, Any] = {}
         self.tx_init()

@@ -31,3 +31,21 @@ class FrameTally:
                 self.bcast += 1
             else:
                 self.mcast += 1
+
+    def add_many(self, frames: list[bytes]) -> None:
+        """add() of each frame, with the loop's state in locals (a doorbell's batch)."""
+        octets = bcast = mcast = 0
+        buckets = self.buckets
+        for frame in frames:
+            wire = len(frame) + 4
+            octets += wire
+            buckets[BUCKET[wire if wire < 1024 else 1024]] += 1
+            if frame[0] & 1:
+                if frame[:6] == BROADCAST:
+                    bcast += 1
+                else:
+                    mcast += 1
+        self.frames += len(frames)
+        self.octets += octets
+        self.bcast += bcast
+        self.mcast += mcast
