@@ -109,6 +109,7 @@ class Connection:
         self.run_gate: Callable[[], bool] | None = None
         self.on_remote_shutdown: Callable[[int], None] | None = None
         self.nr_vcpus = 0
+        machine.posted = []  # posted register writes: see _run_posted
         sock.setblocking(False)
         self._resume_reading()
 
@@ -204,6 +205,10 @@ class Connection:
                         out += resp
                         if trace:
                             trace.record(1, resp)
+                        if machine.posted:
+                            self._run_posted()
+                            if self._closed:
+                                return
                         continue
                 mtype, flags, length, tag, chan = HEADER.unpack_from(buf, pos)
                 if length > MAX_PAYLOAD or flags & ~KNOWN_FLAGS:
@@ -239,9 +244,21 @@ class Connection:
                             pass
                 if self._closed:
                     return
+                if machine.posted:
+                    self._run_posted()
         finally:
             if pos:
                 del buf[:pos]
+
+    def _run_posted(self) -> None:
+        """Work devices posted from the ioreq just answered (an e1000 TDT doorbell's ring
+        walk, Machine.post): the answer leaves first, so the vCPU runs on during the walk as
+        after a posted PCI write, and nothing else is served before the work is done, so every
+        later message (an ICR read) sees its effects. Its dm_ops follow the answer."""
+        self._flush()
+        self.machine.run_posted()
+        if self.machine.outbox:
+            self._drain_outbox()
 
     def _error(self, code: int, tag: int, chan: int, text: str) -> None:
         log.warning("answering ERROR %d to tag %d: %s", code, tag, text)
@@ -581,6 +598,7 @@ class Connection:
         if self._closed:
             return
         self._closed = True
+        self.machine.posted = None
         self._pause_reading()
         if self._writing:
             self.loop.remove_writer(self.sock.fileno())

@@ -68,6 +68,12 @@ class Machine:
         # the MEM_ADD/MEM_DEL entries of share_region/unshare_region (OUTBOX_MEM_*).
         self.outbox: list[tuple[int, tuple[int, ...], bytes | None]] = []
         self.irqs = IrqRouter(self.emit_dmop)
+        # Work a device posts from a register write, to run once the write is answered (a
+        # doorbell's ring walk: a memory write is posted on PCI). None: it runs at once, inside
+        # the write (tests, replay, fuzzing). The daemon sets a list and runs the entries
+        # (run_posted) right after sending the IORESP and before the next message, so every
+        # later ioreq, from any vCPU, sees their effects.
+        self.posted: list[tuple[Device, Callable[[], None]]] | None = None
         self.devices: list[Device] = []
         # I/O-side objects the machine's devices depend on (disk files, shared memory); the
         # daemon flushes and closes them at exit. Devices never call them for I/O setup.
@@ -127,6 +133,35 @@ class Machine:
     # ---- effects ------------------------------------------------------------------------
     def emit_dmop(self, op: int, fields: tuple[int, ...], buf1: bytes | None = None) -> None:
         self.outbox.append((op, fields, buf1))
+
+    def post(self, dev: Device, fn: Callable[[], None]) -> None:
+        """Run fn for `dev` after the current ioreq is answered (see `posted`), or now."""
+        if self.posted is None:
+            fn()
+        else:
+            self.posted.append((dev, fn))
+
+    def run_posted(self) -> None:
+        """Run the posted work, each entry contained as an ioreq is: a device that raises is
+        logged and marked failed (strict mode: DeviceFailure)."""
+        work = self.posted
+        if not work:
+            return
+        self.posted = []
+        for dev, fn in work:
+            if dev.failed:
+                continue
+            try:
+                fn()
+            except Exception as exc:
+                if self.strict:
+                    raise DeviceFailure(f"device {dev.name} raised in posted work") from exc
+                self.counters["device_failure"] += 1
+                log.error("device %s raised in work posted by a register write; it is marked "
+                          "failed", dev.name, exc_info=exc)
+                self._fail(dev)
+        if self._pending_shutdown is not None:
+            self._finish_shutdown()
 
     def share_region(self, region: Any) -> None:
         """Map memory the daemon owns into the guest (`region`: region_id, gpa, size, fd,

@@ -72,7 +72,14 @@ class E1000Tx:
 
     # ---- doorbells ----------------------------------------------------------------------
     def _w_tdt(self, old: int, new: int) -> None:
-        self.tx_kick()
+        # The doorbell is a posted write: the walk runs once the write is answered, before the
+        # machine serves anything else (Machine.post), so the next register read (ICR) sees
+        # its causes. Without a machine that posts, at once.
+        machine = self.ctx.machine if self.ctx is not None else None
+        if machine is not None:
+            machine.post(self, self.tx_kick)
+        else:
+            self.tx_kick()
 
     def _w_tctl(self, old: int, new: int) -> None:
         self.tx_kick()

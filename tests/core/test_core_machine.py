@@ -439,3 +439,40 @@ def test_machine_without_devices_is_all_ones():
     assert m.handle_ioreq(IOREQ_TYPE_PIO, 0x60, 0, 1, 1, READ) == 0xFF
     assert m.claimed() == []
     assert BarDevice().name == "bardev"
+
+
+def test_posted_work_runs_at_once_without_a_list_and_in_order_after_the_answer_with_one():
+    m = Machine()
+    dev = Device("poster")
+    m.add(dev)
+    ran = []
+    m.post(dev, lambda: ran.append(1))
+    assert ran == [1]  # tests, replay, fuzzing: inside the write
+    m.posted = []  # as the daemon sets it
+    m.post(dev, lambda: ran.append(2))
+    m.post(dev, lambda: ran.append(3))
+    assert ran == [1]
+    m.run_posted()
+    assert ran == [1, 2, 3] and m.posted == []
+
+
+def test_posted_work_that_raises_is_contained_or_raises_in_strict_mode(caplog):
+    def boom():
+        raise RuntimeError("bug")
+
+    for strict in (False, True):
+        m = Machine(strict=strict)
+        dev = Device("poster")
+        m.add(dev)
+        m.posted = []
+        m.post(dev, boom)
+        if strict:
+            with pytest.raises(DeviceFailure):
+                m.run_posted()
+            continue
+        with caplog.at_level(logging.ERROR, logger="devmodel.machine"):
+            m.run_posted()
+        assert dev.failed and m.counters["device_failure"] == 1
+        m.post(dev, boom)
+        m.run_posted()  # a failed device's work is dropped
+        assert m.counters["device_failure"] == 1

@@ -79,6 +79,8 @@ class GuestE1000:
         self.mm[TX_RING + 16 * i : TX_RING + 16 * i + 16] = d.TX_LEGACY.pack(buf, len(frame), 0, cmd, 0, 0, 0)
         self.tx_tail = (i + 1) % RING
         self.wr(d.TDT, self.tx_tail)
+        # the doorbell is a posted write: a register read returns after the walk it started
+        assert self.rd(d.TDH) == self.tx_tail
         assert self.mm[TX_RING + 16 * i + 12] & d.TXD_STAT_DD
 
     def receive(self, count: int, timeout: float = 5.0) -> list[bytes]:
