@@ -102,6 +102,10 @@ def ether(size: int, dst: bytes, src: bytes) -> bytes:
     return head + bytes(i & 0xFF for i in range(size - len(head)))
 
 
+# descriptor status byte -> 1 with DD, 0 without (rx_harvest)
+_DD = bytes(1 if b & d.RXD_STAT_DD else 0 for b in range(256))
+
+
 class Driver:
     def __init__(self, vcpu: Vcpu, mm, size: int) -> None:
         self.v = vcpu
@@ -152,17 +156,23 @@ class Driver:
         self.tx_tail = (self.tx_tail + BATCH) % RING
 
     def rx_harvest(self) -> int:
+        """The descriptors from rx_next on that have DD (at most RING - 1), their status
+        cleared and handed back with one RDT write. The status bytes are read, tested and
+        cleared as strided slices of the ring: a driver's check of DD per descriptor, without
+        a Python step per descriptor in this process (which plays the guest's CPU)."""
         mm = self.mm
-        n = 0
         i = self.rx_next
-        while n < RING - 1:
-            st = RX_RING + 16 * i + 12
-            if not mm[st] & d.RXD_STAT_DD:
-                break
-            mm[st] = 0
-            n += 1
-            i = (i + 1) % RING
+        first = mm[RX_RING + 16 * i + 12 : RX_RING + 16 * RING : 16]  # i .. RING - 1
+        status = (first + mm[RX_RING + 12 : RX_RING + 16 * i : 16])[: RING - 1]
+        n = status.translate(_DD).find(0)
+        if n < 0:
+            n = len(status)
         if n:
+            k = min(n, len(first))
+            mm[RX_RING + 16 * i + 12 : RX_RING + 16 * (i + k) : 16] = bytes(k)
+            if n > k:
+                mm[RX_RING + 12 : RX_RING + 16 * (n - k) : 16] = bytes(n - k)
+            i = (i + n) % RING
             self.rx_next = i
             self.v.io(self.v.mmio(d.RDT, False, (i - 1) % RING))
         return n
