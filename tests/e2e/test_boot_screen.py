@@ -1,7 +1,8 @@
-"""The VGA screen of a real boot: SeaBIOS runs the VGA BIOS, the demo boot sector writes its
-greeting to B8000, and the daemon (run by `devmodel boot`) writes the final screen at exit as
-PNG (--screendump) and text (--screentext); `devmodel boot` prints the text screen after the
-consoles. VRAM is shared with the simulator (the LFB is a daemon region, docs/protocol.md 4.7).
+"""The VGA screen of a real boot: SeaBIOS runs the VGA BIOS, the demo boot sector prints its
+lines through the VGA BIOS's INT 10h teletype, and the daemon (run by `devmodel boot`) writes
+the final screen at exit as PNG (--screendump) and text (--screentext); `devmodel boot` prints
+the text screen after the consoles. VRAM is shared with the simulator (the LFB is a daemon
+region, docs/protocol.md 4.7).
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ from pathlib import Path
 import pytest
 
 from devmodel.boot import BootConfig, boot
-from devmodel.demo_disk import GREETING
+from devmodel.demo_disk import DONE, GREETING
 
 SEABIOS = Path("/usr/share/seabios")
 TIMEOUT = 30.0
@@ -57,6 +58,8 @@ def test_cli_boot_prints_the_vga_screen_and_writes_png_and_text(tmp_path: Path) 
     assert p.returncode == 0, p.stderr
     vga = [line[len("[vga] "):] for line in p.stdout.splitlines() if line.startswith("[vga] ")]
     assert any(line.startswith(MESSAGE) for line in vga), p.stdout[-2000:]
+    # below SeaBIOS's banner, as on a PC: the teletype moved the cursor past the BIOS's lines
+    assert vga[0].startswith("SeaBIOS (version") and vga[-1] == DONE.strip(), vga
     # after the consoles: the screen is the last thing on stdout
     assert p.stdout.rstrip().splitlines()[-len(vga):] == [f"[vga] {v}" for v in vga]
     w, h, raw = png_pixels(png.read_bytes())
