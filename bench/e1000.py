@@ -16,11 +16,13 @@
 - raw_tx_<size> / raw_rx_<size>: the same frames and batches with plain sendto/recv between two
   sockets of the same kind, no device: the backend's ceiling in Python.
 
-The vCPU polls its socket for up to --poll-us (default 1000; 0 with --pin, where it would only
-take the one CPU from the daemon) before it sleeps in recv, as a hypervisor's vCPU thread polls
-before it halts (KVM's halt_poll_ns): in this VM a process woken from sleep on the other vCPU
-pays 20-25 us per wake-up (machine-limits.md), harness latency that no device model can save.
-The daemon is not polled: it still sleeps in its event loop between messages.
+--poll-us N (default 0: off; always off with --pin): the vCPU polls its socket for up to N us
+before it sleeps in recv, as a hypervisor's vCPU thread polls before it halts (KVM's
+halt_poll_ns). In this VM a process woken from sleep on the other vCPU pays 20-25 us per
+wake-up (machine-limits.md), harness latency that no device model can save; with polling the
+figures show more of the daemon's own cost. Off by default: when the scheduler puts both
+processes on one CPU, polling (even yielding) can cost more than it saves (rx_1514 0.41 -> 0.23
+in such a run). The daemon is never polled: it sleeps in its event loop between messages.
 
 Figures are interleaved round-robin; medians are reported, in frames/s with bytes/s next to
 them. One JSON object on stdout, a table on stderr. Target (issue 6): device >= 0.5x raw.
@@ -94,6 +96,9 @@ class Vcpu(common.Vcpu):
                     k = self.sock.recv_into(self.buf, 0, socket.MSG_DONTWAIT)
                 except BlockingIOError:
                     if time.perf_counter() - start < span:
+                        # the CPU to the daemon if the scheduler put it on this one (returns
+                        # at once when it runs elsewhere): never spin against it
+                        os.sched_yield()
                         continue
                     break
                 self.recvs += 1
@@ -267,8 +272,8 @@ def main() -> int:
     ap = arg_parser(__doc__, pin=True)
     ap.add_argument("--sizes", default="64,1514")
     ap.add_argument("--backend", choices=("udp", "unix"), default="udp")
-    ap.add_argument("--poll-us", type=float, default=1000.0,
-                    help="the vCPU polls this long before it sleeps (0 with --pin)")
+    ap.add_argument("--poll-us", type=float, default=0.0,
+                    help="the vCPU polls this long before it sleeps (off with --pin)")
     args = ap.parse_args()
     sizes = [int(s) for s in args.sizes.split(",")]
     if any(not 60 <= s <= 1514 for s in sizes):
