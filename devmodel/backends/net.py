@@ -436,8 +436,7 @@ class SocketBackend(NetBackend):
                     self.send(rest)
                 return
             except OSError as e:
-                self.counters["tx errors"] += 1
-                log.debug("%s: send failed: %s", self.kind, e)
+                self._send_error(e)
                 continue
             sent += 1
         self.counters["tx frames"] += sent
