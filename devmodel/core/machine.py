@@ -306,7 +306,33 @@ class Machine:
             count = limit
         step = -size if bits & BIT_DF else size
         mask = ONES[size]
+        # The device range is looked up once per request, not once per element: when every
+        # element's address falls in one range that takes this size (what space.read/write
+        # would check element by element), the elements go straight to its read/write with
+        # the same offsets, in the same order (a VGA `rep stos` is 16384 elements).
+        r = None
+        if moving and count > 0:
+            lo = addr if step > 0 else addr + (count - 1) * step
+            hi = addr + (count - 1) * step if step > 0 else addr
+            if lo >= 0 and hi <= U64:
+                r = space.find(lo)
+                if r is not None and (size not in r.sizes or lo < r.start
+                                      or hi + size > r.start + r.length):
+                    r = None
         if not bits & BIT_PTR:
+            if r is not None:
+                off = addr - r.start
+                if read:
+                    rd = r.read
+                    val = mask
+                    for i in range(count):
+                        val = rd(off + i * step, size)
+                    return val & mask
+                wr = r.write
+                v = data & mask
+                for i in range(count):
+                    wr(off + i * step, size, v)
+                return data
             if read:
                 val = mask
                 for i in range(count):
@@ -317,6 +343,23 @@ class Machine:
             return data
         mem = self.memory
         if not moving and step > 0 and self._rep_block(space, addr, data, count, size, read):
+            return data
+        if r is not None:
+            off = addr - r.start
+            rd = r.read
+            wr = r.write
+            for i in range(count):
+                ram = (data + i * step) & U64
+                if read:
+                    if not mem.write_int(ram, size, rd(off + i * step, size)):
+                        self._misbehaviour(f"data_is_ptr buffer {ram:#x} is not guest RAM")
+                        break
+                else:
+                    v = mem.read_int(ram, size)
+                    if v is None:
+                        self._misbehaviour(f"data_is_ptr buffer {ram:#x} is not guest RAM")
+                        break
+                    wr(off + i * step, size, v)
             return data
         for i in range(count):
             ram = (data + i * step) & U64
