@@ -341,8 +341,8 @@ class StdVga(PciDevice):
         memmode = self.sr[R.SR_MEMMODE]
         if off & 1 or memmode & (R.SR04_CHAIN4 | 0x04) or self.vbe_enabled():
             return False
-        a = self._window_offset(off)
-        if a < 0 or self._window_offset(off + 1) != a + 1:
+        a = self._legacy_window_offset(off)  # not VBE (tested above)
+        if a < 0 or self._legacy_window_offset(off + 1) != a + 1:
             return False
         base = a << 1
         if base + 4 > self.vram_size:
@@ -385,6 +385,11 @@ class StdVga(PciDevice):
         address does not decode."""
         if self.vbe_enabled():  # VBE: A0000-AFFFF, banked, linear
             return addr + self.bank_offset if addr < 0x10000 else -1
+        return self._legacy_window_offset(addr)
+
+    def _legacy_window_offset(self, addr: int) -> int:
+        """_window_offset with VBE off (GR06 memory map select alone): for callers that have
+        tested vbe_enabled already (_odd_even_word, once per word of a text-window fill)."""
         mode = (self.gr[R.GR_MISC] >> 2) & 3
         if mode == 0:
             return addr
