@@ -37,6 +37,10 @@ class Range:
     # write_rep(off, size, data) does what len(data)//size writes would.
     read_rep: Callable[[int, int, int], bytes] | None = None
     write_rep: Callable[[int, int, bytes | memoryview], None] | None = None
+    # Optional fill hook for a forward `rep stos` into memory (MMIO, no data_is_ptr):
+    # write_fill(off, size, count, value) does what `count` writes of `value` at off,
+    # off + size, ... would. Machine._rep calls it only when all of them fall in this range.
+    write_fill: Callable[[int, int, int, int], None] | None = None
     max_size: int = field(init=False)
 
     def __post_init__(self) -> None:

@@ -328,8 +328,11 @@ class Machine:
                     for i in range(count):
                         val = rd(off + i * step, size)
                     return val & mask
-                wr = r.write
                 v = data & mask
+                if step > 0 and r.write_fill is not None:
+                    r.write_fill(off, size, count, v)
+                    return data
+                wr = r.write
                 for i in range(count):
                     wr(off + i * step, size, v)
                 return data

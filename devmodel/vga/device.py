@@ -135,7 +135,7 @@ class StdVga(PciDevice):
 
     def mmio_ranges(self) -> list[Range]:
         return [Range(R.WINDOW_BASE, R.WINDOW_SIZE, self._window_read, self._window_write,
-                      f"{self.name}.window", self, ALL_SIZES)]
+                      f"{self.name}.window", self, ALL_SIZES, write_fill=self._window_fill)]
 
     def reset(self) -> None:
         super().reset()
@@ -331,6 +331,47 @@ class StdVga(PciDevice):
             return
         for i in range(size):
             self.mem_writeb(off + i, (value >> (8 * i)) & 0xFF)
+
+    def _window_fill(self, off: int, size: int, count: int, value: int) -> None:
+        """A forward REP STOS into the window: what `count` _window_write calls at off,
+        off + size, ... do. The VGA BIOS's text clear (REP STOSW of 16k words in odd/even
+        mode) is done with one strided slice store per written plane; anything else goes
+        element by element."""
+        if size == 2 and count > 1 and self._odd_even_fill(off, count, value):
+            return
+        write = self._window_write
+        for i in range(count):
+            write(off + i * size, size, value)
+
+    def _odd_even_fill(self, off: int, count: int, value: int) -> bool:
+        """`count` words of _odd_even_word at off, off + 2, ... at once, when every one of
+        them takes that path: _linear_span is -1 for all (not VBE, not chain-4), `off` is
+        even, the window decodes the whole span contiguously (the decoded part is one
+        interval, mapped linearly) and the last word's dword is inside VRAM. False: not
+        this case, nothing written."""
+        memmode = self.sr[R.SR_MEMMODE]
+        if off & 1 or memmode & (R.SR04_CHAIN4 | 0x04) or self.vbe_enabled():
+            return False
+        a = self._legacy_window_offset(off)
+        nbytes = 2 * count
+        if a < 0 or self._legacy_window_offset(off + nbytes - 1) != a + nbytes - 1:
+            return False
+        base = a << 1
+        end = base + 4 * count
+        if end > self.vram_size:
+            return False
+        planes = self.sr[R.SR_MAP_MASK]
+        vram = self.vram
+        lo, hi = bytes((value & 0xFF,)) * count, bytes((value >> 8 & 0xFF,)) * count
+        if planes & 1:
+            vram[base:end:4] = lo
+        if planes & 2:
+            vram[base + 1 : end : 4] = hi
+        if planes & 4:
+            vram[base + 2 : end : 4] = lo
+        if planes & 8:
+            vram[base + 3 : end : 4] = hi
+        return True
 
     def _odd_even_word(self, off: int, value: int) -> bool:
         """A 16-bit store at an even address in odd/even mode (text: character and attribute)
