@@ -1,0 +1,49 @@
+"""The VGA window's write_fill (a forward REP STOS, Machine._rep) stores exactly what the same
+writes one at a time store: VRAM, the latch and the guest errors, for random register states,
+including the odd/even text clear it does as strided slice stores."""
+
+from __future__ import annotations
+
+import random
+
+from devmodel.vga import regs as R
+from devmodel.vga.device import StdVga
+
+
+def _run(vga: StdVga, init: bytes, fill: bool, off: int, size: int, count: int,
+         value: int) -> tuple[bytes, int, list[str]]:
+    vga.vram[:] = init
+    vga.latch = 0
+    errors: list[str] = []
+    vga.guest_error = errors.append  # type: ignore[method-assign]
+    if fill:
+        vga._window_fill(off, size, count, value)
+    else:
+        for i in range(count):
+            vga._window_write(off + i * size, size, value)
+    return bytes(vga.vram), vga.latch, errors
+
+
+def test_window_fill_matches_element_writes():
+    rng = random.Random(7)
+    vga = StdVga(bytearray(1 << 20))
+    vsize = vga.vram_size
+    init = bytes(rng.getrandbits(8) for _ in range(256)) * (vsize // 256)
+    fast = 0
+    for _ in range(400):
+        vga.sr[R.SR_MEMMODE] = rng.choice([0, 2, 4, 8, 0xE])
+        vga.sr[R.SR_MAP_MASK] = rng.randrange(16)
+        vga.gr[R.GR_MISC] = rng.randrange(16)
+        vga.gr[R.GR_MODE] = rng.choice([0, 0x10, 1, 2, 3])
+        vga.vbe_regs[R.VBE_INDEX_ENABLE] = rng.choice([0, 0, 0, R.VBE_ENABLED])
+        vga.bank_offset = rng.choice([0, 0x10000, vsize - 0x8000, vsize - 4])
+        size = rng.choice([1, 2, 2, 2, 4, 8])
+        count = rng.choice([1, 2, 3, 100, 2048])
+        off = rng.choice([0, 1, 0x10000 - 200, 0x18000 - 10, 0x7FF0, rng.randrange(0x20000)])
+        if off + size * count > 0x20000:
+            continue
+        value = rng.getrandbits(8 * size)
+        fast += size == 2 and count > 1 and vga._odd_even_fill(off, count, value)
+        assert (_run(vga, init, True, off, size, count, value)
+                == _run(vga, init, False, off, size, count, value))
+    assert fast > 10  # the strided path was taken, not only the element loop
