@@ -51,7 +51,6 @@ from .drive import (
     DMA_NONE,
     END_ATAPI_REPLY,
     END_PACKET,
-    END_STOP,
     FIRMWARE,
     SET_DSC,
     AtaDrive,
@@ -157,13 +156,6 @@ class AtapiDrive(AtaDrive):
         self.set_signature()
         self.abort_command()
         return True
-
-    def _identify_packet(self, cmd: int) -> bool:
-        self.buf[:512] = self.identify
-        self.status = ata.READY_STAT | ata.SEEK_STAT
-        self.transfer_start(512, END_STOP)
-        self.channel.set_irq()
-        return False
 
     def _device_reset(self, cmd: int) -> bool:
         """DEVICE RESET (QEMU cmd_device_reset): halt any transfer, reset, signature, status
@@ -646,7 +638,8 @@ _CD_COMMANDS: dict[int, tuple[_Ata, int]] = {
     ata.CMD_READ: (A._abort_with_signature, 0),  # type: ignore[dict-item]
     ata.CMD_DIAGNOSE: (A._diagnose, 0),  # type: ignore[dict-item]
     ata.CMD_PACKET: (A._packet, 0),  # type: ignore[dict-item]
-    ata.CMD_IDENTIFY_PACKET: (A._identify_packet, 0),  # type: ignore[dict-item]
+    # IDENTIFY PACKET DEVICE: AtaDrive's IDENTIFY transfer of this drive's packet-device data
+    ata.CMD_IDENTIFY_PACKET: (A._identify, 0),  # type: ignore[dict-item]
     ata.CMD_FLUSH_CACHE: (A._flush, 0),  # type: ignore[dict-item]
     ata.CMD_IDENTIFY: (A._abort_with_signature, 0),  # type: ignore[dict-item]
     ata.CMD_SET_FEATURES: (A._set_features, SET_DSC),  # type: ignore[dict-item]
