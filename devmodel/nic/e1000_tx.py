@@ -52,12 +52,7 @@ class E1000Tx:
                  "tx_ctx", "tx_tso_ctx")
 
     def tx_init(self) -> None:
-        self._tx_data = bytearray()
-        self.tx_kind = KIND_NONE
-        self.tx_ndesc = 0
-        self.tx_popts = 0
-        self.tx_tse = 0
-        self.tx_drop = ""
+        self._tx_abort_packet("")  # the per-packet state, nothing counted
         self.tx_ctx = list(EMPTY_CTX)
         self.tx_tso_ctx = list(EMPTY_CTX)
         self._tx_busy = False
