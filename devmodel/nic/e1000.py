@@ -305,7 +305,7 @@ class E1000(E1000Tx, E1000Rx, PciDevice):
         """STATUS.LU needs the PHY's link and CTRL.SLU (SDM 13.4.1: in internal PHY mode SLU
         lets the MAC see the PHY's link indication). A change raises LSC."""
         phy_up = self.phy_link
-        phymod.set_link_bits(self.phy, phy_up, phy_up)
+        phymod.set_link_bits(self.phy, phy_up)
         regs = self.regs
         lu = phy_up and bool(regs["CTRL"] & d.CTRL_SLU)
         status = regs["STATUS"]

@@ -52,17 +52,9 @@ def phy_reset_values() -> list[int]:
     return regs
 
 
-def set_link_bits(regs: list[int], up: bool, negotiated: bool) -> None:
-    """Link and autonegotiation state as the PHY status registers report it."""
-    if up:
-        regs[d.MII_BMSR] |= d.BMSR_LSTATUS
-        regs[d.M88_PHY_SPEC_STATUS] |= d.M88_PSSR_LINK
-    else:
-        regs[d.MII_BMSR] &= ~d.BMSR_LSTATUS
-        regs[d.M88_PHY_SPEC_STATUS] &= ~d.M88_PSSR_LINK
-    if negotiated:
-        regs[d.MII_BMSR] |= d.BMSR_ANEGCOMPLETE
-        regs[d.MII_ANLPAR] |= d.ANLPAR_ACK
-    else:
-        regs[d.MII_BMSR] &= ~d.BMSR_ANEGCOMPLETE
-        regs[d.MII_ANLPAR] &= ~d.ANLPAR_ACK
+def set_link_bits(regs: list[int], up: bool) -> None:
+    """Link and completed autonegotiation as the PHY status registers report them (the link
+    is up only once autonegotiation has completed)."""
+    for reg, bit in ((d.MII_BMSR, d.BMSR_LSTATUS | d.BMSR_ANEGCOMPLETE),
+                     (d.M88_PHY_SPEC_STATUS, d.M88_PSSR_LINK), (d.MII_ANLPAR, d.ANLPAR_ACK)):
+        regs[reg] = regs[reg] | bit if up else regs[reg] & ~bit
