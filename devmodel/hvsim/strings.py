@@ -23,6 +23,8 @@ MAX_PREFIXES = 14  # an x86 instruction is at most 15 bytes
 SEG_ES, SEG_CS, SEG_SS, SEG_DS, SEG_FS, SEG_GS = range(6)
 _SEG_PREFIX = {0x26: SEG_ES, 0x2E: SEG_CS, 0x36: SEG_SS, 0x3E: SEG_DS, 0x64: SEG_FS, 0x65: SEG_GS}
 _OTHER_PREFIX = frozenset({0xF0, 0x66})
+_REP_PREFIX = frozenset({0xF3, 0xF2})
+_ANY_PREFIX = frozenset({0xF3, 0xF2, 0x67, 0xF0, 0x66, *_SEG_PREFIX})
 
 
 @dataclass(frozen=True, slots=True)
@@ -34,13 +36,17 @@ class StringInsn:
     length: int  # bytes, prefixes included
 
 
-def decode_string_insn(code: bytes, default32: bool) -> StringInsn | None:
-    """Decode INS/OUTS at the start of ``code``; None for anything else (plain IN/OUT)."""
+def _decode_prefixed(
+    code: bytes, default32: bool, opcodes: frozenset[int]
+) -> tuple[int, bool, bool, int, int] | None:
+    """Skip the prefixes at the start of ``code`` up to one of ``opcodes``: (opcode, rep,
+    addr32, segment, length) or None for anything else. REPNE counts as REP (for INS/OUTS/
+    STOS/MOVS the CPU ignores the Z condition of either prefix; SDM vol. 2, REP)."""
     rep = False
     addr32 = default32
     segment = SEG_DS
     for i, byte in enumerate(code[: MAX_PREFIXES + 1]):
-        if byte in (0xF3, 0xF2):  # REP; REPNE behaves as REP for INS/OUTS
+        if byte in (0xF3, 0xF2):
             rep = True
         elif byte == 0x67:
             addr32 = not default32
@@ -48,30 +54,43 @@ def decode_string_insn(code: bytes, default32: bool) -> StringInsn | None:
             segment = _SEG_PREFIX[byte]
         elif byte in _OTHER_PREFIX:
             pass
-        elif byte in (0x6C, 0x6D, 0x6E, 0x6F):
-            return StringInsn(byte < 0x6E, rep, addr32, SEG_ES if byte < 0x6E else segment, i + 1)
+        elif byte in opcodes:
+            return byte, rep, addr32, segment, i + 1
         else:
             return None
     return None
 
 
-_REP_PREFIX = frozenset({0xF3, 0xF2})
-_ANY_PREFIX = frozenset({0xF3, 0xF2, 0x67, 0xF0, 0x66, *_SEG_PREFIX})
-
-
-def is_rep_string(code: bytes) -> bool:
-    """Cheap filter: whether ``code`` starts with INS/OUTS (0x6C-0x6F) after prefixes that
-    include a REP. Only such an instruction can be batched; ``decode_string_insn`` then does
-    the full decode. Most exits are plain IN/OUT, rejected at the first byte."""
+def _starts_rep(code: bytes, opcodes: frozenset[int]) -> bool:
+    """Whether ``code`` starts with one of ``opcodes`` after prefixes that include a REP."""
     rep = False
     for byte in code[: MAX_PREFIXES + 1]:
-        if 0x6C <= byte <= 0x6F:
+        if byte in opcodes:
             return rep
         if byte not in _ANY_PREFIX:
             return False
         if byte in _REP_PREFIX:
             rep = True
     return False
+
+
+_IO_STRING = frozenset({0x6C, 0x6D, 0x6E, 0x6F})
+
+
+def decode_string_insn(code: bytes, default32: bool) -> StringInsn | None:
+    """Decode INS/OUTS at the start of ``code``; None for anything else (plain IN/OUT)."""
+    d = _decode_prefixed(code, default32, _IO_STRING)
+    if d is None:
+        return None
+    byte, rep, addr32, segment, length = d
+    return StringInsn(byte < 0x6E, rep, addr32, SEG_ES if byte < 0x6E else segment, length)
+
+
+def is_rep_string(code: bytes) -> bool:
+    """Cheap filter: whether ``code`` starts with INS/OUTS (0x6C-0x6F) after prefixes that
+    include a REP. Only such an instruction can be batched; ``decode_string_insn`` then does
+    the full decode. Most exits are plain IN/OUT, rejected at the first byte."""
+    return _starts_rep(code, _IO_STRING)
 
 
 @dataclass(frozen=True, slots=True)
@@ -92,37 +111,17 @@ _MEM_STRING = frozenset({0xA4, 0xA5, 0xAA, 0xAB})
 def is_rep_mem_string(code: bytes) -> bool:
     """Cheap filter, as is_rep_string: STOS/MOVS (0xA4/0xA5/0xAA/0xAB) after prefixes that
     include a REP."""
-    rep = False
-    for byte in code[: MAX_PREFIXES + 1]:
-        if byte in _MEM_STRING:
-            return rep
-        if byte not in _ANY_PREFIX:
-            return False
-        if byte in _REP_PREFIX:
-            rep = True
-    return False
+    return _starts_rep(code, _MEM_STRING)
 
 
 def decode_mem_string_insn(code: bytes, default32: bool) -> MemStringInsn | None:
     """Decode STOS/MOVS at the start of ``code``; None for anything else. REPNE counts as
     REP: for STOS/MOVS the CPU ignores the Z condition of either prefix (SDM vol. 2, REP)."""
-    rep = False
-    addr32 = default32
-    segment = SEG_DS
-    for i, byte in enumerate(code[: MAX_PREFIXES + 1]):
-        if byte in (0xF3, 0xF2):
-            rep = True
-        elif byte == 0x67:
-            addr32 = not default32
-        elif byte in _SEG_PREFIX:
-            segment = _SEG_PREFIX[byte]
-        elif byte in _OTHER_PREFIX:
-            pass
-        elif byte in _MEM_STRING:
-            return MemStringInsn(byte in (0xA4, 0xA5), rep, addr32, segment, i + 1)
-        else:
-            return None
-    return None
+    d = _decode_prefixed(code, default32, _MEM_STRING)
+    if d is None:
+        return None
+    byte, rep, addr32, segment, length = d
+    return MemStringInsn(byte in (0xA4, 0xA5), rep, addr32, segment, length)
 
 
 @dataclass(frozen=True, slots=True)
