@@ -343,23 +343,29 @@ class StdVga(PciDevice):
         for i in range(count):
             write(off + i * size, size, value)
 
-    def _odd_even_fill(self, off: int, count: int, value: int) -> bool:
-        """`count` words of _odd_even_word at off, off + 2, ... at once, when every one of
-        them takes that path: _linear_span is -1 for all (not VBE, not chain-4), `off` is
-        even, the window decodes the whole span contiguously (the decoded part is one
-        interval, mapped linearly) and the last word's dword is inside VRAM. False: not
-        this case, nothing written."""
+    def _odd_even_base(self, off: int, count: int) -> int:
+        """The VRAM offset of the first of `count` words at off, off + 2, ... stored in
+        odd/even mode, when every one of them can be (_linear_span is -1 for all: not VBE,
+        not chain-4; `off` is even; the window decodes the whole span contiguously, the
+        decoded part being one interval mapped linearly; the last word's dword is inside
+        VRAM), else -1: the bytes go one at a time (mem_writeb counts what is outside)."""
         memmode = self.sr[R.SR_MEMMODE]
         if off & 1 or memmode & (R.SR04_CHAIN4 | 0x04) or self.vbe_enabled():
-            return False
-        a = self._legacy_window_offset(off)
+            return -1
+        a = self._legacy_window_offset(off)  # not VBE (tested above)
         nbytes = 2 * count
         if a < 0 or self._legacy_window_offset(off + nbytes - 1) != a + nbytes - 1:
-            return False
+            return -1
         base = a << 1
-        end = base + 4 * count
-        if end > self.vram_size:
+        return base if base + 4 * count <= self.vram_size else -1
+
+    def _odd_even_fill(self, off: int, count: int, value: int) -> bool:
+        """`count` words of _odd_even_word at off, off + 2, ... at once, when every one of
+        them takes that path (_odd_even_base). False: not this case, nothing written."""
+        base = self._odd_even_base(off, count)
+        if base < 0:
             return False
+        end = base + 4 * count
         planes = self.sr[R.SR_MAP_MASK]
         vram = self.vram
         lo, hi = bytes((value & 0xFF,)) * count, bytes((value >> 8 & 0xFF,)) * count
@@ -377,17 +383,11 @@ class StdVga(PciDevice):
         """A 16-bit store at an even address in odd/even mode (text: character and attribute)
         done at once: the low byte to planes 0/2 and the high byte to planes 1/3 of the same
         VRAM dword, under the map mask, exactly as the two mem_writeb calls would store them.
-        The VGA BIOS clears the text window with REP STOSW, 16k such stores. False: not this
-        case, the bytes go one at a time."""
-        memmode = self.sr[R.SR_MEMMODE]
-        if off & 1 or memmode & (R.SR04_CHAIN4 | 0x04) or self.vbe_enabled():
+        (The VGA BIOS's REP STOSW text clear is _odd_even_fill.) False: not this case, the
+        bytes go one at a time."""
+        base = self._odd_even_base(off, 1)
+        if base < 0:
             return False
-        a = self._legacy_window_offset(off)  # not VBE (tested above)
-        if a < 0 or self._legacy_window_offset(off + 1) != a + 1:
-            return False
-        base = a << 1
-        if base + 4 > self.vram_size:
-            return False  # mem_writeb counts it
         planes = self.sr[R.SR_MAP_MASK]
         vram = self.vram
         lo, hi = value & 0xFF, value >> 8 & 0xFF
@@ -430,7 +430,7 @@ class StdVga(PciDevice):
 
     def _legacy_window_offset(self, addr: int) -> int:
         """_window_offset with VBE off (GR06 memory map select alone): for callers that have
-        tested vbe_enabled already (_odd_even_word, once per word of a text-window fill)."""
+        tested vbe_enabled already (_odd_even_base, once per odd/even word store or fill)."""
         mode = (self.gr[R.GR_MISC] >> 2) & 3
         if mode == 0:
             return addr
