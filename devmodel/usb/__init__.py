@@ -139,12 +139,7 @@ def unplug_usb(machine, dev: UsbDevice, uhci: Uhci | None = None) -> bool:
                      and any(u is dev for u in d.all_devices())), None)
     if uhci is None:
         return False
-    gone = [dev]
-    stack = list(dev.children())
-    while stack:  # bounded by the devices plugged in (MAX_USB_DEVICES and the hubs)
-        d = stack.pop()
-        gone.append(d)
-        stack.extend(d.children())
+    gone = dev.subtree()
     if not uhci.detach(dev):
         return False
     for d in reversed(gone):

@@ -169,6 +169,11 @@ class UsbDevice:
     def children(self) -> list[UsbDevice]:
         return []
 
+    def subtree(self) -> list[UsbDevice]:
+        """This device and everything plugged in behind it (hub ports), depth first; bounded
+        by the devices plugged in (MAX_USB_DEVICES and the hubs: host-built, never guest data)."""
+        return walk([self])
+
     # ---- reset ----------------------------------------------------------------------------
     def usb_reset(self) -> None:
         """Bus reset (port reset): back to the default state at address 0."""
@@ -495,3 +500,15 @@ class UsbDevice:
 
 
 __all__ = ["EP_CONTROL", "UsbDevice", "Endpoint"]
+
+
+def walk(roots: list[UsbDevice]) -> list[UsbDevice]:
+    """`roots` and every device behind them, depth first (last root first): the one walk of
+    a USB tree for Uhci.all_devices/detach and unplug_usb."""
+    out: list[UsbDevice] = []
+    stack = list(roots)
+    while stack:
+        d = stack.pop()
+        out.append(d)
+        stack.extend(d.children())
+    return out

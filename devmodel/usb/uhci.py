@@ -45,7 +45,7 @@ from devmodel.core.device import DeviceContext, SnapshotError
 from devmodel.core.pci import STATUS, STATUS_REC_MASTER_ABORT, Bar, PciDevice
 from devmodel.core.regs import Reg, RegisterFile
 
-from .core import ACK, BABBLE, NAK, NODEV, PID_IN, PID_OUT, PID_SETUP, STALL, UsbDevice
+from .core import ACK, BABBLE, NAK, NODEV, PID_IN, PID_OUT, PID_SETUP, STALL, UsbDevice, walk
 
 log = logging.getLogger("devmodel.usb.uhci")
 
@@ -202,14 +202,11 @@ class Uhci(PciDevice):
             if d is dev:
                 self.unplug(n)
                 return True
-        stack = [d for d in self.ports if d is not None]
-        while stack:
-            parent = stack.pop()
+        for parent in self.all_devices():
             for n, child in enumerate(getattr(parent, "ports", ())):
                 if child is dev:
                     parent.unplug(n)  # type: ignore[attr-defined]
                     return True
-            stack.extend(parent.children())
         return False
 
     def _port_connect(self, n: int) -> None:
@@ -600,10 +597,4 @@ class Uhci(PciDevice):
         self._update_irq_state()
 
     def all_devices(self) -> list[UsbDevice]:
-        out: list[UsbDevice] = []
-        stack = [d for d in self.ports if d is not None]
-        while stack:
-            d = stack.pop()
-            out.append(d)
-            stack.extend(d.children())
-        return out
+        return walk([d for d in self.ports if d is not None])
