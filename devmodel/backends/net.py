@@ -134,7 +134,6 @@ class NetBackend:
     def recv_frames(self, limit: int = RX_BATCH) -> list[bytes]:
         out: list[bytes] = []
         recv = self._recv_one
-        empty = 0
         for _ in range(limit):
             try:
                 frame = recv()
@@ -147,8 +146,6 @@ class NetBackend:
                 break
             if frame:
                 out.append(frame)
-            else:
-                empty += 1
         if out:
             self.counters["rx frames"] += len(out)
             if self.capture is not None:
