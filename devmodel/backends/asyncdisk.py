@@ -263,10 +263,14 @@ class AsyncDisk(DiskBackend):
                 raise DiskBusy(f"{self.name}: {self._inflight} requests in flight (max {self.max_inflight})")
             self._inflight += 1
 
-    def _finish(self, port: CompletionPort, done: Done, error: OSError | None) -> None:
+    def _end(self) -> None:
+        """Undo `_begin`: the request is over (finished, or refused after all)."""
         with self._cv:
             self._inflight -= 1
             self._cv.notify_all()
+
+    def _finish(self, port: CompletionPort, done: Done, error: OSError | None) -> None:
+        self._end()
         port.post(done, error)
 
     def drain(self, timeout: float | None = None) -> bool:
@@ -382,16 +386,7 @@ class ThreadedRawDisk(AsyncDisk):
             flags |= os.O_DSYNC
         if cache == "direct":
             flags |= os.O_DIRECT
-        if fd is not None:
-            fd = self._adopt_fd(fd, flags, readonly)
-        else:
-            try:
-                fd = os.open(self.path, flags)
-            except OSError as e:
-                if cache == "direct" and e.errno == errno.EINVAL:
-                    raise OSError(errno.EINVAL, f"{self.path}: the file system does not support "
-                                                "O_DIRECT (cache=direct)") from None
-                raise
+        fd = self._open(self.path, flags) if fd is None else self._adopt_fd(fd, flags, readonly)
         self._raw = RawFileDisk.from_fd(fd, readonly)
         self._raw.path = self.path
         self.align = _probe_direct_alignment(fd) if cache == "direct" else 1
@@ -418,15 +413,18 @@ class ThreadedRawDisk(AsyncDisk):
         need = flags & (os.O_DSYNC | os.O_DIRECT)
         if fl & need == need:
             return fd
+        new = self._open(f"/proc/self/fd/{fd}", flags)
+        os.close(fd)
+        return new
+
+    def _open(self, path: str, flags: int) -> int:
         try:
-            new = os.open(f"/proc/self/fd/{fd}", flags)
+            return os.open(path, flags)
         except OSError as e:
             if flags & os.O_DIRECT and e.errno == errno.EINVAL:
                 raise OSError(errno.EINVAL, f"{self.path}: the file system does not support "
                                             "O_DIRECT (cache=direct)") from None
             raise
-        os.close(fd)
-        return new
 
     @property
     def fd(self) -> int:
@@ -590,9 +588,7 @@ class ThreadedRawDisk(AsyncDisk):
         try:
             self._pool.submit(self._run, port, done, fn, args)
         except RuntimeError:  # the pool is shut down
-            with self._cv:
-                self._inflight -= 1
-                self._cv.notify_all()
+            self._end()
             raise OSError(errno.EBADF, f"{self.path} is closed") from None
 
     def _run(self, port: CompletionPort, done: Done, fn: Callable[..., None], args: tuple) -> None:
@@ -615,16 +611,12 @@ class ThreadedRawDisk(AsyncDisk):
         try:
             rest = self._read_nowait(offset, views)
         except Exception:
-            with self._cv:
-                self._inflight -= 1
-                self._cv.notify_all()
+            self._end()
             raise
         if rest is None:
             # Served from the page cache: complete now, on this (the loop's) thread, so the
             # device finishes its command inside the ioreq that started it.
-            with self._cv:
-                self._inflight -= 1
-                self._cv.notify_all()
+            self._end()
             _call(done, None)
             return
         self._dispatch(done, self._do_read, rest)

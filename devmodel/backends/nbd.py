@@ -723,9 +723,7 @@ class NbdDisk(AsyncDisk):
         try:
             fut = asyncio.run_coroutine_threadsafe(coro_fn(), self._loop)
         except RuntimeError:
-            with self._cv:
-                self._inflight -= 1
-                self._cv.notify_all()
+            self._end()
             raise OSError(errno.EBADF, f"{self.uri}: disk is closed") from None
         if port.inline:
             try:
