@@ -687,12 +687,8 @@ class Simulator:
         eip, cs, cr0, eflags = cpu.pc_state()
         if cr0 & CR0_PG or (cs, eip) in self._plain_io_pcs:
             return None
-        cs_base = self._cs_base(cs, cr0, eflags)
-        if cs_base is None:
-            return None
-        try:
-            head = cpu.uc.mem_read((cs_base + eip) & 0xFFFFFFFF, 15)
-        except UcError:
+        head = self._code_head(cs, eip, cr0, eflags)
+        if head is None:
             return None
         if not strings.is_rep_string(head):
             # A plain IN/OUT here: its next executions in this slice skip the code read.
@@ -813,14 +809,8 @@ class Simulator:
         eip, cs, cr0, eflags = cpu.pc_state()
         if cr0 & CR0_PG or (cs, eip) == self._mmio_single_pc:
             return False
-        cs_base = self._cs_base(cs, cr0, eflags)
-        if cs_base is None:
-            return False
-        try:
-            head = cpu.uc.mem_read((cs_base + eip) & 0xFFFFFFFF, 15)
-        except UcError:
-            return False
-        if not strings.is_rep_mem_string(head):
+        head = self._code_head(cs, eip, cr0, eflags)
+        if head is None or not strings.is_rep_mem_string(head):
             return False
         code = cpu.read_linear(cpu.linear_pc(), 15)
         insn = None if code is None else strings.decode_mem_string_insn(code, cpu.code32())
@@ -883,8 +873,9 @@ class Simulator:
         return (region is not None and not region.readonly
                 and gpa + size <= min(region.gpa + region.size, HIGH_START))
 
-    def _cs_base(self, cs: int, cr0: int, eflags: int) -> int | None:
-        """CS base for the cheap REP checks: cached per selector in protected mode."""
+    def _code_head(self, cs: int, eip: int, cr0: int, eflags: int) -> bytearray | None:
+        """The 15 bytes at CS:EIP for the cheap REP checks (paging off), the CS base cached
+        per selector in protected mode; None if the base or the bytes cannot be read."""
         if cr0 & CR0_PE and not eflags & EFLAGS_VM:
             cs_base = self._cs_bases.get(cs)
             if cs_base is None:
@@ -892,8 +883,12 @@ class Simulator:
                 if cs_base is None:
                     return None
                 self._cs_bases[cs] = cs_base
-            return cs_base
-        return cs << 4
+        else:
+            cs_base = cs << 4
+        try:
+            return self.cpu.uc.mem_read((cs_base + eip) & 0xFFFFFFFF, 15)
+        except UcError:
+            return None
 
     def _hook_unmapped(
         self, uc: Uc, access: int, address: int, size: int, value: int, _ud: object
