@@ -45,6 +45,28 @@ class _Asm:
     def abs16(self, name: str) -> None:
         self.items.append(("abs16", name))
 
+    def print_msg(self, name: str) -> None:
+        """mov si, name; call print (the zero-terminated-string printer at label "print")."""
+        self.emit(0xBE)
+        self.abs16(name)
+        self.emit(0xE8)
+        self.rel16("print")
+
+    def fail_finish_halt(self) -> None:
+        """Labels "fail" (print fail_msg, fall through) and "finish" (print done_msg), then
+        cli; hlt; jmp $."""
+        self.label("fail")
+        self.print_msg("fail_msg")
+        self.label("finish")
+        self.print_msg("done_msg")
+        self.emit(0xFA, 0xF4, 0xEB, 0xFE)  # cli; hlt; jmp $
+
+    def asciz(self, *texts: tuple[str, str]) -> None:
+        """Each (label, text) as a zero-terminated string."""
+        for name, text in texts:
+            self.label(name)
+            self.emit(text.encode() + b"\0")
+
     def assemble(self) -> bytes:
         sizes = {"label": 0, "rel8": 1, "rel16": 2, "abs16": 2}
         pos = self.origin
@@ -78,10 +100,7 @@ def boot_sector() -> bytes:
     a.emit(0xBC, b"\x00\x7c", 0xFB, 0xFC)  # mov sp,0x7c00; sti; cld
     a.emit(0x88, 0x16)  # mov [drive], dl  (the BIOS passes the boot drive in DL)
     a.abs16("drive")
-    a.emit(0xBE)  # mov si, greeting
-    a.abs16("greeting")
-    a.emit(0xE8)  # call print
-    a.rel16("print")
+    a.print_msg("greeting")
     # RTC: INT 1Ah AH=02 -> CH hours, CL minutes, DH seconds (BCD)
     a.emit(0xB4, 0x02, 0xCD, 0x1A)
     a.emit(0x88, 0x2E)  # mov [hours], ch
@@ -90,10 +109,7 @@ def boot_sector() -> bytes:
     a.abs16("minutes")
     a.emit(0x88, 0x36)  # mov [seconds], dh
     a.abs16("seconds")
-    a.emit(0xBE)
-    a.abs16("rtc_msg")
-    a.emit(0xE8)
-    a.rel16("print")
+    a.print_msg("rtc_msg")
     for i, field in enumerate(("hours", "minutes", "seconds")):
         if i:
             a.emit(0xB0, ord(":"), 0xE8)  # mov al,':'; call putc
@@ -102,10 +118,7 @@ def boot_sector() -> bytes:
         a.abs16(field)
         a.emit(0xE8)
         a.rel16("printbcd")
-    a.emit(0xBE)
-    a.abs16("crlf")
-    a.emit(0xE8)
-    a.rel16("print")
+    a.print_msg("crlf")
     # INT 13h AH=02: read 1 sector, cylinder 0 sector 2 head 0, into 0:0x7e00
     a.emit(0xB8, b"\x01\x02", 0xBB, b"\x00\x7e", 0xB9, b"\x02\x00", 0xB6, 0x00)
     a.emit(0x8A, 0x16)  # mov dl, [drive]
@@ -116,17 +129,7 @@ def boot_sector() -> bytes:
     a.rel16("print")
     a.emit(0xEB)  # jmp finish
     a.rel8("finish")
-    a.label("fail")
-    a.emit(0xBE)
-    a.abs16("fail_msg")
-    a.emit(0xE8)
-    a.rel16("print")
-    a.label("finish")
-    a.emit(0xBE)
-    a.abs16("done_msg")
-    a.emit(0xE8)
-    a.rel16("print")
-    a.emit(0xFA, 0xF4, 0xEB, 0xFE)  # cli; hlt; jmp $
+    a.fail_finish_halt()
     # print: DS:SI zero-terminated string to port 0xE9 and COM1
     a.label("print")
     a.emit(0xAC, 0x84, 0xC0, 0x74)  # lodsb; test al,al; jz .ret
@@ -150,11 +153,9 @@ def boot_sector() -> bytes:
     # and on the screen, through the VGA BIOS's teletype (INT 10h AH=0Eh, page 0, colour 7)
     a.emit(0xB4, 0x0E, 0xBB, b"\x07\x00", 0xCD, 0x10)
     a.emit(0x5B, 0x58, 0x5A, 0xC3)  # pop bx; pop ax; pop dx; ret
-    for name, text in (("greeting", GREETING), ("rtc_msg", "devmodel demo: RTC time "),
-                       ("crlf", "\r\n"), ("fail_msg", "devmodel demo: INT 13h read FAILED\r\n"),
-                       ("done_msg", DONE)):
-        a.label(name)
-        a.emit(text.encode() + b"\0")
+    a.asciz(("greeting", GREETING), ("rtc_msg", "devmodel demo: RTC time "),
+            ("crlf", "\r\n"), ("fail_msg", "devmodel demo: INT 13h read FAILED\r\n"),
+            ("done_msg", DONE))
     for name in ("drive", "hours", "minutes", "seconds"):
         a.label(name)
         a.emit(0)

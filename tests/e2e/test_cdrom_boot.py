@@ -52,10 +52,7 @@ def boot_image() -> bytes:
     a.label("start")
     a.emit(0x88, 0x16)  # mov [drive], dl
     a.abs16("drive")
-    a.emit(0xBE)
-    a.abs16("greeting")
-    a.emit(0xE8)
-    a.rel16("print")
+    a.print_msg("greeting")
     # INT 13h AH=42h: extended read of the disk address packet at `dap`
     a.emit(0xB4, 0x42, 0x8A, 0x16)  # mov ah,42h; mov dl,[drive]
     a.abs16("drive")
@@ -63,31 +60,15 @@ def boot_image() -> bytes:
     a.abs16("dap")
     a.emit(0xCD, 0x13, 0x72)  # int 13h; jc fail
     a.rel8("fail")
-    a.emit(0xBE)
-    a.abs16("pvd_msg")
-    a.emit(0xE8)
-    a.rel16("print")
+    a.print_msg("pvd_msg")
     a.emit(0xBE, b"\x01\x80", 0xB9, b"\x05\x00")  # mov si,0x8001; mov cx,5 ("CD001")
     a.label("pvd_loop")
     a.emit(0xAC, 0xE6, 0xE9, 0xE2)  # lodsb; out 0xe9,al; loop pvd_loop
     a.rel8("pvd_loop")
-    a.emit(0xBE)
-    a.abs16("crlf")
-    a.emit(0xE8)
-    a.rel16("print")
+    a.print_msg("crlf")
     a.emit(0xEB)
     a.rel8("finish")
-    a.label("fail")
-    a.emit(0xBE)
-    a.abs16("fail_msg")
-    a.emit(0xE8)
-    a.rel16("print")
-    a.label("finish")
-    a.emit(0xBE)
-    a.abs16("done_msg")
-    a.emit(0xE8)
-    a.rel16("print")
-    a.emit(0xFA, 0xF4, 0xEB, 0xFE)  # cli; hlt; jmp $
+    a.fail_finish_halt()
     a.label("print")  # DS:SI zero-terminated string to port 0xE9
     a.emit(0xAC, 0x84, 0xC0, 0x74)  # lodsb; test al,al; jz ret
     a.rel8("print_ret")
@@ -97,11 +78,9 @@ def boot_image() -> bytes:
     a.emit(0xC3)
     a.label("dap")  # size 16, 1 block, to 0000:8000, LBA 16
     a.emit(0x10, 0x00, b"\x01\x00", b"\x00\x80", b"\x00\x00", (16).to_bytes(8, "little"))
-    for name, text in (("greeting", GREETING), ("pvd_msg", PVD_TEXT), ("crlf", "\r\n"),
-                       ("fail_msg", "devmodel cdrom: INT 13h AH=42h FAILED\r\n"),
-                       ("done_msg", DONE)):
-        a.label(name)
-        a.emit(text.encode() + b"\0")
+    a.asciz(("greeting", GREETING), ("pvd_msg", PVD_TEXT), ("crlf", "\r\n"),
+            ("fail_msg", "devmodel cdrom: INT 13h AH=42h FAILED\r\n"),
+            ("done_msg", DONE))
     a.label("drive")
     a.emit(0)
     code = a.assemble()
