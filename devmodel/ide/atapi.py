@@ -369,10 +369,7 @@ class AtapiDrive(AtaDrive):
         done(None)
 
     def dma_io_error(self, err: OSError | None = None) -> None:
-        dev = self.channel.dev
-        dev.counters["backend_read_error"] += 1
-        for fn in getattr(dev, "io_error_listeners", ()):
-            fn(self.channel.index, self.unit, "read", err)
+        self.report_io_error(True, err)
         self.cmd_error(mmc.MEDIUM_ERROR, mmc.ASC_UNRECOVERED_READ_ERROR)
 
     def dma_complete(self) -> None:

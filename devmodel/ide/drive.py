@@ -313,11 +313,15 @@ class AtaDrive:
         self.transfer_stop()
         self.status = ata.READY_STAT | ata.ERR_STAT
         self.error = ata.UNC_ERR if is_read else ata.ABRT_ERR
+        self.report_io_error(is_read, err)
+        self.channel.set_irq()
+
+    def report_io_error(self, is_read: bool, err: OSError | None) -> None:
+        """Count a backend failure and tell the io_error_listeners (QMP BLOCK_IO_ERROR)."""
         dev = self.channel.dev
         dev.counters["backend_read_error" if is_read else "backend_write_error"] += 1
         for fn in getattr(dev, "io_error_listeners", ()):
             fn(self.channel.index, self.unit, "read" if is_read else "write", err)
-        self.channel.set_irq()
 
     # ---- backend requests -----------------------------------------------------------------
     def cancel_io(self) -> None:
