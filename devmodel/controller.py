@@ -258,12 +258,18 @@ class Controller:
                 return b
         return None
 
-    def eject(self, name: str, force: bool = False) -> None:
+    def removable(self, name: str) -> BlockDev:
+        """The block device `name` (its name or qdev id) if it takes removable media, else
+        ControlError (DeviceNotFound when there is no such device)."""
         b = self.block(name)
         if b is None:
             raise ControlError(f"Device '{name}' not found", "DeviceNotFound")
         if not b.removable:
             raise ControlError(f"Device '{name}' is not removable")
+        return b
+
+    def eject(self, name: str, force: bool = False) -> None:
+        b = self.removable(name)
         old = getattr(b.drive, "backend", None)
         try:
             b.drive.eject_media(force)
@@ -277,13 +283,11 @@ class Controller:
         self.flush()
 
     def change_medium(self, name: str, backend) -> None:
-        b = self.block(name)
-        if b is None:
+        try:
+            b = self.removable(name)
+        except ControlError:
             backend.close()
-            raise ControlError(f"Device '{name}' not found", "DeviceNotFound")
-        if not b.removable:
-            backend.close()
-            raise ControlError(f"Device '{name}' is not removable")
+            raise
         old = getattr(b.drive, "backend", None)
         try:
             b.drive.insert_media(backend)
@@ -330,21 +334,7 @@ class Controller:
         reason = (os.strerror(errno_) if errno_ else str(err)) if err is not None else "I/O error"
         self.block_io_error(name, operation, reason=reason, nospace=errno_ == errno.ENOSPC)
 
-    # ---- input ----------------------------------------------------------------------------
-    def input_handlers(self, kind: str) -> list:
-        """Devices that take input events of `kind` (key, btn, rel, abs): the PS/2 keyboard
-        and mouse behind the i8042 for key/btn/rel; a device offering `abs_event` (a USB
-        tablet) for abs."""
-        out = []
-        for d in self.machine.devices:
-            if kind == "key" and callable(getattr(d, "key_event", None)):
-                out.append(d)
-            elif kind in ("btn", "rel") and callable(getattr(d, "mouse_event", None)):
-                out.append(d)
-            elif kind == "abs" and callable(getattr(d, "abs_event", None)):
-                out.append(d)
-        return out
-
+    # ---- time ------------------------------------------------------------------------------
     def now_us(self) -> tuple[int, int]:
         t = time.time()
         return int(t), int((t - int(t)) * 1_000_000)

@@ -303,11 +303,7 @@ def _change_medium(s, name: str, filename: str, fmt: str | None, read_only_mode:
     from devmodel.backends.qemu_nbd import QemuNbdError, open_image_fd
     from devmodel.ide.piix import NBD_FORMATS
 
-    b = s.controller.block(name)
-    if b is None:
-        raise QmpError(f"Device '{name}' not found", "DeviceNotFound")
-    if not b.removable:
-        raise QmpError(f"Device '{name}' is not removable")
+    s.controller.removable(name)  # before the file is opened: not found / not removable
     fmt = fmt or "raw"
     if fmt != "raw" and fmt not in NBD_FORMATS:
         raise QmpError(f"Unknown driver '{fmt}'")
