@@ -11,6 +11,7 @@ from collections.abc import Callable
 from typing import Any
 
 from devmodel.wire.constants import (
+    DAEMON_REGION_BIT,
     IO_RANGE_MEMORY,
     IO_RANGE_PCI,
     IO_RANGE_PORT,
@@ -41,7 +42,6 @@ log = logging.getLogger("devmodel.machine")
 # The fd stays the owner's (a machine backend); the daemon sends a copy (SCM_RIGHTS).
 OUTBOX_MEM_ADD = -2
 OUTBOX_MEM_DEL = -3
-DAEMON_REGION_BIT = 1 << 31  # daemon region ids have bit 31 set; the hypervisor's do not
 
 ONES = (0, 0xFF, 0xFFFF, 0, 0xFFFFFFFF, 0, 0, 0, 0xFFFFFFFFFFFFFFFF)
 U64 = 0xFFFFFFFFFFFFFFFF
@@ -52,6 +52,11 @@ BIT_DF = 0x40
 
 class DeviceFailure(Exception):
     """Raised in strict mode when a device raised while serving an ioreq."""
+
+
+def _check_region_id(rid: int) -> None:
+    if not rid & DAEMON_REGION_BIT or rid > 0xFFFFFFFF:
+        raise ValueError(f"region id {rid:#x}: daemon region ids have bit 31 set")
 
 
 class Machine:
@@ -168,8 +173,7 @@ class Machine:
         flags, as devmodel.bios.firmware.SharedRegion): a daemon->hypervisor MEM_ADD, sent in
         order with the dm_ops, before the current IORESP. The same region id again moves it."""
         rid = region.region_id
-        if not rid & DAEMON_REGION_BIT or rid > 0xFFFFFFFF:
-            raise ValueError(f"region id {rid:#x}: daemon region ids have bit 31 set")
+        _check_region_id(rid)
         if region.gpa % PAGE_SIZE or region.size % PAGE_SIZE or not region.size:
             raise ValueError(f"region {rid:#x} at {region.gpa:#x}+{region.size:#x}: not page aligned")
         self.outbox.append((OUTBOX_MEM_ADD, (rid, region.gpa, region.size, region.flags,
@@ -178,8 +182,7 @@ class Machine:
 
     def unshare_region(self, region_id: int) -> None:
         """Unmap a region share_region mapped: a daemon->hypervisor MEM_DEL, in order."""
-        if not region_id & DAEMON_REGION_BIT or region_id > 0xFFFFFFFF:
-            raise ValueError(f"region id {region_id:#x}: daemon region ids have bit 31 set")
+        _check_region_id(region_id)
         self.outbox.append((OUTBOX_MEM_DEL, (region_id,), None))
         self.counters["unshare_region"] += 1
 
@@ -347,29 +350,17 @@ class Machine:
         mem = self.memory
         if not moving and step > 0 and self._rep_block(space, addr, data, count, size, read):
             return data
+        # One range found above: its offsets, never wrapping; else the space, per element.
         if r is not None:
-            off = addr - r.start
-            rd = r.read
-            wr = r.write
-            for i in range(count):
-                ram = (data + i * step) & U64
-                if read:
-                    if not mem.write_int(ram, size, rd(off + i * step, size)):
-                        self._misbehaviour(f"data_is_ptr buffer {ram:#x} is not guest RAM")
-                        break
-                else:
-                    v = mem.read_int(ram, size)
-                    if v is None:
-                        self._misbehaviour(f"data_is_ptr buffer {ram:#x} is not guest RAM")
-                        break
-                    wr(off + i * step, size, v)
-            return data
+            base, rd, wr = addr - r.start, r.read, r.write
+        else:
+            base, rd, wr = addr, space.read, space.write
+        dstep = step if moving else 0
         for i in range(count):
             ram = (data + i * step) & U64
-            dev = (addr + i * step) & U64 if moving else addr
+            dev = (base + i * dstep) & U64
             if read:
-                v = space.read(dev, size)
-                if not mem.write_int(ram, size, v):
+                if not mem.write_int(ram, size, rd(dev, size)):
                     self._misbehaviour(f"data_is_ptr buffer {ram:#x} is not guest RAM")
                     break
             else:
@@ -377,7 +368,7 @@ class Machine:
                 if v is None:
                     self._misbehaviour(f"data_is_ptr buffer {ram:#x} is not guest RAM")
                     break
-                space.write(dev, size, v)
+                wr(dev, size, v)
         return data
 
     def _rep_block(self, space: AddressSpace, addr: int, data: int, count: int, size: int,
