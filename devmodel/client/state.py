@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 
 from devmodel.wire import codec
 from devmodel.wire.constants import (
+    DAEMON_REGION_BIT,
     FLAG_NO_REPLY,
     IO_RANGE_MEMORY,
     IO_RANGE_PCI,
@@ -21,7 +22,6 @@ from devmodel.wire.constants import (
 )
 from devmodel.wire.framing import Message
 
-DAEMON_REGION_BIT = 1 << 31  # ids of regions the daemon owns (docs/protocol.md 4.7)
 ERANGE_EXISTS = -17  # -EEXIST
 ENOENT = -2
 EINVAL = -22

@@ -13,7 +13,7 @@ import logging
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from devmodel.wire.constants import MEM_RAM, MEM_READONLY
+from devmodel.wire.constants import MEM_RAM, MEM_READONLY, PAGE_SIZE
 
 from .bus import ALL_SIZES, AddressSpace, OverlapError, Range, ReadFn, WriteFn
 from .device import Device
@@ -60,7 +60,6 @@ ROM_ENABLE = 0x1
 
 HEADER_MULTIFUNCTION = 0x80
 
-PAGE_SIZE = 4096
 # Daemon region id of a shared expansion ROM: this | devfn (docs/protocol.md 4.7).
 REGION_ROM_BASE = 0x8000_0100
 

@@ -50,6 +50,9 @@ MEM_RAM = 1 << 0
 MEM_READONLY = 1 << 1
 MEM_VRAM = 1 << 2
 MEM_KNOWN_FLAGS = MEM_RAM | MEM_READONLY | MEM_VRAM
+# Region ids of memory the daemon owns and shares (MEM_ADD/MEM_DEL from the daemon) have
+# bit 31 set; the hypervisor's do not (docs/protocol.md 4.7).
+DAEMON_REGION_BIT = 1 << 31
 
 
 class ErrorCode(enum.IntEnum):
