@@ -19,7 +19,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from devmodel import lockdown
-from devmodel.core.machine import DAEMON_REGION_BIT, OUTBOX_MEM_ADD, OUTBOX_MEM_DEL, Machine
+from devmodel.core.machine import OUTBOX_MEM_ADD, OUTBOX_MEM_DEL, Machine
 from devmodel.trace import TraceWriter
 from devmodel.wire import codec
 from devmodel.wire.codec import (
@@ -31,6 +31,7 @@ from devmodel.wire.codec import (
     encode_error,
 )
 from devmodel.wire.constants import (
+    DAEMON_REGION_BIT,
     FEATURE_BUFIOREQ,
     FEATURE_MEMFD_RAM,
     FEATURE_PCI_CONFIG,
@@ -40,6 +41,7 @@ from devmodel.wire.constants import (
     HVM_IOREQSRV_BUFIOREQ_ATOMIC,
     KNOWN_FLAGS,
     MAX_PAYLOAD,
+    MEM_KNOWN_FLAGS,
     NO_REPLY_DMOPS,
     PAGE_SIZE,
     PROTOCOL_VERSION,
@@ -346,9 +348,7 @@ class Connection:
         # Memory we own that the CPU side must map (firmware, shadow RAM) goes first.
         for dev in self.machine.devices:
             for r in dev.shared_regions():
-                self._send_fd(codec.frame(MsgType.MEM_ADD,
-                                          codec.MEM_ADD.pack(r.gpa, r.size, 0, r.flags, r.region_id),
-                                          tag=self._take_tag(), flags=FLAG_HAS_FDS), r.fd)
+                self._send_region(OUTBOX_MEM_ADD, (r.region_id, r.gpa, r.size, r.flags, r.fd))
         # Start-up as QEMU does on Xen (xen-protocol.md 4.1): create the server, claim every
         # range and PCI function, then enable.
         bufmode = HVM_IOREQSRV_BUFIOREQ_ATOMIC if self.features & FEATURE_BUFIOREQ else 0
@@ -424,8 +424,6 @@ class Connection:
         if fd is None:
             raise DecodeError(ErrorCode.BAD_FDS, "MEM_ADD without a file descriptor (HAS_FDS)")
         gpa, size, off, mflags, rid = codec.MEM_ADD.unpack(payload)
-        from devmodel.wire.constants import MEM_KNOWN_FLAGS
-
         if mflags & ~MEM_KNOWN_FLAGS:
             raise DecodeError(ErrorCode.BAD_FIELD, f"MEM_ADD flags {mflags:#x} unknown")
         if gpa % PAGE_SIZE or size % PAGE_SIZE:
@@ -460,8 +458,7 @@ class Connection:
     def request_dmop(self, op: int, fields: tuple[int, ...],
                      on_reply: Callable[[int, bytes], None] | None = None,
                      buf1: bytes | None = None) -> None:
-        tag = self._next_tag
-        self._next_tag = (tag % 0xFFFFFFFF) + 1
+        tag = self._take_tag()
         no_reply = op in NO_REPLY_DMOPS
         if not no_reply:
             if len(self._pending) > 4096:
