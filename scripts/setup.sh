@@ -7,10 +7,12 @@ here="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$here"
 
 # Debian packages: a C compiler for the benchmarks' baselines, venv support, the real
-# firmware the end-to-end tests boot, tcpdump (an independent reader of our pcap captures) and
-# QEMU itself (the reference: interoperability tests of the netdevs, bench/boot.py, footprint.py).
+# firmware the end-to-end tests boot, tcpdump (an independent reader of our pcap captures),
+# iproute2 (`ip netns` for the tap and iPXE DHCP tests, `ss` in the QEMU netdev interop test; not
+# in a minimal Debian 12) and QEMU itself (the reference: interoperability tests of the netdevs,
+# bench/boot.py, footprint.py).
 debs=(gcc python3-venv seabios qemu-utils ipxe-qemu dnsmasq-base xorriso isolinux syslinux-common
-      tcpdump qemu-system-x86)
+      tcpdump iproute2 qemu-system-x86)
 missing=()
 for p in "${debs[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
