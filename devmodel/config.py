@@ -99,14 +99,6 @@ def _flag(v: object) -> bool | None:
     return None
 
 
-def _strings(v: object) -> list[str] | None:
-    if isinstance(v, str):
-        return [v]
-    if isinstance(v, list) and all(isinstance(x, str) for x in v):
-        return list(v)
-    return None
-
-
 def run_actions(parser: argparse.ArgumentParser) -> dict[str, argparse.Action]:
     """Long option name (without --) -> action, for every option a file may set."""
     out = {}
