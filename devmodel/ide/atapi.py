@@ -95,6 +95,7 @@ class MediaLockedError(RuntimeError):
 class AtapiDrive(AtaDrive):
     is_cd = True
     BUFFER_SIZE = ATAPI_BUFFER_SIZE
+    BUSY_COMMANDS = frozenset({ata.CMD_DEVICE_RESET})
 
     def __init__(self, channel: IdeChannel, unit: int, medium: DiskBackend | None,
                  serial: str) -> None:

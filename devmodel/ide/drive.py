@@ -115,6 +115,8 @@ class AtaDrive:
     """Task file + command engine of one device. `backend is None` means no device here."""
 
     COMMANDS: dict[int, tuple[Callable[[AtaDrive, int], bool], int]]
+    # Commands taken while BSY/DRQ (a packet device's DEVICE RESET, QEMU ide_exec_cmd).
+    BUSY_COMMANDS: frozenset[int] = frozenset()
     is_cd = False
 
     def __init__(self, channel: IdeChannel, unit: int, backend: DiskBackend | None,
@@ -428,9 +430,7 @@ class AtaDrive:
         """QEMU ide_exec_cmd for an ATA disk."""
         if self.unit == 1 and not self.present:
             return  # commands to a non-existent device 1 are ignored
-        if self.status & (ata.BUSY_STAT | ata.DRQ_STAT) and not (
-                self.is_cd and cmd == ata.CMD_DEVICE_RESET):
-            # Only DEVICE RESET to a packet device is taken while BSY/DRQ (QEMU ide_exec_cmd).
+        if self.status & (ata.BUSY_STAT | ata.DRQ_STAT) and cmd not in self.BUSY_COMMANDS:
             self.channel.dev.guest_error("command while BSY/DRQ")
             if self.inflight:
                 self.channel.dev.counters["write_while_busy"] += 1

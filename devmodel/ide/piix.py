@@ -200,6 +200,12 @@ def build_ide(machine, disks: dict[tuple[int, int], Drive]) -> PiixIde:
     machine.add(dev, slot=PCI_SLOT, fn=PCI_FN)
     backends = getattr(machine, "backends", None)
     hooks = getattr(machine, "io_hooks", None)
+    # An asynchronous disk delivers its completions on the daemon's loop once the
+    # hypervisor is connected (before that, and without a daemon, they run inline).
+    # With a virtual clock the machine is in its deterministic mode (tests, fuzzing,
+    # replay, the simulator): completions stay inline, so the guest sees the same
+    # number of busy polls on every run.
+    virtual = getattr(getattr(machine, "clock", None), "virtual", False)
     for key in sorted(disks):
         b = disks[key]
         b = b.medium if isinstance(b, Cdrom) else b
@@ -207,12 +213,6 @@ def build_ide(machine, disks: dict[tuple[int, int], Drive]) -> PiixIde:
             continue
         if backends is not None:
             backends.append(b)
-        # An asynchronous disk delivers its completions on the daemon's loop once the
-        # hypervisor is connected (before that, and without a daemon, they run inline).
-        # With a virtual clock the machine is in its deterministic mode (tests, fuzzing,
-        # replay, the simulator): completions stay inline, so the guest sees the same
-        # number of busy polls on every run.
-        virtual = getattr(getattr(machine, "clock", None), "virtual", False)
         if hooks is not None and hasattr(b, "io_hook") and not virtual:
             hooks.append(b.io_hook())
     return dev
