@@ -59,9 +59,9 @@ from .identify import (
     Geometry,
     build_identify,
     chs_words,
-    get_word,
     guess_geometry,
     set_word,
+    set_word_bits,
 )
 
 if TYPE_CHECKING:
@@ -278,8 +278,7 @@ class AtaDrive:
         self.chs_heads, self.chs_sectors = heads, sectors
         for w, v in chs_words(self.nb_sectors, heads, sectors).items():
             set_word(self.identify, w, v)
-        v = get_word(self.identify, W_VALIDITY)
-        set_word(self.identify, W_VALIDITY, (v | 1) if sectors else (v & ~1))
+        set_word_bits(self.identify, W_VALIDITY, 1, bool(sectors))
 
     def range_ok(self, lba: int, n: int) -> bool:
         return 0 <= lba <= self.nb_sectors and n <= self.nb_sectors - lba
@@ -582,8 +581,7 @@ class AtaDrive:
         return True
 
     def _cmdset1(self, bit: int, on: bool) -> None:
-        v = get_word(self.identify, W_CMDSET_ENABLED1)
-        set_word(self.identify, W_CMDSET_ENABLED1, (v | bit) if on else (v & ~bit))
+        set_word_bits(self.identify, W_CMDSET_ENABLED1, bit, on)
 
     def _specify(self, cmd: int) -> bool:
         """INITIALIZE DEVICE PARAMETERS (ATA-6 8.16; QEMU cmd_specify): heads from the

@@ -199,6 +199,12 @@ def get_word(page: bytes | bytearray, word: int) -> int:
     return int.from_bytes(page[2 * word : 2 * word + 2], "little")
 
 
+def set_word_bits(page: bytearray, word: int, bits: int, on: bool) -> None:
+    """Set (`on`) or clear `bits` of one word, the others kept."""
+    v = get_word(page, word)
+    set_word(page, word, (v | bits) if on else (v & ~bits))
+
+
 def build_atapi_identify(*, serial: str, model: str, firmware: str) -> bytearray:
     """IDENTIFY PACKET DEVICE of QEMU's ide-cd (ide_atapi_identify, USE_DMA_CDROM)."""
     words: dict[int, int] = {
