@@ -39,6 +39,6 @@ def write_png(path: str, width: int, height: int, rgb: bytes) -> None:
         f.write(data)
 
 
-def write_text(path: str, lines: list[str]) -> None:
-    with open(path, "w", encoding="utf-8") as f:
-        f.write("\n".join(lines) + ("\n" if lines else ""))
+def encode_text(lines: list[str]) -> bytes:
+    """The text dump: one line per screen row, each ended by a newline (nothing if empty)."""
+    return ("\n".join(lines) + ("\n" if lines else "")).encode()

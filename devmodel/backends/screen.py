@@ -22,7 +22,7 @@ from typing import Any
 
 from devmodel.vga.render import TILE, Frame, TileTracker, blank_frame, capture, render, text_screen
 
-from .display import encode_png
+from .display import encode_png, encode_text
 
 log = logging.getLogger("devmodel.screen")
 
@@ -142,7 +142,7 @@ class ScreenRecorder:
             log.exception("final screen render failed; writing the last frame")
         f = self.frame
         data = {"png": lambda: encode_png(f.width, f.height, f.rgb),
-                "text": lambda: ("\n".join(self.text) + ("\n" if self.text else "")).encode()}
+                "text": lambda: encode_text(self.text)}
         for kind, fd in self._fds.items():
             try:
                 blob = data[kind]()
