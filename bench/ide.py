@@ -65,6 +65,7 @@ from common import (  # noqa: E402
     write_image,
 )
 
+from devmodel.boot import set_threads_affinity  # noqa: E402
 from devmodel.client import DaemonProcess, Hypervisor  # noqa: E402
 
 DEVFN = 1 << 3 | 1  # PIIX3 IDE 00:01.1
@@ -146,16 +147,6 @@ def unit(name: str) -> str:
             else "ioreqs/s" if name == "ioreq_roundtrip" else "sectors/s")
 
 
-def pin_all(pid: int, cpus: set[int]) -> None:
-    """Set the CPU affinity of every thread of `pid` (the daemon's disk workers too; threads
-    created later inherit it from the thread that creates them)."""
-    for tid in os.listdir(f"/proc/{pid}/task"):
-        try:
-            os.sched_setaffinity(int(tid), cpus)
-        except (ProcessLookupError, PermissionError):
-            pass
-
-
 def main() -> int:
     ap = arg_parser(__doc__)
     ap.add_argument("--image-mb", type=int, default=256)
@@ -213,7 +204,7 @@ def main() -> int:
             for col in columns:
                 cpus = pin_cpu if col == "pinned" else allowed
                 os.sched_setaffinity(0, cpus)
-                pin_all(proc.pid, cpus)
+                set_threads_affinity(proc.pid, cpus)
                 fig = figures[col]
                 for name, size in sizes.items():
                     nslots = image_size // size

@@ -210,17 +210,24 @@ def pin_to_one_cpu(pid: int, cpu: int | None = None) -> tuple[int, set[int]]:
         cpu = here if here in allowed else min(allowed or mine)
     if cpu not in allowed:
         raise OSError(f"CPU {cpu} is not allowed to both processes ({sorted(allowed)})")
+    set_threads_affinity(pid, {cpu})
+    os.sched_setaffinity(0, {cpu})
+    return cpu, mine
+
+
+def set_threads_affinity(pid: int, cpus: set[int]) -> None:
+    """The CPU affinity of every thread of process `pid` (sched_setaffinity acts on one
+    thread; threads created later inherit it from their creator). A thread that ends
+    meanwhile is skipped; any other refusal raises OSError."""
     try:
         tids = [int(t) for t in os.listdir(f"/proc/{pid}/task")]
     except OSError:
         tids = [pid]
     for tid in tids:
         try:
-            os.sched_setaffinity(tid, {cpu})
+            os.sched_setaffinity(tid, cpus)
         except ProcessLookupError:  # a thread that just ended
             pass
-    os.sched_setaffinity(0, {cpu})
-    return cpu, mine
 
 
 class BootSession:
