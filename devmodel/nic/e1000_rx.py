@@ -22,7 +22,17 @@ from collections.abc import Iterable
 from . import e1000_defs as d
 from .dma import ram_window
 from .e1000_stats import BUCKET, FrameTally
-from .netpkt import BROADCAST, ETH_P_IPV4, ETH_P_IPV6, ETH_P_VLAN, ETH_ZLEN, csum_add, fcs, rx_checksums
+from .netpkt import (
+    BROADCAST,
+    ETH_P_IPV4,
+    ETH_P_IPV6,
+    ETH_P_VLAN,
+    ETH_ZLEN,
+    csum_add,
+    csum_fold,
+    fcs,
+    rx_checksums,
+)
 
 RX_MAX_SHORT = 1518  # 14 header + 4 VLAN tag + 1500, without FCS (1522 on the wire)
 RX_MAX_LONG = 16384 - 4  # the 82540EM's 16 KiB packet buffer limit, without FCS
@@ -214,9 +224,7 @@ class E1000Rx:
                                 r = v % 0xFFFF
                                 pkt_csum = (r << 8) % 0xFFFF if r else 0xFFFF if v else 0
                             else:
-                                pkt_csum = csum_add(memoryview(f)[pcss:]) if pcss < size else 0
-                                while pkt_csum >> 16:
-                                    pkt_csum = (pkt_csum & 0xFFFF) + (pkt_csum >> 16)
+                                pkt_csum = csum_fold(csum_add(memoryview(f)[pcss:])) if pcss < size else 0
                             data = f + fcs(f) if fcs_len else f
                             dlen = len(data)
                             if not (win_start <= buf and buf + dlen <= win_end):
@@ -292,9 +300,7 @@ class E1000Rx:
         else:
             csum_status, errors = d.RXD_STAT_IXSM, 0  # not IP: nothing to check (SDM 3.2.9)
         pcss = values["RXCSUM"] & d.RXCSUM_PCSS_MASK
-        pkt_csum = csum_add(memoryview(f)[pcss:]) if pcss < len(f) else 0
-        while pkt_csum >> 16:
-            pkt_csum = (pkt_csum & 0xFFFF) + (pkt_csum >> 16)
+        pkt_csum = csum_fold(csum_add(memoryview(f)[pcss:])) if pcss < len(f) else 0
         data = f if rctl & d.RCTL_SECRC else f + fcs(f)
         return self._rx_store(f, data, status | csum_status, errors, special, pkt_csum)
 

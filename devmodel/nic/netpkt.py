@@ -36,7 +36,8 @@ def csum_add(data: bytes | bytearray | memoryview, start: int = 0) -> int:
     return total
 
 
-def _fold(s: int) -> int:
+def csum_fold(s: int) -> int:
+    """A ones'-complement sum folded to 16 bits."""
     while s >> 16:
         s = (s & 0xFFFF) + (s >> 16)
     return s
@@ -45,12 +46,12 @@ def _fold(s: int) -> int:
 def csum_finish(s: int) -> int:
     """Complement of the folded sum; a result of 0 is sent as 0xFFFF (QEMU
     net_checksum_finish_nozero; required for UDP, harmless for TCP and IP)."""
-    v = ~_fold(s) & 0xFFFF
+    v = ~csum_fold(s) & 0xFFFF
     return v or 0xFFFF
 
 
 def csum_ok(data: bytes | bytearray | memoryview, pseudo: int = 0) -> bool:
-    return _fold(csum_add(data, pseudo)) == 0xFFFF
+    return csum_fold(csum_add(data, pseudo)) == 0xFFFF
 
 
 def fcs(frame: bytes | bytearray | memoryview) -> bytes:
