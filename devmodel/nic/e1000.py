@@ -225,12 +225,6 @@ class E1000(E1000Tx, E1000Rx, PciDevice):
         values = self.regs.values  # every statistic is a plain 32-bit register
         values[name] = min(values[name] + n, 0xFFFFFFFF)
 
-    def stat_add64(self, low: str, high: str, n: int) -> None:
-        values = self.regs.values
-        v = min((values[high] << 32 | values[low]) + n, (1 << 64) - 1)
-        values[low] = v & 0xFFFFFFFF
-        values[high] = v >> 32
-
     def stat_frame(self, good: str, octets: str, total: str, total_octets: str,
                    sizes: tuple[str, ...], bcast: str, mcast: str, frame: bytes | bytearray) -> None:
         """One good frame's counters (the slow paths; batches use a FrameTally)."""
