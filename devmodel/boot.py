@@ -608,7 +608,7 @@ def run_boot(args: argparse.Namespace, argv: list[str]) -> int:
     if refused:
         print("devmodel boot: " + "; ".join(refused), file=sys.stderr)
         return 2
-    no_vga = "--vga" in forward and forward[forward.index("--vga") + 1] == "none"
+    no_vga = args.vga == "none"  # the value forwarded (machine_argv passes the last --vga)
     if no_vga and (args.screendump or args.screentext):
         print("devmodel boot: --screendump and --screentext need the VGA (--vga std)",
               file=sys.stderr)
