@@ -49,15 +49,16 @@ class E1000(E1000Tx, E1000Rx, PciDevice):
         super().__init__(name, vendor_id=d.VENDOR_INTEL, device_id=d.DEVICE_82540EM,
                          class_code=d.CLASS_ETHERNET, revision=d.REVISION,
                          subsystem_vendor_id=d.SUBSYS_VENDOR, subsystem_id=d.SUBSYS_ID, irq_pin=1)
-        self.add_bar(Bar(0, d.MMIO_SIZE, False, self._mmio_read, self._mmio_write, "mmio"))
-        self.add_bar(Bar(1, d.IO_SIZE, True, self._io_read, self._io_write, "io"))
-        if rom:
-            self.set_rom(rom)
         self.mac = bytes(mac)
         self.eeprom_words = build_eeprom(self.mac)
         self.eeprom = MicrowireEeprom(self.eeprom_words)
         self.regs = RegisterFile(build_table(self._handlers()),
                                  on_hole=lambda what: self.guest_error(f"mmio hole: {what}"))
+        # BAR0 is the register file itself: the engine does every access (design rule 3)
+        self.add_bar(Bar(0, d.MMIO_SIZE, False, self.regs.read, self.regs.write, "mmio"))
+        self.add_bar(Bar(1, d.IO_SIZE, True, self._io_read, self._io_write, "io"))
+        if rom:
+            self.set_rom(rom)
         self.phy = phymod.phy_reset_values()
         self.link_up = True  # the cable: set_link()
         self.autoneg_running = False
@@ -345,12 +346,6 @@ class E1000(E1000Tx, E1000Rx, PciDevice):
         self.phy[reg] = value
 
     # ---- register access ----------------------------------------------------------------
-    def _mmio_read(self, off: int, size: int) -> int:
-        return self.regs.read(off, size)
-
-    def _mmio_write(self, off: int, size: int, value: int) -> None:
-        self.regs.write(off, size, value)
-
     def _io_read(self, off: int, size: int) -> int:
         """IOADDR (+0) selects a register offset, IODATA (+4) accesses it (SDM 13.2.1)."""
         if off < 4:
