@@ -33,6 +33,43 @@ WATCH_VGA_BYTES = 512 << 10  # VRAM a non-VBE mode can show (4 planes x 64 KiB, 
 MAX_DIRTY = 4096  # dirty rectangles kept between consumers; past that the whole frame
 
 
+class FrameCheck:
+    """Whether a capture may show something the last render did not: the registers (and
+    `extra`, e.g. a blink phase), the VRAM the mode shows (`watch` bytes from 0 outside VBE;
+    one memcmp), or `full_s` seconds since the last render. The screen recorder's and the VNC
+    server's frame sources each keep one."""
+
+    def __init__(self, watch: int = WATCH_VGA_BYTES, full_s: float = FULL_CHECK_S) -> None:
+        self.watch = watch
+        self.full_s = full_s
+        self._key: tuple | None = None
+        self._vram: bytes | None = None
+        self._last = -1e9
+
+    def changed(self, s: Any, now: float, force: bool = False, extra: tuple = ()) -> bool:
+        """True (and remembered as the last render) unless nothing can have changed."""
+        key = (s.sr, s.gr, s.ar, s.cr, s.ar_index, s.misc, s.palette, s.pel_mask, s.dac_8bit,
+               s.vbe_enabled, s.vbe_xres, s.vbe_yres, s.vbe_bpp, s.vbe_line_offset,
+               s.vbe_start_addr) + extra
+        if s.vbe_enabled:
+            a = s.vbe_start_addr
+            b = min(s.vram_size, a + s.vbe_yres * s.vbe_line_offset)
+        else:
+            a, b = 0, min(s.vram_size, self.watch)
+        vram = s.vram[a:b]
+        if (not force and key == self._key and vram == self._vram
+                and now - self._last < self.full_s):
+            return False
+        self._key, self._vram, self._last = key, bytes(vram), now
+        return True
+
+
+def render_frame(s: Any, blink_on: bool) -> Frame:
+    """render(), or the blank frame when the mode has no size."""
+    frame = render(s, blink_on)
+    return frame if frame.width > 0 and frame.height > 0 else blank_frame()
+
+
 class ScreenRecorder:
     """The latest frame of one VGA (see the module docstring). An io hook and a backend."""
 
@@ -60,9 +97,7 @@ class ScreenRecorder:
         self.dirty: list[tuple[int, int, int, int]] = []
         self.renders = 0
         self.ticks = 0
-        self._key: tuple | None = None
-        self._vram: bytes | None = None
-        self._last_render = -1e9
+        self._check = FrameCheck()
         self.loop: asyncio.AbstractEventLoop | None = None
         self._timer: asyncio.TimerHandle | None = None
         self._closed = False
@@ -95,23 +130,9 @@ class ScreenRecorder:
         if getattr(vga, "failed", False):
             return False
         s = capture(vga, copy_vram=False)
-        key = (s.sr, s.gr, s.ar, s.cr, s.ar_index, s.misc, s.palette, s.pel_mask, s.dac_8bit,
-               s.vbe_enabled, s.vbe_xres, s.vbe_yres, s.vbe_bpp, s.vbe_line_offset,
-               s.vbe_start_addr)
-        if s.vbe_enabled:
-            a = s.vbe_start_addr
-            b = min(s.vram_size, a + s.vbe_yres * s.vbe_line_offset)
-        else:
-            a, b = 0, min(s.vram_size, WATCH_VGA_BYTES)
-        vram = bytes(s.vram[a:b])
-        now = self.clock()
-        if (not force and key == self._key and vram == self._vram
-                and now - self._last_render < FULL_CHECK_S):
+        if not self._check.changed(s, self.clock(), force):
             return False
-        self._key, self._vram, self._last_render = key, vram, now
-        frame = render(s, True)
-        if frame.width <= 0 or frame.height <= 0:
-            frame = blank_frame()
+        frame = render_frame(s, True)
         self.renders += 1
         rects = self.tracker.update(frame)
         if rects:

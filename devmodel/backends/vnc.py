@@ -35,9 +35,10 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from devmodel.vga.render import TILE, Frame, TileTracker, blank_frame, capture, is_text, render
+from devmodel.vga.render import TILE, Frame, TileTracker, blank_frame, capture, is_text
 
 from . import vncauth
+from .screen import FrameCheck, find_vga, render_frame
 
 log = logging.getLogger("devmodel.vnc")
 
@@ -290,17 +291,16 @@ class VgaFrameSource:
         self.vga = vga
         self.blink = blink
         self.clock = clock
-        self._key: tuple | None = None
-        self._vram: bytes | None = None
-        self._last_full = 0.0
+        self._check = FrameCheck(WATCH_VGA_BYTES, FULL_CHECK_S)
+        self._blank_sent = False
         self.frame: Frame = blank_frame()
         self.renders = 0
 
     def poll(self, force: bool = False) -> Frame | None:
         """A new frame, or None when nothing can have changed."""
         if self.vga is None:
-            if self._key is None:
-                self._key = ()
+            if not self._blank_sent:  # no VGA: the blank frame once
+                self._blank_sent = True
                 return self.frame
             return None
         now = self.clock()
@@ -308,22 +308,9 @@ class VgaFrameSource:
         blink_on = True
         if self.blink and is_text(s):
             blink_on = int(now / BLINK_PHASE_S) % 2 == 0
-        key = (s.sr, s.gr, s.ar, s.cr, s.ar_index, s.misc, s.palette, s.pel_mask, s.dac_8bit,
-               s.vbe_enabled, s.vbe_xres, s.vbe_yres, s.vbe_bpp, s.vbe_line_offset,
-               s.vbe_start_addr, blink_on)
-        if s.vbe_enabled:
-            a = s.vbe_start_addr
-            b = min(s.vram_size, a + s.vbe_yres * s.vbe_line_offset)
-        else:
-            a, b = 0, min(s.vram_size, WATCH_VGA_BYTES)
-        vram = s.vram[a:b]
-        if (not force and key == self._key and vram == self._vram
-                and now - self._last_full < FULL_CHECK_S):
+        if not self._check.changed(s, now, force, (blink_on,)):
             return None
-        self._key, self._vram, self._last_full = key, bytes(vram), now
-        frame = render(s, blink_on)
-        if frame.width <= 0 or frame.height <= 0:
-            frame = blank_frame()
+        frame = render_frame(s, blink_on)
         self.renders += 1
         self.frame = frame
         return frame
@@ -875,7 +862,7 @@ def build_vnc(machine: Any, spec_text: str, password_file: str | None = None, *,
     spec = parse_vnc_spec(spec_text)
     password = read_password_file(password_file) if password_file else None
     if vga is None:
-        vga = next((d for d in machine.devices if type(d).__name__ == "StdVga"), None)
+        vga = find_vga(machine)
     try:
         listener = open_listener(spec)
     except OSError as e:
