@@ -150,7 +150,7 @@ class GuestMemory:
         if not region.close() and mm is not None:
             self.deferred_unmaps += 1
             self._retired.append(weakref.ref(mm))
-        self._retired = [r for r in self._retired if r() is not None]
+        self.retired_mappings()  # prunes the mappings that have gone meanwhile
         self.generation += 1
 
     def retired_mappings(self) -> int:
