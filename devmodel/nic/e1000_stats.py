@@ -3,6 +3,8 @@ batch) and added to the clear-on-read registers once (E1000.stat_tally)."""
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 from .netpkt import BROADCAST
 
 # size bucket (index into PRC_REGS/PTC_REGS; 6 = counted in none) by wire length with FCS,
@@ -22,17 +24,9 @@ class FrameTally:
         self.buckets = [0] * 7
 
     def add(self, frame: bytes | bytearray) -> None:
-        wire = len(frame) + 4
-        self.frames += 1
-        self.octets += wire
-        self.buckets[BUCKET[wire if wire < 1024 else 1024]] += 1
-        if frame[0] & 1:
-            if frame[:6] == BROADCAST:
-                self.bcast += 1
-            else:
-                self.mcast += 1
+        self.add_many((frame,))
 
-    def add_many(self, frames: list[bytes]) -> None:
+    def add_many(self, frames: Sequence[bytes | bytearray]) -> None:
         """add() of each frame, with the loop's state in locals (a doorbell's batch)."""
         octets = bcast = mcast = 0
         buckets = self.buckets
