@@ -146,6 +146,10 @@ class NetBackend:
                 break
             if frame:
                 out.append(frame)
+        return self._received(out)
+
+    def _received(self, out: list[bytes]) -> list[bytes]:
+        """Count (and capture) the frames a recv_frames returns."""
         if out:
             self.counters["rx frames"] += len(out)
             if self.capture is not None:
@@ -672,13 +676,7 @@ class StreamBackend(NetBackend):
                 out.append(frame)
             else:
                 self.counters["rx empty frames"] += 1
-        if out:
-            self.counters["rx frames"] += len(out)
-            if self.capture is not None:
-                for frame in out:
-                    self.capture.write(frame)
-                self.capture.flush()
-        return out
+        return self._received(out)
 
     def _accept(self) -> None:
         try:
