@@ -410,13 +410,16 @@ class AtapiDrive(AtaDrive):
         if count == 0:
             self.cmd_ok()
             return
-        self._read_blocks(struct.unpack_from(">I", cdb, 2)[0], count)
+        lba = struct.unpack_from(">I", cdb, 2)[0]
+        if self._blocks_ok(lba, count):
+            self.read_medium(lba, count)
 
-    def _read_blocks(self, lba: int, count: int) -> None:
+    def _blocks_ok(self, lba: int, count: int) -> bool:
+        """The block range lies inside the medium; otherwise the command fails (5/21h)."""
         if lba >= self.cd_sectors or count > self.cd_sectors - lba:
             self.cmd_error(mmc.ILLEGAL_REQUEST, mmc.ASC_LOGICAL_BLOCK_OOR)
-            return
-        self.read_medium(lba, count)
+            return False
+        return True
 
     def _read_cd(self, cdb: bytes) -> None:
         """READ CD (QEMU cmd_read_cd): user data (2048 bytes per block) or nothing."""
@@ -425,8 +428,7 @@ class AtapiDrive(AtaDrive):
             self.cmd_ok()
             return
         lba = struct.unpack_from(">I", cdb, 2)[0]
-        if lba >= self.cd_sectors or count > self.cd_sectors - lba:
-            self.cmd_error(mmc.ILLEGAL_REQUEST, mmc.ASC_LOGICAL_BLOCK_OOR)
+        if not self._blocks_ok(lba, count):
             return
         request = cdb[9] & 0xF8
         if request == 0x00:
@@ -440,10 +442,8 @@ class AtapiDrive(AtaDrive):
         self.cmd_error(mmc.ILLEGAL_REQUEST, mmc.ASC_INV_FIELD_IN_CMD_PACKET)
 
     def _seek(self, cdb: bytes) -> None:
-        if struct.unpack_from(">I", cdb, 2)[0] >= self.cd_sectors:
-            self.cmd_error(mmc.ILLEGAL_REQUEST, mmc.ASC_LOGICAL_BLOCK_OOR)
-            return
-        self.cmd_ok()
+        if self._blocks_ok(struct.unpack_from(">I", cdb, 2)[0], 1):
+            self.cmd_ok()
 
     def _read_toc(self, cdb: bytes) -> None:
         max_len = struct.unpack_from(">H", cdb, 7)[0]
