@@ -545,6 +545,8 @@ class Connection:
         device, which raised an IRQ)."""
         if self._closed:
             return
+        if self.machine.posted:  # work a device posted outside an ioreq runs now, not later
+            self._run_posted()
         if self.machine.outbox or self.machine.memory.dirty_log:
             self._drain_outbox()
             self.report_dirty()
@@ -571,6 +573,8 @@ class Connection:
         self._timer_handle = None
         self.machine.clock.run_due()
         self.machine.clock.changed = True
+        if self.machine.posted:
+            self._run_posted()
         if self.machine.outbox:
             self._drain_outbox()
         if self.machine.memory.dirty_log:

@@ -42,6 +42,9 @@ log = logging.getLogger("devmodel.machine")
 # The fd stays the owner's (a machine backend); the daemon sends a copy (SCM_RIGHTS).
 OUTBOX_MEM_ADD = -2
 OUTBOX_MEM_DEL = -3
+# Rounds of work posted by posted work that run_posted follows before it waits for the next
+# message (a device re-posting itself forever cannot hold the loop).
+MAX_POSTED_ROUNDS = 4
 
 ONES = (0, 0xFF, 0xFFFF, 0, 0xFFFFFFFF, 0, 0, 0, 0xFFFFFFFFFFFFFFFF)
 U64 = 0xFFFFFFFFFFFFFFFF
@@ -148,23 +151,29 @@ class Machine:
 
     def run_posted(self) -> None:
         """Run the posted work, each entry contained as an ioreq is: a device that raises is
-        logged and marked failed (strict mode: DeviceFailure)."""
-        work = self.posted
-        if not work:
-            return
-        self.posted = []
-        for dev, fn in work:
-            if dev.failed:
-                continue
-            try:
-                fn()
-            except Exception as exc:
-                if self.strict:
-                    raise DeviceFailure(f"device {dev.name} raised in posted work") from exc
-                self.counters["device_failure"] += 1
-                log.error("device %s raised in work posted by a register write; it is marked "
-                          "failed", dev.name, exc_info=exc)
-                self._fail(dev)
+        logged and marked failed (strict mode: DeviceFailure). Work that posts more work is
+        followed, for at most MAX_POSTED_ROUNDS rounds; what is left then waits for the next
+        message (counted)."""
+        for _ in range(MAX_POSTED_ROUNDS):
+            work = self.posted
+            if not work:
+                break
+            self.posted = []
+            for dev, fn in work:
+                if dev.failed:
+                    continue
+                try:
+                    fn()
+                except Exception as exc:
+                    if self.strict:
+                        raise DeviceFailure(f"device {dev.name} raised in posted work") from exc
+                    self.counters["device_failure"] += 1
+                    log.error("device %s raised in work posted by a register write; it is "
+                              "marked failed", dev.name, exc_info=exc)
+                    self._fail(dev)
+        else:
+            if self.posted:
+                self.counters["posted_deferred"] += 1
         if self._pending_shutdown is not None:
             self._finish_shutdown()
 

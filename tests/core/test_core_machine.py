@@ -456,6 +456,30 @@ def test_posted_work_runs_at_once_without_a_list_and_in_order_after_the_answer_w
     assert ran == [1, 2, 3] and m.posted == []
 
 
+def test_posted_work_that_posts_more_runs_in_the_same_round_and_a_reposter_is_bounded():
+    from devmodel.core.machine import MAX_POSTED_ROUNDS
+
+    m = Machine()
+    dev = Device("poster")
+    m.add(dev)
+    m.posted = []
+    ran = []
+    m.post(dev, lambda: (ran.append("walk"), m.post(dev, lambda: ran.append("follow-up"))))
+    m.run_posted()
+    assert ran == ["walk", "follow-up"] and m.posted == []
+    assert m.counters["posted_deferred"] == 0
+
+    def forever():
+        ran.append("again")
+        m.post(dev, forever)
+
+    ran.clear()
+    m.post(dev, forever)
+    m.run_posted()
+    assert ran == ["again"] * MAX_POSTED_ROUNDS and len(m.posted) == 1
+    assert m.counters["posted_deferred"] == 1
+
+
 def test_posted_work_that_raises_is_contained_or_raises_in_strict_mode(caplog):
     def boom():
         raise RuntimeError("bug")
