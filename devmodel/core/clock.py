@@ -70,6 +70,15 @@ class Clock:
     def timer(self, callback: Callable[[int], None], name: str = "") -> Timer:
         return Timer(self, callback, name)
 
+    def cancel_where(self, pred: Callable[[Timer], bool]) -> int:
+        """Cancel every armed timer `pred` selects (an unplugged device's); returns how many."""
+        hit = 0
+        for _, _, t in list(self._heap):
+            if t.deadline is not None and pred(t):
+                t.cancel()
+                hit += 1
+        return hit
+
     def _compact(self) -> None:
         """Drop superseded entries: a guest toggling an enable bit re-arms without bound, and
         lazy deletion alone would let the heap grow with it."""

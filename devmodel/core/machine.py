@@ -559,9 +559,7 @@ class Machine:
             for r in space:
                 if r.owner is dev:
                     space.remove(r)
-        for _, _, t in list(self.clock._heap):
-            if getattr(t.callback, "__self__", None) is dev:
-                t.cancel()
+        self.clock.cancel_where(lambda t: getattr(t.callback, "__self__", None) is dev)
         self.devices[:] = [d for d in self.devices if d is not dev]
         self.notify_unplugged(device_id or dev.name, kind)
         return True

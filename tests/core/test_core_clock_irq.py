@@ -183,3 +183,17 @@ def test_out_of_range_lines_refused(call):
     r, _ = router()
     with pytest.raises(ValueError):
         call(r)
+
+
+def test_cancel_where_cancels_only_the_selected_armed_timers():
+    c = Clock(virtual=True)
+    fired = []
+    a, b = c.timer(lambda d: fired.append("a"), "a"), c.timer(lambda d: fired.append("b"), "b")
+    idle = c.timer(lambda d: fired.append("idle"), "idle")
+    a.arm(10)
+    b.arm(20)
+    assert c.cancel_where(lambda t: t.name in ("a", "idle")) == 1  # idle is not armed
+    assert not a.armed and b.armed and not idle.armed
+    c.set_virtual(100)
+    c.run_due()
+    assert fired == ["b"]
