@@ -105,7 +105,7 @@ def test_seed_from_a_fresh_seabios_boot(tmp_path):
     seed_path = tmp_path / "boot.trace.gz"
     kept = shrink_trace(str(trace), str(seed_path))
     seed = load_seed(str(seed_path))
-    assert kept == len(seed) > 1000
+    assert len(seed) >= kept > 1000  # kept counts messages; a posted batch is many events
     assert seed_path.stat().st_size < trace.stat().st_size // 10
     with Watchdog(2.0):
         out = run_input(b"", _setup(), Limits(hang_s=2.0), seed=seed)

@@ -8,7 +8,7 @@ from devmodel.hvsim.pic import DualPic
 from devmodel.hvsim.pit import Pit
 from devmodel.hvsim.pmtimer import PIIX4_PM_SBDF, PmTimer, pm_timer_value
 from devmodel.hvsim.ports import NullPort
-from devmodel.hvsim.posted import POSTED_PORTS, PostedWrites
+from devmodel.hvsim.posted import POSTED_PORTS, VGA_PORTS, PostedWrites, postable_port
 from devmodel.hvsim.routing import IoRouter
 from devmodel.hvsim.strings import decode_string_insn, is_rep_string
 from devmodel.wire.constants import IOREQ_TYPE_COPY, IOREQ_TYPE_PIO
@@ -88,7 +88,7 @@ def test_posted_pio_writes_batch_and_flush_before_a_read() -> None:
     assert router.pio_read(0x71, 1) == 0xAB  # a read is synchronous and flushes first
     assert sent[-1] == [(IOREQ_TYPE_PIO, 0x70, 1, 0x10)]
     assert port.calls[-1] == ("read", 0x71, 1)
-    assert POSTED_PORTS == {0x70, 0x80, 0xE9, 0x402}
+    assert POSTED_PORTS == {0x70, 0x80, 0xE9, 0x402} | VGA_PORTS
     posted.add(0xB8000, 2, 0x0741)
     assert posted.writes == [(IOREQ_TYPE_COPY, 0xB8000, 2, 0x0741)]
 
@@ -98,6 +98,33 @@ def test_posted_ports_go_synchronously_without_a_ring() -> None:
     router.post = lambda *_a: False
     router.pio_write(0x402, 1, 0x41)
     assert port.calls == [("write", 0x402, 1, 0x41)]
+
+
+def test_cf8_and_vga_register_writes_are_posted_in_order() -> None:
+    router, port, _clock, events = make_router()
+    sent: list[list] = []
+    posted = PostedWrites(sent.append)
+    router.before_dm = lambda: (posted.flush(), events.append("before_dm"))
+    claims = port.claims_port
+    port.claims_port = lambda p, size: claims(p, size) or p in VGA_PORTS  # type: ignore
+    router.post = lambda addr, size, value, type_: (posted.add(addr, size, value, type_), True)[1]
+    router.pio_write(0x3C8, 1, 0)
+    for value in (0x3F, 0x00, 0x15):
+        router.pio_write(0x3C9, 1, value)
+    router.pio_write(0x3D4, 2, 0x0E0F)  # index and data in one OUTW, as the VGA BIOS does
+    router.pio_write(0xCF8, 4, 0x8000_0B00)  # latched here and posted
+    router.pio_write(0xCF8, 2, 0x0B00)  # not a latch write: synchronous, after the flush
+    assert sent == [[(IOREQ_TYPE_PIO, 0x3C8, 1, 0)]
+                    + [(IOREQ_TYPE_PIO, 0x3C9, 1, v) for v in (0x3F, 0x00, 0x15)]
+                    + [(IOREQ_TYPE_PIO, 0x3D4, 2, 0x0E0F), (IOREQ_TYPE_PIO, 0xCF8, 4, 0x8000_0B00)]]
+    assert port.calls == [("write", 0xCF8, 2, 0x0B00)]
+    assert router.cf8 == 0x8000_0B00
+    router.pio_write(0xCF8, 4, 0x8000_0B00)
+    assert router.pio_read(0xCFC, 4) == 0x7113_8086  # PCI config through the local latch...
+    assert sent[-1] == [(IOREQ_TYPE_PIO, 0xCF8, 4, 0x8000_0B00)]  # ...after the latch write
+    assert [postable_port(0xCF8, n) for n in (1, 2, 4)] == [False, False, True]
+    assert not postable_port(0x3C1, 1) and not postable_port(0x3CC, 1)  # read-only ports
+    assert not postable_port(0x3C9, 8)
 
 
 def enable_pm(router: IoRouter) -> None:
