@@ -80,7 +80,7 @@ from .pic import DualPic
 from .pit import Pit
 from .pmtimer import PmTimer
 from .ports import IoreqPort
-from .posted import PostedWrites
+from .posted import PostedWrites, postable_port
 from .routing import APIC_PAGE, IoRouter, Route
 
 PAGE = 0x1000
@@ -661,9 +661,13 @@ class Simulator:
         self.clock.advance(self.exit_ns)
         self.stats.exits += 1
         router = self.router
-        if router.port_route(port, size) is Route.DM:
-            if self._rep_string(port, size, is_in=False) is not None:
-                return
+        # A write that will be posted skips the REP check: a REP OUTS to such a port then
+        # posts its elements one by one, which costs no round trip at all.
+        if (router.port_route(port, size) is Route.DM
+                and not (router.post is not None and postable_port(port, size)
+                         and getattr(self.port, "buffered", False))
+                and self._rep_string(port, size, is_in=False) is not None):
+            return
         router.pio_write(port, size, value)
         if port in (0x20, 0x21, 0xA0, 0xA1, 0x4D0, 0x4D1, 0x40, 0x43):
             self.pit.run_until(self.clock.ns)

@@ -268,3 +268,21 @@ def test_rep_movsw_mmio_to_mmio_is_not_batched(machine) -> None:
     assert [e[0] for e in log] == ["r", "w"] * 10  # element by element, as Xen does
     assert sim.stats.mmio_rep_batches == 0
     assert _regs(sim) == (0, 0x14, 0x114)
+
+
+def test_rep_outsb_to_a_posted_port_posts_its_elements(machine) -> None:
+    """REP OUTSB to the debug console: each element is a posted write (no round trip at all)
+    rather than one synchronous string ioreq; the bytes arrive in order and the registers end
+    as after the instruction."""
+    sim, hv, daemon, sock = machine
+    sim.ram.write(0x800, b"hello\n")
+    # mov si,0x800; mov dx,0x402; mov cx,6; cld; rep outsb (DS = 0)
+    sim.ram.write(ENTRY, _prog("be0008", "ba0204", "b90600", "fc", "f36e"))
+    assert sim.run(max_insns=100_000).reason is StopReason.HALTED
+    hv.barrier()
+    assert daemon.machine.debug_sink.data() == b"hello\n"
+    ioreqs = [codec.Ioreq.unpack(m.payload) for m in hv_messages(sock) if m.type == MsgType.IOREQ]
+    assert not [r for r in ioreqs if r.addr == 0x402]
+    assert sim.stats.rep_batches == 0 and sim.stats.posted_writes == 6
+    cx, si, _di = _regs(sim)
+    assert (cx, si) == (0, 0x806)
