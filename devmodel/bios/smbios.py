@@ -10,10 +10,11 @@ checksums by subtraction, and adds its own type 0 (vendor "SeaBIOS") when none i
 
 Structures and handles follow QEMU's defaults: type 0 only when BIOS fields are given, 1
 (system, UUID in the SMBIOS 2.6 wire order), 3 (chassis), 4 per socket, 16 (memory array),
-17 per 16 GiB "DIMM", 19 per e820 RAM entry, 32 (boot status) and 127 (end). Layouts use
-`construct` (cold path, built once per domain), declared on first use (`layouts`): the fw_cfg
-device builds the tables when the firmware first reads fw_cfg (`fits_21_entry_point` says
-when that is safe), so construct stays out of the daemon's start-up.
+17 per 16 GiB "DIMM", 19 per e820 RAM entry, 32 (boot status) and 127 (end). Layouts are data
+(core.layout: named fields over one little-endian `struct`), declared on first use (`layouts`).
+The fw_cfg device builds the tables when the firmware first reads fw_cfg
+(`fits_21_entry_point` says when that is safe). They were construct Structs once: importing
+construct (and the pdb it pulls in) cost ~12 ms of the guest's first fw_cfg read.
 """
 
 from __future__ import annotations
@@ -22,10 +23,8 @@ import functools
 from collections.abc import Iterable
 from dataclasses import dataclass
 from types import SimpleNamespace
-from typing import TYPE_CHECKING
 
-if TYPE_CHECKING:
-    from construct import Struct
+from devmodel.core.layout import U8, U16, U32, U64, Const, Layout
 
 EP21_SIZE = 0x1F
 EP30_SIZE = 0x18
@@ -43,78 +42,73 @@ _LAYOUTS = ("HEADER", "TYPE0", "TYPE1", "TYPE3", "TYPE4_V28", "TYPE4_V30", "TYPE
 
 @functools.cache
 def layouts() -> SimpleNamespace:
-    """The structure layouts, declared on first use (construct is a slow import)."""
-    from construct import Bytes, Const, Int8ul, Int16ul, Int32ul, Int64ul, Struct
+    """The structure layouts (SMBIOS 3.x, DSP0134 sections 6.1.2, 5.2.1/5.2.2 and 7.x)."""
+    HEADER = Layout(("type", U8), ("length", U8), ("handle", U16))
 
-    HEADER = Struct("type" / Int8ul, "length" / Int8ul, "handle" / Int16ul)
+    TYPE0 = Layout(
+        ("header", HEADER), ("vendor", U8), ("version", U8), ("start_segment", U16),
+        ("release_date", U8), ("rom_size", U8), ("characteristics", U64),
+        ("characteristics_ext", "2s"), ("bios_major", U8), ("bios_minor", U8),
+        ("ec_major", U8), ("ec_minor", U8),
+    )
+    TYPE1 = Layout(
+        ("header", HEADER), ("manufacturer", U8), ("product", U8), ("version", U8),
+        ("serial", U8), ("uuid", "16s"), ("wake_up_type", U8), ("sku", U8), ("family", U8),
+    )
+    TYPE3 = Layout(
+        ("header", HEADER), ("manufacturer", U8), ("type", U8), ("version", U8),
+        ("serial", U8), ("asset", U8), ("boot_up_state", U8), ("power_supply_state", U8),
+        ("thermal_state", U8), ("security_status", U8), ("oem_defined", U32),
+        ("height", U8), ("power_cords", U8), ("contained_count", U8),
+        ("contained_length", U8), ("sku", U8),
+    )
+    type4_fields: tuple[tuple[str, str | Layout], ...] = (
+        ("header", HEADER), ("socket", U8), ("processor_type", U8), ("family", U8),
+        ("manufacturer", U8), ("processor_id", U64), ("version", U8), ("voltage", U8),
+        ("external_clock", U16), ("max_speed", U16), ("current_speed", U16),
+        ("status", U8), ("upgrade", U8), ("l1_handle", U16), ("l2_handle", U16),
+        ("l3_handle", U16), ("serial", U8), ("asset", U8), ("part", U8),
+        ("core_count", U8), ("core_enabled", U8), ("thread_count", U8),
+        ("characteristics", U16), ("family2", U16),
+    )
+    TYPE4_V28 = Layout(*type4_fields)  # 0x2A bytes
+    TYPE4_V30 = Layout(*type4_fields, ("core_count2", U16), ("core_enabled2", U16),
+                       ("thread_count2", U16))  # 0x30 bytes
+    TYPE16 = Layout(
+        ("header", HEADER), ("location", U8), ("use", U8), ("error_correction", U8),
+        ("maximum_capacity", U32), ("error_handle", U16), ("devices", U16),
+        ("extended_maximum_capacity", U64),
+    )
+    TYPE17 = Layout(
+        ("header", HEADER), ("array_handle", U16), ("error_handle", U16),
+        ("total_width", U16), ("data_width", U16), ("size", U16), ("form_factor", U8),
+        ("device_set", U8), ("device_locator", U8), ("bank_locator", U8),
+        ("memory_type", U8), ("type_detail", U16), ("speed", U16), ("manufacturer", U8),
+        ("serial", U8), ("asset", U8), ("part", U8), ("attributes", U8),
+        ("extended_size", U32), ("configured_speed", U16), ("minimum_voltage", U16),
+        ("maximum_voltage", U16), ("configured_voltage", U16),
+    )
+    TYPE19 = Layout(
+        ("header", HEADER), ("start", U32), ("end", U32), ("array_handle", U16),
+        ("partition_width", U8), ("extended_start", U64), ("extended_end", U64),
+    )
+    TYPE32 = Layout(("header", HEADER), ("reserved", "6s"), ("boot_status", U8))
+    TYPE127 = Layout(("header", HEADER))
 
-    TYPE0 = Struct(
-        "header" / HEADER, "vendor" / Int8ul, "version" / Int8ul, "start_segment" / Int16ul,
-        "release_date" / Int8ul, "rom_size" / Int8ul, "characteristics" / Int64ul,
-        "characteristics_ext" / Bytes(2), "bios_major" / Int8ul, "bios_minor" / Int8ul,
-        "ec_major" / Int8ul, "ec_minor" / Int8ul,
+    EP21 = Layout(
+        ("anchor", Const(b"_SM_")), ("checksum", U8), ("length", U8), ("major", U8),
+        ("minor", U8), ("max_structure_size", U16), ("revision", U8),
+        ("formatted_area", "5s"), ("intermediate_anchor", Const(b"_DMI_")),
+        ("intermediate_checksum", U8), ("table_length", U16), ("table_address", U32),
+        ("structure_count", U16), ("bcd_revision", U8),
     )
-    TYPE1 = Struct(
-        "header" / HEADER, "manufacturer" / Int8ul, "product" / Int8ul, "version" / Int8ul,
-        "serial" / Int8ul, "uuid" / Bytes(16), "wake_up_type" / Int8ul, "sku" / Int8ul,
-        "family" / Int8ul,
-    )
-    TYPE3 = Struct(
-        "header" / HEADER, "manufacturer" / Int8ul, "type" / Int8ul, "version" / Int8ul,
-        "serial" / Int8ul, "asset" / Int8ul, "boot_up_state" / Int8ul, "power_supply_state" / Int8ul,
-        "thermal_state" / Int8ul, "security_status" / Int8ul, "oem_defined" / Int32ul,
-        "height" / Int8ul, "power_cords" / Int8ul, "contained_count" / Int8ul,
-        "contained_length" / Int8ul, "sku" / Int8ul,
-    )
-    _TYPE4_FIELDS = (
-        "header" / HEADER, "socket" / Int8ul, "processor_type" / Int8ul, "family" / Int8ul,
-        "manufacturer" / Int8ul, "processor_id" / Int64ul, "version" / Int8ul, "voltage" / Int8ul,
-        "external_clock" / Int16ul, "max_speed" / Int16ul, "current_speed" / Int16ul,
-        "status" / Int8ul, "upgrade" / Int8ul, "l1_handle" / Int16ul, "l2_handle" / Int16ul,
-        "l3_handle" / Int16ul, "serial" / Int8ul, "asset" / Int8ul, "part" / Int8ul,
-        "core_count" / Int8ul, "core_enabled" / Int8ul, "thread_count" / Int8ul,
-        "characteristics" / Int16ul, "family2" / Int16ul,
-    )
-    TYPE4_V28 = Struct(*_TYPE4_FIELDS)  # 0x2A bytes
-    TYPE4_V30 = Struct(*_TYPE4_FIELDS, "core_count2" / Int16ul, "core_enabled2" / Int16ul,
-                       "thread_count2" / Int16ul)  # 0x30 bytes
-    TYPE16 = Struct(
-        "header" / HEADER, "location" / Int8ul, "use" / Int8ul, "error_correction" / Int8ul,
-        "maximum_capacity" / Int32ul, "error_handle" / Int16ul, "devices" / Int16ul,
-        "extended_maximum_capacity" / Int64ul,
-    )
-    TYPE17 = Struct(
-        "header" / HEADER, "array_handle" / Int16ul, "error_handle" / Int16ul,
-        "total_width" / Int16ul, "data_width" / Int16ul, "size" / Int16ul, "form_factor" / Int8ul,
-        "device_set" / Int8ul, "device_locator" / Int8ul, "bank_locator" / Int8ul,
-        "memory_type" / Int8ul, "type_detail" / Int16ul, "speed" / Int16ul, "manufacturer" / Int8ul,
-        "serial" / Int8ul, "asset" / Int8ul, "part" / Int8ul, "attributes" / Int8ul,
-        "extended_size" / Int32ul, "configured_speed" / Int16ul, "minimum_voltage" / Int16ul,
-        "maximum_voltage" / Int16ul, "configured_voltage" / Int16ul,
-    )
-    TYPE19 = Struct(
-        "header" / HEADER, "start" / Int32ul, "end" / Int32ul, "array_handle" / Int16ul,
-        "partition_width" / Int8ul, "extended_start" / Int64ul, "extended_end" / Int64ul,
-    )
-    TYPE32 = Struct("header" / HEADER, "reserved" / Bytes(6), "boot_status" / Int8ul)
-    TYPE127 = Struct("header" / HEADER)
-
-    EP21 = Struct(
-        "anchor" / Const(b"_SM_"), "checksum" / Int8ul, "length" / Int8ul, "major" / Int8ul,
-        "minor" / Int8ul, "max_structure_size" / Int16ul, "revision" / Int8ul,
-        "formatted_area" / Bytes(5), "intermediate_anchor" / Const(b"_DMI_"),
-        "intermediate_checksum" / Int8ul, "table_length" / Int16ul, "table_address" / Int32ul,
-        "structure_count" / Int16ul, "bcd_revision" / Int8ul,
-    )
-    EP30 = Struct(
-        "anchor" / Const(b"_SM3_"), "checksum" / Int8ul, "length" / Int8ul, "major" / Int8ul,
-        "minor" / Int8ul, "docrev" / Int8ul, "revision" / Int8ul, "reserved" / Int8ul,
-        "table_max_size" / Int32ul, "table_address" / Int64ul,
+    EP30 = Layout(
+        ("anchor", Const(b"_SM3_")), ("checksum", U8), ("length", U8), ("major", U8),
+        ("minor", U8), ("docrev", U8), ("revision", U8), ("reserved", U8),
+        ("table_max_size", U32), ("table_address", U64),
     )
     names = locals()
     return SimpleNamespace(**{n: names[n] for n in _LAYOUTS})
-
-
 
 
 def __getattr__(name: str):
@@ -189,7 +183,7 @@ class _Strings:
         return b"".join(s + b"\0" for s in self.items) + b"\0" if self.items else b"\0\0"
 
 
-def _header(t: int, handle: int, layout: Struct) -> dict[str, int]:
+def _header(t: int, handle: int, layout: Layout) -> dict[str, int]:
     return {"type": t, "length": layout.sizeof(), "handle": handle}
 
 
@@ -238,7 +232,7 @@ def build_smbios(cfg: SmbiosConfig, ram_size: int, sockets: int,
     L = layouts()
     out: list[bytes] = []
 
-    def emit(layout: Struct, fields: dict, strings: _Strings) -> None:
+    def emit(layout: Layout, fields: dict, strings: _Strings) -> None:
         out.append(layout.build(fields) + strings.terminate())
 
     if cfg.bios_vendor or cfg.bios_version or cfg.bios_date or cfg.bios_release:

@@ -1,7 +1,6 @@
-"""USB descriptors declared with `construct` (design rule 9: cold, fixed layouts; never parsed
-from guest data on a hot path). Built when the guest first asks for them (GET_DESCRIPTOR),
-not at device construction: construct (and the pdb it imports) stays out of the daemon's
-start-up (`layouts`).
+"""USB descriptors declared as data (core.layout; design rule 9: cold, fixed layouts, never
+parsed from guest data on a hot path). Built when the guest first asks for them
+(GET_DESCRIPTOR), not at device construction.
 
 Layouts: USB 2.0 spec chapter 9.6 (device, configuration, interface, endpoint, string) and
 HID 1.11 section 6.2.1 (HID descriptor). `config_blob` assembles a configuration with its
@@ -14,6 +13,8 @@ from __future__ import annotations
 import functools
 from dataclasses import dataclass
 from types import SimpleNamespace
+
+from devmodel.core.layout import U8, U16, Const, Layout
 
 DT_DEVICE = 1
 DT_CONFIG = 2
@@ -37,65 +38,63 @@ CFG_ATT_WAKEUP = 0x20
 @functools.cache
 def layouts() -> SimpleNamespace:
     """The descriptor layouts, declared on first use."""
-    from construct import Const, Int8ul, Int16ul, Struct
-
-    DeviceDescriptor = Struct(
-        "bLength" / Const(18, Int8ul),
-        "bDescriptorType" / Const(DT_DEVICE, Int8ul),
-        "bcdUSB" / Int16ul,
-        "bDeviceClass" / Int8ul,
-        "bDeviceSubClass" / Int8ul,
-        "bDeviceProtocol" / Int8ul,
-        "bMaxPacketSize0" / Int8ul,
-        "idVendor" / Int16ul,
-        "idProduct" / Int16ul,
-        "bcdDevice" / Int16ul,
-        "iManufacturer" / Int8ul,
-        "iProduct" / Int8ul,
-        "iSerialNumber" / Int8ul,
-        "bNumConfigurations" / Int8ul,
+    DeviceDescriptor = Layout(
+        ("bLength", Const(18, U8)),
+        ("bDescriptorType", Const(DT_DEVICE, U8)),
+        ("bcdUSB", U16),
+        ("bDeviceClass", U8),
+        ("bDeviceSubClass", U8),
+        ("bDeviceProtocol", U8),
+        ("bMaxPacketSize0", U8),
+        ("idVendor", U16),
+        ("idProduct", U16),
+        ("bcdDevice", U16),
+        ("iManufacturer", U8),
+        ("iProduct", U8),
+        ("iSerialNumber", U8),
+        ("bNumConfigurations", U8),
     )
 
-    ConfigDescriptor = Struct(
-        "bLength" / Const(9, Int8ul),
-        "bDescriptorType" / Const(DT_CONFIG, Int8ul),
-        "wTotalLength" / Int16ul,
-        "bNumInterfaces" / Int8ul,
-        "bConfigurationValue" / Int8ul,
-        "iConfiguration" / Int8ul,
-        "bmAttributes" / Int8ul,
-        "bMaxPower" / Int8ul,  # in 2 mA units
+    ConfigDescriptor = Layout(
+        ("bLength", Const(9, U8)),
+        ("bDescriptorType", Const(DT_CONFIG, U8)),
+        ("wTotalLength", U16),
+        ("bNumInterfaces", U8),
+        ("bConfigurationValue", U8),
+        ("iConfiguration", U8),
+        ("bmAttributes", U8),
+        ("bMaxPower", U8),  # in 2 mA units
     )
 
-    InterfaceDescriptor = Struct(
-        "bLength" / Const(9, Int8ul),
-        "bDescriptorType" / Const(DT_INTERFACE, Int8ul),
-        "bInterfaceNumber" / Int8ul,
-        "bAlternateSetting" / Int8ul,
-        "bNumEndpoints" / Int8ul,
-        "bInterfaceClass" / Int8ul,
-        "bInterfaceSubClass" / Int8ul,
-        "bInterfaceProtocol" / Int8ul,
-        "iInterface" / Int8ul,
+    InterfaceDescriptor = Layout(
+        ("bLength", Const(9, U8)),
+        ("bDescriptorType", Const(DT_INTERFACE, U8)),
+        ("bInterfaceNumber", U8),
+        ("bAlternateSetting", U8),
+        ("bNumEndpoints", U8),
+        ("bInterfaceClass", U8),
+        ("bInterfaceSubClass", U8),
+        ("bInterfaceProtocol", U8),
+        ("iInterface", U8),
     )
 
-    EndpointDescriptor = Struct(
-        "bLength" / Const(7, Int8ul),
-        "bDescriptorType" / Const(DT_ENDPOINT, Int8ul),
-        "bEndpointAddress" / Int8ul,
-        "bmAttributes" / Int8ul,
-        "wMaxPacketSize" / Int16ul,
-        "bInterval" / Int8ul,
+    EndpointDescriptor = Layout(
+        ("bLength", Const(7, U8)),
+        ("bDescriptorType", Const(DT_ENDPOINT, U8)),
+        ("bEndpointAddress", U8),
+        ("bmAttributes", U8),
+        ("wMaxPacketSize", U16),
+        ("bInterval", U8),
     )
 
-    HidDescriptor = Struct(
-        "bLength" / Const(9, Int8ul),
-        "bDescriptorType" / Const(DT_HID, Int8ul),
-        "bcdHID" / Int16ul,
-        "bCountryCode" / Int8ul,
-        "bNumDescriptors" / Const(1, Int8ul),
-        "bReportDescriptorType" / Const(DT_REPORT, Int8ul),
-        "wDescriptorLength" / Int16ul,
+    HidDescriptor = Layout(
+        ("bLength", Const(9, U8)),
+        ("bDescriptorType", Const(DT_HID, U8)),
+        ("bcdHID", U16),
+        ("bCountryCode", U8),
+        ("bNumDescriptors", Const(1, U8)),
+        ("bReportDescriptorType", Const(DT_REPORT, U8)),
+        ("wDescriptorLength", U16),
     )
     return SimpleNamespace(DeviceDescriptor=DeviceDescriptor, ConfigDescriptor=ConfigDescriptor,
                            InterfaceDescriptor=InterfaceDescriptor,
