@@ -303,8 +303,7 @@ class Connection:
         elif mtype == MsgType.IOREQ:
             self._on_ioreq(tag, chan, payload, flags)
         elif mtype == MsgType.BUFIOREQ:
-            for b in decode_bufioreq(payload):
-                self.machine.handle_buffered(b.type, b.addr, b.size, b.data)
+            self.machine.handle_buffered_batch(decode_bufioreq(payload))
             if self.machine.outbox:
                 self._drain_outbox()
         elif mtype == MsgType.MEM_ADD:

@@ -186,9 +186,10 @@ class DebugPorts(Device):
         out = []
         if self.enable_debugcon:
             out.append(Range(self.debugcon_port, 1, self._con_read, self._debugcon_write,
-                             "debugcon", self, one))
+                             "debugcon", self, one, write_rep=self._debugcon_write_rep))
         if self.enable_e9:
-            out.append(Range(E9_PORT, 1, self._con_read, self._e9_write, "port-e9", self, one))
+            out.append(Range(E9_PORT, 1, self._con_read, self._e9_write, "port-e9", self, one,
+                             write_rep=self._e9_write_rep))
         if self.enable_post:
             out.append(Range(POST_PORT, 1, self._post_read, self._post_write, "post", self, one))
         return out
@@ -203,6 +204,16 @@ class DebugPorts(Device):
     def _e9_write(self, off: int, size: int, value: int) -> None:
         self.bytes_out[CHANNEL_E9] += 1
         self.sink.write(CHANNEL_E9, bytes((value & 0xFF,)))
+
+    # Whole strings: REP OUTSB, and runs of posted single-byte writes (Machine.
+    # handle_buffered_batch); the sink gets them in one piece instead of a byte per call.
+    def _debugcon_write_rep(self, off: int, size: int, data: bytes | memoryview) -> None:
+        self.bytes_out[CHANNEL_DEBUGCON] += len(data)
+        self.sink.write(CHANNEL_DEBUGCON, bytes(data))
+
+    def _e9_write_rep(self, off: int, size: int, data: bytes | memoryview) -> None:
+        self.bytes_out[CHANNEL_E9] += len(data)
+        self.sink.write(CHANNEL_E9, bytes(data))
 
     def _post_read(self, off: int, size: int) -> int:
         return 0xFF

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import logging
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any
 
 from devmodel.wire.constants import (
@@ -359,6 +359,9 @@ class Machine:
         mem = self.memory
         if not moving and step > 0 and self._rep_block(space, addr, data, count, size, read):
             return data
+        if (moving and step > 0 and not read and r is not None and r.write_rep is not None
+                and self._copy_block(r, addr - r.start, data, count, size)):
+            return data
         # One range found above: its offsets, never wrapping; else the space, per element.
         if r is not None:
             base, rd, wr = addr - r.start, r.read, r.write
@@ -405,6 +408,16 @@ class Machine:
             self.memory.mark_dirty(data, nbytes)
         else:
             r.write_rep(off, size, views[0] if len(views) == 1 else b"".join(views))
+        return True
+
+    def _copy_block(self, r: Range, off: int, data: int, count: int, size: int) -> bool:
+        """A forward REP MOVS from guest RAM into one MMIO range that takes whole blocks
+        (write_rep: the VGA window): one call with the bytes. False: not all guest RAM,
+        element by element instead (it counts the bad buffer)."""
+        views = self.memory.views(data, count * size, write=False)
+        if views is None:
+            return False
+        r.write_rep(off, size, views[0] if len(views) == 1 else b"".join(views))  # type: ignore[misc]
         return True
 
     def _pci_config(self, addr: int, data: int, size: int, bits: int) -> int:
@@ -484,6 +497,33 @@ class Machine:
             self._contain(exc, type_, addr, data, 1, size, 0x01)
         if self._pending_shutdown is not None:
             self._finish_shutdown()
+
+    def handle_buffered_batch(self, slots: Sequence[Any]) -> None:
+        """A BUFIOREQ batch (slots with .type/.addr/.size/.data), in slot order. A run of
+        single-byte port writes to one port whose range takes whole strings (write_rep: the
+        debug consoles, where SeaBIOS prints its log a byte per OUT) is one write_rep call,
+        as the REP OUTSB it amounts to would be; every other slot is handle_buffered."""
+        i, n = 0, len(slots)
+        while i < n:
+            b = slots[i]
+            if b.type == IOREQ_TYPE_PIO and b.size == 1:
+                port = b.addr
+                j = i + 1
+                while (j < n and slots[j].addr == port and slots[j].size == 1
+                       and slots[j].type == IOREQ_TYPE_PIO):
+                    j += 1
+                r = self._port_map.get(port) if j - i > 1 else None
+                if r is not None and r.write_rep is not None and 1 in r.sizes:
+                    try:
+                        r.write_rep(port - r.start, 1, bytes(s.data & 0xFF for s in slots[i:j]))
+                    except Exception as exc:
+                        self._contain(exc, IOREQ_TYPE_PIO, port, b.data, j - i, 1, 0x01)
+                    if self._pending_shutdown is not None:
+                        self._finish_shutdown()
+                    i = j
+                    continue
+            self.handle_buffered(b.type, b.addr, b.size, b.data)
+            i += 1
 
     def close_backends(self) -> None:
         """Drain, flush and close every backend (SIGTERM, disconnect): requests in flight

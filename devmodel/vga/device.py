@@ -135,7 +135,8 @@ class StdVga(PciDevice):
 
     def mmio_ranges(self) -> list[Range]:
         return [Range(R.WINDOW_BASE, R.WINDOW_SIZE, self._window_read, self._window_write,
-                      f"{self.name}.window", self, ALL_SIZES, write_fill=self._window_fill)]
+                      f"{self.name}.window", self, ALL_SIZES, write_fill=self._window_fill,
+                      write_rep=self._window_block)]
 
     def reset(self) -> None:
         super().reset()
@@ -342,6 +343,49 @@ class StdVga(PciDevice):
         write = self._window_write
         for i in range(count):
             write(off + i * size, size, value)
+
+    def _window_block(self, off: int, size: int, data: bytes | memoryview) -> None:
+        """A forward REP MOVS from RAM into the window: what _window_write of each `size`-byte
+        element of `data` at off, off + size, ... does. Two cases are one slice store: a
+        linear window (VBE banked, or chain-4 with all planes writable) and the planar store
+        that leaves every plane bit to the CPU byte (write mode 0, no rotation, set/reset or
+        logic op, bit mask 0xFF: the VGA BIOS loading a font into plane 2, one REP MOVSB per
+        glyph); each enabled plane then takes the bytes at a stride of 4. The rest goes
+        element by element."""
+        n = len(data)
+        if n == 0:
+            return
+        a = self._linear_span(off, n)
+        if a >= 0:
+            self.vram[a : a + n] = data
+            return
+        if self._planar_copy(off, data):
+            return
+        view = memoryview(data)
+        write = self._window_write
+        for i in range(0, n - n % size, size):
+            write(off + i, size, int.from_bytes(view[i : i + size], "little"))
+
+    def _planar_copy(self, off: int, data: bytes | memoryview) -> bool:
+        gr, sr = self.gr, self.sr
+        if (self.vbe_enabled() or sr[R.SR_MEMMODE] & R.SR04_CHAIN4
+                or not sr[R.SR_MEMMODE] & 0x04  # odd/even
+                or gr[R.GR_MODE] & 3 or gr[R.GR_DATA_ROTATE] or gr[R.GR_SR_ENABLE] & 0x0F
+                or gr[R.GR_BIT_MASK] != 0xFF):
+            return False
+        n = len(data)
+        a = self._legacy_window_offset(off)
+        if a < 0 or self._legacy_window_offset(off + n - 1) != a + n - 1:
+            return False
+        base, end = a << 2, (a + n) << 2
+        if end > self.vram_size:
+            return False
+        planes = sr[R.SR_MAP_MASK] & 0x0F
+        vram = self.vram
+        for p in range(4):
+            if planes >> p & 1:
+                vram[base + p : end : 4] = data
+        return True
 
     def _odd_even_base(self, off: int, count: int) -> int:
         """The VRAM offset of the first of `count` words at off, off + 2, ... stored in

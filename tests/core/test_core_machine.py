@@ -124,6 +124,36 @@ def test_rep_stos_fills_every_mmio_element():
     assert bytes(rec.mem[0x10:0x1C]) == bytes.fromhex("ddccbbaa") * 3
 
 
+def test_rep_movs_into_the_vga_window_is_one_block_with_the_same_result():
+    """A forward REP MOVS from RAM into a range with write_rep (the VGA window) is one block
+    call; VRAM ends as with the backward form, which goes element by element (a font glyph
+    loaded into plane 2, as the VGA BIOS does). A buffer that is not RAM is counted."""
+    glyphs = bytes(range(1, 33)) * 4
+    vrams = []
+    for bits, gpa, ptr in ((WRITE | PTR, 0xA0000, 0x1000),
+                           (WRITE | PTR | DF, 0xA0000 + len(glyphs) - 1, 0x1000 + len(glyphs) - 1)):
+        m = machine_with_ram()
+        vga = m.device("vga")
+        m.memory.write(0x1000, glyphs)
+        for port, value in ((0x3C4, 0x02), (0x3C5, 0x04), (0x3C4, 0x04), (0x3C5, 0x06),
+                            (0x3CE, 0x05), (0x3CF, 0x00), (0x3CE, 0x06), (0x3CF, 0x04),
+                            (0x3CE, 0x08), (0x3CF, 0xFF)):
+            io(m, IOREQ_TYPE_PIO, port, 1, WRITE, data=value)  # plane 2, planar, A0000 64 KiB
+        calls = []
+        r = m.mmio.find(0xA0000)
+        block = r.write_rep
+        r.write_rep = lambda off, size, data, _b=block, _c=calls: (_c.append(len(data)),
+                                                                   _b(off, size, data))
+        io(m, IOREQ_TYPE_COPY, gpa, 1, bits, data=ptr, count=len(glyphs))
+        assert calls == ([len(glyphs)] if not bits & DF else [])
+        vrams.append(bytes(vga.vram[: 4 * len(glyphs)]))
+        assert m.counters["guest_error"] == 0
+    assert vrams[0] == vrams[1] and vrams[0][2::4] == glyphs and not any(vrams[0][0::4])
+    m = machine_with_ram()
+    io(m, IOREQ_TYPE_COPY, 0xA0000, 1, WRITE | PTR, data=0xF0000000, count=16)
+    assert m.counters["guest_error"] == 1
+
+
 def test_rep_stos_backwards():
     m = make_machine()
     io(m, IOREQ_TYPE_COPY, REC_MMIO + 0x10, 2, WRITE | DF, data=0x1234, count=3)
@@ -218,6 +248,38 @@ def test_buffered_write_is_a_plain_write():
     m.handle_buffered(IOREQ_TYPE_PIO, 0x92, 1, 0x02)
     assert io(m, IOREQ_TYPE_COPY, VGA_BASE + 8, 8, READ) == 0x1122334455667788
     assert io(m, IOREQ_TYPE_PIO, 0x92, 1, READ) == 0x02
+
+
+def test_buffered_batch_joins_debug_console_runs_and_keeps_slot_order():
+    """Runs of posted single-byte writes to a port with a string hook (the debug console)
+    become one write_rep call; the bytes and their order relative to other slots are what
+    slot-by-slot handle_buffered gives."""
+    from devmodel.wire.codec import BufIoreq
+
+    def batch() -> list[BufIoreq]:
+        out = [BufIoreq(IOREQ_TYPE_PIO, 0x402, 1, b) for b in b"SeaBIOS "]
+        out.append(BufIoreq(IOREQ_TYPE_PIO, REC_PORT, 1, 0x41))  # another port in between
+        out += [BufIoreq(IOREQ_TYPE_PIO, 0x402, 1, b | 0x100) for b in b"(version)\n"]
+        out += [BufIoreq(IOREQ_TYPE_PIO, REC_PORT, 1, v) for v in (1, 2)]  # no string hook
+        out.append(BufIoreq(IOREQ_TYPE_PIO, 0x402, 2, 0x4142))  # a 2-byte write: not joined
+        out.append(BufIoreq(IOREQ_TYPE_COPY, VGA_BASE, 2, 0x0741))
+        return out
+
+    joined, single = make_machine(), make_machine()
+    calls: list[int] = []
+    r = joined.pio.find(0x402)
+    rep = r.write_rep
+    r.write_rep = lambda off, size, data: (calls.append(len(data)), rep(off, size, data))
+    joined.handle_buffered_batch(batch())
+    for b in batch():
+        single.handle_buffered(b.type, b.addr, b.size, b.data)
+    assert calls == [8, 10]
+    assert joined.debug_sink.data() == single.debug_sink.data() == b"SeaBIOS (version)\n"
+    rec_j, rec_s = joined.device("recorder"), single.device("recorder")
+    assert rec_j.log == rec_s.log == [("pio", "w", 0, 1, v) for v in (0x41, 1, 2)]
+    assert (io(joined, IOREQ_TYPE_COPY, VGA_BASE, 2, READ)
+            == io(single, IOREQ_TYPE_COPY, VGA_BASE, 2, READ) == 0x0741)
+    assert joined.counters == single.counters
 
 
 def test_buffered_mmio_write_bug_is_contained_or_raises_in_strict_mode():

@@ -47,3 +47,49 @@ def test_window_fill_matches_element_writes():
         assert (_run(vga, init, True, off, size, count, value)
                 == _run(vga, init, False, off, size, count, value))
     assert fast > 10  # the strided path was taken, not only the element loop
+
+
+def _run_block(vga: StdVga, init: bytes, block: bool, off: int, size: int,
+               data: bytes) -> tuple[bytes, int, list[str]]:
+    vga.vram[:] = init
+    vga.latch = 0x5A5A5A5A
+    errors: list[str] = []
+    vga.guest_error = errors.append  # type: ignore[method-assign]
+    if block:
+        vga._window_block(off, size, memoryview(data))
+    else:
+        for i in range(0, len(data), size):
+            vga._window_write(off + i, size, int.from_bytes(data[i : i + size], "little"))
+    return bytes(vga.vram), vga.latch, errors
+
+
+def test_window_block_matches_element_writes():
+    """write_rep of the window (a forward REP MOVS from RAM, Machine._copy_block) stores what
+    the same writes one at a time store, for random register states, including the planar
+    font load (plane 2, write mode 0) and the linear VBE / chain-4 copies it does at once."""
+    rng = random.Random(11)
+    vga = StdVga(bytearray(1 << 20))
+    vsize = vga.vram_size
+    init = bytes(rng.getrandbits(8) for _ in range(256)) * (vsize // 256)
+    planar = 0
+    for _ in range(500):
+        vga.sr[R.SR_MEMMODE] = rng.choice([0, 2, 4, 6, 6, 8, 0xE])
+        vga.sr[R.SR_MAP_MASK] = rng.choice([4, 4, 0xF, rng.randrange(16)])
+        vga.gr[R.GR_MISC] = rng.choice([4, 4, rng.randrange(16)])
+        vga.gr[R.GR_MODE] = rng.choice([0, 0, 0x10, 1, 2, 3])
+        vga.gr[R.GR_DATA_ROTATE] = rng.choice([0, 0, 0, 1, 0x08, 0x18])
+        vga.gr[R.GR_SR_ENABLE] = rng.choice([0, 0, 0, 0x0F, 0x04])
+        vga.gr[R.GR_SR_VALUE] = rng.randrange(16)
+        vga.gr[R.GR_BIT_MASK] = rng.choice([0xFF, 0xFF, 0xFF, 0x0F, 0])
+        vga.vbe_regs[R.VBE_INDEX_ENABLE] = rng.choice([0, 0, 0, R.VBE_ENABLED])
+        vga.bank_offset = rng.choice([0, 0x10000, vsize - 0x8000, vsize - 4])
+        size = rng.choice([1, 1, 2, 4])
+        count = rng.choice([1, 16, 32, 100, 1024])
+        off = rng.choice([0, 1, 0x4000, 0x10000 - 40, 0x18000 - 10, rng.randrange(0x20000)])
+        if off + size * count > 0x20000:
+            continue
+        data = bytes(rng.getrandbits(8) for _ in range(size * count))
+        planar += vga._planar_copy(off, data) if not vga.vbe_enabled() else 0
+        assert (_run_block(vga, init, True, off, size, data)
+                == _run_block(vga, init, False, off, size, data))
+    assert planar >= 5  # the strided planar path was taken, not only the element loop
