@@ -316,6 +316,8 @@ class BootSession:
         # (MEM_ADD) and sends the PAM types right after its HELLO.
         self.hv = Hypervisor.connect(self.proc.socket_path, process=self.proc, handshake=False)
         self.sim = Simulator(self.hv, c.memory)
+        if self.sim.slicing_note:
+            self.notes.append(self.sim.slicing_note)
         self.sim.observers.append(self._observe)
         self.hv.hello()
         for rid, region in enumerate(self.sim.ram.regions()):

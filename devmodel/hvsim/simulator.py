@@ -1,7 +1,14 @@
 """The hypervisor simulator: one vCPU, guest RAM, PIC/PIT, and ioreq forwarding; the firmware
 is the device model's (MEM_ADD regions and set_mem_type, firmware.py).
 
-A run is a loop of instruction slices (``emu_start(count=slice_insns)``). Between slices the
+A run is a loop of instruction slices: ``slice_insns`` instructions each, counted per
+translation block by a C hook (budget.py: a slice is about 3 bytes of code per instruction,
+ended at a block boundary), or by Unicorn itself (``emu_start(count=...)``, several times
+slower) when that hook cannot be built, for the one exact instruction of an STI shadow, and
+with paging on. With blocks, an MMIO callback sees the EIP of its block's start (Unicorn syncs
+EIP before instruction hooks such as IN/OUT, and before every instruction only while its own
+count runs): a REP STOS/MOVS into MMIO then batches from its second element (_rep_mmio_write
+finds no REP at the block's start for the first one, which goes alone). Between slices the
 simulator replays timer edges, lets the device model's DMOPs in (``port.poll()``), and delivers
 a pending 8259 interrupt through the real-mode IVT or the IDT. Interrupts land there, at HLT,
 right after an exit that made one deliverable (the exit stops the slice early; Unicorn lets the
@@ -10,8 +17,9 @@ guest opens without any exit (the interrupt-window watch, below). Everything is 
 VirtualClock, so two runs with the same inputs take the same path.
 
 Virtual time: ``ns_per_insn`` per instruction of every completed slice (a slice cut short by a
-stop or HLT is not charged; Unicorn's own counter, cpu.insns_run, is used only to tell a HLT
-from a slice whose count ran out), ``exit_ns`` per
+stop or HLT is not charged; whether a slice ended on its budget, the block hook's ``stopped``
+or Unicorn's own counter cpu.insns_run, is used only to tell a HLT from a full slice),
+``exit_ns`` per
 port or MMIO exit and per RDTSC, and jumps to the next timer deadline while halted. The device
 model gets the same time (``port.clock``, a CLOCK message, docs/protocol.md 4.6): before an
 access it serves whenever the clock moved since the last one, and after each halted jump, then
@@ -62,6 +70,8 @@ from unicorn import x86_const as x86
 from ..wire.constants import MEM_READONLY
 from . import strings
 from .apic import IOAPIC_BASE, LAPIC_BASE, IoapicStub, LapicStub
+from .budget import BlockBudget
+from .budget import load as load_budget
 from .clock import VirtualClock
 from .cpu import (
     CR0_PE,
@@ -130,6 +140,7 @@ class Stop:
 @dataclass
 class Stats:
     slices: int = 0
+    block_slices: int = 0  # slices counted by the block budget (budget.py)
     insns: int = 0  # instructions of completed slices (a lower bound)
     exits: int = 0  # port + MMIO exits
     rep_batches: int = 0  # pio_string calls
@@ -170,13 +181,20 @@ class Simulator:
         sync_clock: bool = True,
         local_pm_timer: bool | None = None,
         local_rtc_index: bool = True,
+        slicing: str = "auto",
     ) -> None:
         """``sync_clock``: send the virtual time to the device model (it must run with
         ``--clock virtual``); off for a device model on the host's clock.
         ``local_pm_timer``: answer ACPI PM_TMR reads here (pmtimer.py), as Xen does; by
         default on exactly when ``sync_clock`` is (both sides must share one clock).
         ``local_rtc_index``: answer byte reads of the RTC index port 0x70 here with 0xFF, as
-        Xen's own RTC does (routing.py); off to forward them to the device model."""
+        Xen's own RTC does (routing.py); off to forward them to the device model.
+        ``slicing``: how slices are counted: "blocks" (budget.py, a C hook per translation
+        block; about half the CPU emulator's time), "count" (Unicorn's per-instruction
+        count), or "auto": blocks when the hook can be built, else count (``slicing_note``
+        says why)."""
+        if slicing not in ("auto", "blocks", "count"):
+            raise ValueError(f"slicing {slicing!r}: want auto, blocks or count")
         self.port = port
         self.ram = ram if ram is not None else GuestRam(ram_size)
         self.clock = VirtualClock(tsc_hz)
@@ -239,6 +257,17 @@ class Simulator:
 
         self._map_memory()
         self._install_hooks()
+        self.budget: BlockBudget | None = None
+        self.slicing_note = ""
+        if slicing != "count":
+            lib, why = load_budget()
+            if lib is not None:
+                self.budget = BlockBudget(self.cpu.uc, lib)
+            elif slicing == "blocks":
+                raise RuntimeError(f"slicing=blocks: {why}")
+            else:
+                self.slicing_note = f"slices counted by Unicorn (slower): {why}"
+
         self.reset()
 
     # ---- construction ----------------------------------------------------------------------
@@ -381,8 +410,17 @@ class Simulator:
         self._mmio_single_pc = None
         self._plain_io_pcs.clear()
         self.stats.slices += 1
+        # Blocks, except for one exact instruction (the STI shadow) and with paging on (the
+        # hook's look at a block's last byte reads a physical address).
+        budget = self.budget
+        if budget is not None and (count == 1 or self.cpu.reg(x86.UC_X86_REG_CR0) & CR0_PG):
+            budget.disarm()
+            budget = None
+        elif budget is not None:
+            budget.arm(count)
+            self.stats.block_slices += 1
         try:
-            self.cpu.uc.emu_start(self.cpu.eip, 0xFFFFFFFF, count=count)
+            self.cpu.uc.emu_start(self.cpu.eip, 0xFFFFFFFF, count=0 if budget else count)
         except UcError as exc:
             self._latch(Stop(StopReason.ERROR, f"unicorn: {exc}"))
             return
@@ -392,7 +430,7 @@ class Simulator:
             self.posted.flush()
         if self._stop is not None:
             return
-        if self._just_halted(count):  # even after a kick: the block may have run into HLT
+        if self._just_halted(count, budget):  # even after a kick: the block may have run into HLT
             self._halted = True
             self.stats.halts += 1
             return
@@ -401,15 +439,21 @@ class Simulator:
         self.stats.insns += count
         self.clock.advance(count * self.ns_per_insn)
 
-    def _just_halted(self, count: int) -> bool:
+    def _just_halted(self, count: int, budget: BlockBudget | None = None) -> bool:
         # HLT makes emu_start return quietly with EIP past the 0xF4 (obstacle 4). A slice whose
         # count ran out (Unicorn's counter says so, cpu.insns_run) did not halt, even if the
         # byte before EIP is an F4 operand; with IF=0 that misreading would end the run. After
         # a kick the counter cannot tell, and an F4 operand may still be misread as HLT; the
         # cost is one early timer wake-up, since time then jumps to the next deadline.
-        ran = self.cpu.insns_run()
-        if ran is not None and ran > count:
-            return False
+        # With a block budget, a slice that ended on it did not halt (budget.py: the hook
+        # never stops at a block that may end in HLT).
+        if budget is not None:
+            if budget.stopped:
+                return False
+        else:
+            ran = self.cpu.insns_run()
+            if ran is not None and ran > count:
+                return False
         pc = self.cpu.linear_pc()
         prev = self.cpu.read_linear((pc - 1) & 0xFFFFFFFF, 1)
         return prev == b"\xf4"
