@@ -6,7 +6,8 @@ set -euo pipefail
 here="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$here"
 
-# Debian packages: a C compiler for the benchmarks' baselines, venv support, the real
+# Debian packages: a C compiler (the benchmarks' baselines, and hvsim's slice-budget hook,
+# devmodel/hvsim/budget.py, built on first use), venv support, the real
 # firmware the end-to-end tests boot, tcpdump (an independent reader of our pcap captures),
 # iproute2 (`ip netns` for the tap and iPXE DHCP tests, `ss` in the QEMU netdev interop test; not
 # in a minimal Debian 12) and QEMU itself (the reference: interoperability tests of the netdevs,
