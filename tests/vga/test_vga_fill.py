@@ -10,25 +10,36 @@ from devmodel.vga import regs as R
 from devmodel.vga.device import StdVga
 
 
-def _run(vga: StdVga, init: bytes, fill: bool, off: int, size: int, count: int,
-         value: int) -> tuple[bytes, int, list[str]]:
+def _after(vga: StdVga, init: bytes, latch: int, store) -> tuple[bytes, int, list[str]]:
+    """VRAM, latch and guest errors after `store()` from VRAM `init` and `latch`."""
     vga.vram[:] = init
-    vga.latch = 0
+    vga.latch = latch
     errors: list[str] = []
     vga.guest_error = errors.append  # type: ignore[method-assign]
-    if fill:
-        vga._window_fill(off, size, count, value)
-    else:
-        for i in range(count):
-            vga._window_write(off + i * size, size, value)
+    store()
     return bytes(vga.vram), vga.latch, errors
+
+
+def _random_vram(rng: random.Random) -> tuple[StdVga, bytes]:
+    vga = StdVga(bytearray(1 << 20))
+    return vga, bytes(rng.getrandbits(8) for _ in range(256)) * (vga.vram_size // 256)
+
+
+def _run(vga: StdVga, init: bytes, fill: bool, off: int, size: int, count: int,
+         value: int) -> tuple[bytes, int, list[str]]:
+    def store() -> None:
+        if fill:
+            vga._window_fill(off, size, count, value)
+        else:
+            for i in range(count):
+                vga._window_write(off + i * size, size, value)
+    return _after(vga, init, 0, store)
 
 
 def test_window_fill_matches_element_writes():
     rng = random.Random(7)
-    vga = StdVga(bytearray(1 << 20))
+    vga, init = _random_vram(rng)
     vsize = vga.vram_size
-    init = bytes(rng.getrandbits(8) for _ in range(256)) * (vsize // 256)
     fast = 0
     for _ in range(400):
         vga.sr[R.SR_MEMMODE] = rng.choice([0, 2, 4, 8, 0xE])
@@ -51,16 +62,13 @@ def test_window_fill_matches_element_writes():
 
 def _run_block(vga: StdVga, init: bytes, block: bool, off: int, size: int,
                data: bytes) -> tuple[bytes, int, list[str]]:
-    vga.vram[:] = init
-    vga.latch = 0x5A5A5A5A
-    errors: list[str] = []
-    vga.guest_error = errors.append  # type: ignore[method-assign]
-    if block:
-        vga._window_block(off, size, memoryview(data))
-    else:
-        for i in range(0, len(data), size):
-            vga._window_write(off + i, size, int.from_bytes(data[i : i + size], "little"))
-    return bytes(vga.vram), vga.latch, errors
+    def store() -> None:
+        if block:
+            vga._window_block(off, size, memoryview(data))
+        else:
+            for i in range(0, len(data), size):
+                vga._window_write(off + i, size, int.from_bytes(data[i : i + size], "little"))
+    return _after(vga, init, 0x5A5A5A5A, store)
 
 
 def test_window_block_matches_element_writes():
@@ -68,9 +76,8 @@ def test_window_block_matches_element_writes():
     the same writes one at a time store, for random register states, including the planar
     font load (plane 2, write mode 0) and the linear VBE / chain-4 copies it does at once."""
     rng = random.Random(11)
-    vga = StdVga(bytearray(1 << 20))
+    vga, init = _random_vram(rng)
     vsize = vga.vram_size
-    init = bytes(rng.getrandbits(8) for _ in range(256)) * (vsize // 256)
     planar = 0
     for _ in range(500):
         vga.sr[R.SR_MEMMODE] = rng.choice([0, 2, 4, 6, 6, 8, 0xE])
