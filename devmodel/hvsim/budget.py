@@ -15,7 +15,9 @@ ended on its budget ended before a block, not at a HLT, whatever byte precedes E
 block run to its end after the request (as the rest of a block does after a stop from an
 instruction hook, seabios-on-unicorn.md obstacle 5), a HLT ending it could not be told from
 the stop; the hook therefore never stops at a block whose last byte is 0xF4 (it stops at the
-next one). Either way, when ``stopped`` is set the slice did not end on a HLT.
+next one) while paging is off (with paging on, the block's address is linear and the look
+is skipped: ``arm(check_last=False)``). Either way, when ``stopped`` is set the slice did not
+end on a HLT.
 
 The hook is a few lines of C, compiled once with the system compiler (``CC``, else cc/gcc)
 into the user's cache directory and loaded with ctypes; ``load`` returns None, with the
@@ -39,7 +41,7 @@ typedef int (*stop_fn)(void *uc);
 typedef int (*read_fn)(void *uc, uint64_t address, void *bytes, uint64_t size);
 struct budget {
     uint64_t used, limit, blocks;
-    uint32_t stopped, pad;
+    uint32_t stopped, check_last;
     stop_fn stop;
     read_fn read;
 };
@@ -51,7 +53,8 @@ void devmodel_block_budget(void *uc, uint64_t address, uint32_t size, struct bud
     if (b->used < b->limit || b->stopped)
         return;
     /* Not at a block that may end in HLT: that stop could not be told from the HLT. */
-    if (size && b->read(uc, address + size - 1, &last, 1) == 0 && last == 0xF4)
+    if (b->check_last && size && b->read(uc, address + size - 1, &last, 1) == 0
+        && last == 0xF4)
         return;
     b->stopped = 1;
     b->stop(uc);
@@ -63,7 +66,8 @@ SYMBOL = "devmodel_block_budget"
 class Budget(ctypes.Structure):
     _fields_ = [("used", ctypes.c_uint64), ("limit", ctypes.c_uint64),
                 ("blocks", ctypes.c_uint64), ("stopped", ctypes.c_uint32),
-                ("pad", ctypes.c_uint32), ("stop", ctypes.c_void_p), ("read", ctypes.c_void_p)]
+                ("check_last", ctypes.c_uint32), ("stop", ctypes.c_void_p),
+                ("read", ctypes.c_void_p)]
 
 
 _loaded: tuple[ctypes.CDLL | None, str] | None = None
@@ -145,11 +149,16 @@ class BlockBudget:
             raise OSError(f"uc_hook_add(UC_HOOK_BLOCK) failed: {err}")
         self._lib = lib  # the code must outlive the hook
 
-    def arm(self, insns: int) -> None:
+    def arm(self, insns: int, check_last: bool = True) -> None:
+        """A budget of `insns` instructions for the next emu_start. `check_last`: look at the
+        last byte of the block where the budget runs out (by physical address, so only with
+        paging off: with paging on the address is linear, and reading it might even reach
+        MMIO; the stop-before-block behaviour alone then keeps a HLT from being missed)."""
         s = self.state
         s.used = 0
         s.limit = max(1, insns * CODE_BYTES_PER_INSN)
         s.stopped = 0
+        s.check_last = int(check_last)
 
     def disarm(self) -> None:
         """No stop from the hook (a slice counted by Unicorn itself)."""

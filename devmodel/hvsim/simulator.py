@@ -4,8 +4,8 @@ is the device model's (MEM_ADD regions and set_mem_type, firmware.py).
 A run is a loop of instruction slices: ``slice_insns`` instructions each, counted per
 translation block by a C hook (budget.py: a slice is about 3 bytes of code per instruction,
 ended at a block boundary), or by Unicorn itself (``emu_start(count=...)``, several times
-slower) when that hook cannot be built, for the one exact instruction of an STI shadow, and
-with paging on. With blocks, an MMIO callback sees the EIP of its block's start (Unicorn syncs
+slower) when that hook cannot be built and for the one exact instruction of an STI shadow.
+With blocks, an MMIO callback sees the EIP of its block's start (Unicorn syncs
 EIP before instruction hooks such as IN/OUT, and before every instruction only while its own
 count runs): a REP STOS/MOVS into MMIO then batches from its second element (_rep_mmio_write
 finds no REP at the block's start for the first one, which goes alone). Between slices the
@@ -410,14 +410,13 @@ class Simulator:
         self._mmio_single_pc = None
         self._plain_io_pcs.clear()
         self.stats.slices += 1
-        # Blocks, except for one exact instruction (the STI shadow) and with paging on (the
-        # hook's look at a block's last byte reads a physical address).
+        # Blocks, except for one exact instruction (the STI shadow).
         budget = self.budget
-        if budget is not None and (count == 1 or self.cpu.reg(x86.UC_X86_REG_CR0) & CR0_PG):
+        if budget is not None and count == 1:
             budget.disarm()
             budget = None
         elif budget is not None:
-            budget.arm(count)
+            budget.arm(count, check_last=not self.cpu.reg(x86.UC_X86_REG_CR0) & CR0_PG)
             self.stats.block_slices += 1
         try:
             self.cpu.uc.emu_start(self.cpu.eip, 0xFFFFFFFF, count=0 if budget else count)

@@ -4,6 +4,7 @@ compiler on first use), and the fallback to Unicorn's count when that cannot be 
 from __future__ import annotations
 
 import os
+import struct
 import subprocess
 import sys
 
@@ -11,7 +12,7 @@ import pytest
 from unicorn import UC_ARCH_X86, UC_MODE_32, Uc
 from unicorn import x86_const as x86
 
-from devmodel.hvsim import budget
+from devmodel.hvsim import StopReason, budget
 
 CODE = 0x1000
 
@@ -95,3 +96,35 @@ def test_the_hook_is_built_once_into_the_cache(tmp_path) -> None:
         assert r.returncode == 0, r.stderr
     built = list((tmp_path / "devmodel").iterdir())
     assert len(built) == 1 and built[0].name.startswith("hvsim-budget-")
+
+
+# Real mode -> flat protected mode -> paging on (one 4 MiB PSE page, identity), then
+# 300,000 times `inc dword [0x500]; dec ecx; jnz`, then cli; hlt (GNU as, .intel_syntax):
+#   cli; xor ax,ax; mov ds,ax; lgdt [0x6F00]; mov eax,cr0; or al,1; mov cr0,eax; ljmp 8:pm32
+#   pm32: mov ax,0x10; mov ds/es/ss,ax; mov esp,0x90000; mov eax,0x10000; mov cr3,eax;
+#   mov eax,cr4; or eax,0x10; mov cr4,eax; mov eax,cr0; or eax,0x80000000; mov cr0,eax; jmp 1f
+#   1: mov ecx,300000; 2: inc dword [0x500]; dec ecx; jnz 2b; cli; hlt
+PAGING = bytes.fromhex(
+    "fa31c08ed80f0116006f0f20c00c010f22c0ea177c0800"
+    "66b810008ed88ec08ed0bc00000900b8000001000f22d80f20e083c8100f22e0"
+    "0f20c00d000000800f22c0eb00b9e0930400ff05000500004975f7faf4")
+LOOPS = 300_000
+
+
+@pytest.mark.parametrize("slicing", ["count", "blocks"])
+def test_a_paging_guest_runs_to_its_halt_in_either_slicing(tiny_sim, slicing: str) -> None:
+    """With paging on, the hook skips its look at the block's last byte (a linear address):
+    the loop still runs in whole slices and the final `cli; hlt` is still seen."""
+    if slicing == "blocks" and budget.load()[0] is None:
+        pytest.skip(budget.load()[1])
+    sim, _ = tiny_sim(PAGING, slicing=slicing)
+    gdt = struct.pack("<3Q", 0, 0x00CF9A000000FFFF, 0x00CF92000000FFFF)
+    sim.ram.write(0x6E00, gdt)
+    sim.ram.write(0x6F00, struct.pack("<HI", len(gdt) - 1, 0x6E00))
+    sim.ram.write(0x10000, struct.pack("<I", 0x83))  # PDE 0: 4 MiB, present, writable
+    stop = sim.run(max_insns=10_000_000)
+    assert stop.reason is StopReason.HALTED, stop
+    assert struct.unpack("<I", sim.ram.read(0x500, 4))[0] == LOOPS
+    assert sim.cpu.reg(x86.UC_X86_REG_CR0) & 0x80000000
+    assert sim.stats.slices >= 3  # the ~900,000 instructions took several slices
+    assert (sim.stats.block_slices > 0) == (slicing == "blocks")
