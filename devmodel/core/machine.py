@@ -475,13 +475,16 @@ class Machine:
         return data
 
     def _fail(self, dev: Device) -> None:
-        """A failed device stops being called: its ranges read all-ones and drop writes."""
+        """A failed device stops being called: its ranges read all-ones and drop writes, and
+        their whole-string and block hooks are gone (the rep paths then take the dead
+        read/write element by element)."""
         dev.failed = True
         for space in (self.pio, self.mmio):
             for r in space:
                 if r.owner is dev:
                     r.read = _dead_read
                     r.write = _dead_write
+                    r.read_rep = r.write_rep = r.write_fill = None
 
     def handle_buffered(self, type_: int, addr: int, size: int, data: int) -> None:
         """A posted write from a BUFIOREQ batch: a plain count-1 write (xen-protocol.md 2.2).

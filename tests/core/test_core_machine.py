@@ -201,6 +201,24 @@ def test_contained_failure_answers_marks_failed_and_silences_device(caplog):
     assert io(m, IOREQ_TYPE_PCI_CONFIG, 0, 4, READ) == 0x12378086
 
 
+def test_a_failed_device_is_not_reached_through_its_string_hooks():
+    """After a device failure its ranges' whole-string and block hooks are dropped too: a
+    REP OUTSB, a run of posted console bytes, a REP STOS and a REP MOVS into the VGA window
+    reach nobody."""
+    from devmodel.wire.codec import BufIoreq
+
+    m = machine_with_ram()
+    m.memory.write(0x1000, b"late")
+    for r in (m.pio.find(0x402), m.mmio.find(0xA0000)):
+        m._fail(r.owner)
+    vram = bytes(m.device("vga").vram[:64])
+    io(m, IOREQ_TYPE_PIO, 0x402, 1, WRITE | PTR, data=0x1000, count=4)
+    m.handle_buffered_batch([BufIoreq(IOREQ_TYPE_PIO, 0x402, 1, b) for b in b"more"])
+    io(m, IOREQ_TYPE_COPY, 0xA0000, 2, WRITE, data=0x0741, count=16)
+    io(m, IOREQ_TYPE_COPY, 0xA0000, 1, WRITE | PTR, data=0x1000, count=4)
+    assert m.debug_sink.data() == b"" and bytes(m.device("vga").vram[:64]) == vram
+
+
 def test_contained_failure_in_a_pointer_request_answers_data():
     m = machine_with_ram()
     assert io(m, IOREQ_TYPE_PIO, FAULT_PORT, 1, READ | PTR, data=0x300, count=4) == 0x300
