@@ -325,8 +325,7 @@ class AtapiDrive(AtaDrive):
             self.buf[:size] = self.reply_buf[start : start + size]
             self._reply_block(size)
             return
-        # From the medium: BSY until the read completes, then the DRQ block.
-        self.status = ata.READY_STAT | ata.SEEK_STAT | ata.BUSY_STAT
+        # From the medium: BSY until the read completes (_io_seq), then the DRQ block.
         self._io_seq([("read", (self.xfer_offset, [memoryview(self.buf)[:size]]))],
                      lambda err: self._medium_block_done(err, size))
 
@@ -360,7 +359,6 @@ class AtapiDrive(AtaDrive):
 
     def dma_io(self, views: list[memoryview], done: Callable[[OSError | None], None]) -> None:
         if self.xfer_src == SRC_MEDIUM:
-            self.status = ata.READY_STAT | ata.SEEK_STAT | ata.BUSY_STAT
             self._io_seq([("read", (self.xfer_offset, views))], done)
             return
         pos = 0

@@ -346,10 +346,11 @@ class AtaDrive:
 
     def _io_seq(self, ops: list[tuple[str, tuple]], then: Callable[[OSError | None], None]) -> None:
         """Run backend requests one after the other ("read", "write", "flush", "discard"
-        with their arguments), then `then(None)`, or `then(err)` at the first error. The
-        caller has set the drive's in-flight state (BSY) already: with inline completions
-        `then` runs before this returns."""
+        with their arguments), then `then(None)`, or `then(err)` at the first error. BSY
+        meanwhile (`then` sets the final status); with inline completions `then` runs before
+        this returns."""
         gen = self.io_gen
+        self.status = ata.READY_STAT | ata.SEEK_STAT | ata.BUSY_STAT
         self.inflight = True
         st = [0, False, False]  # next op, inside a submit, completed inside that submit
 
@@ -623,7 +624,6 @@ class AtaDrive:
             ranges.append((lba, count))
         assert self.backend is not None
         self.transfer_halt()
-        self.status = ata.READY_STAT | ata.SEEK_STAT | ata.BUSY_STAT
         ops = [("discard", (lba * ata.SECTOR_SIZE, count * ata.SECTOR_SIZE)) for lba, count in ranges]
         self._io_seq(ops, self._dsm_done)
 
@@ -708,7 +708,6 @@ class AtaDrive:
             return
         nbytes = n * ata.SECTOR_SIZE
         assert self.backend is not None and 0 < nbytes <= PIO_BUFFER_SIZE
-        self.status = ata.READY_STAT | ata.SEEK_STAT | ata.BUSY_STAT
         self._io_seq([("read", (lba * ata.SECTOR_SIZE, [memoryview(self.buf)[:nbytes]]))],
                      lambda err: self._sector_read_done(err, lba, n))
 
@@ -732,7 +731,6 @@ class AtaDrive:
             return
         nbytes = n * ata.SECTOR_SIZE
         assert self.backend is not None and 0 < nbytes <= PIO_BUFFER_SIZE
-        self.status = ata.READY_STAT | ata.SEEK_STAT | ata.BUSY_STAT
         # Write cache off: the write is durable when it completes (FUA).
         self._io_seq([("write", (lba * ata.SECTOR_SIZE, [memoryview(self.buf)[:nbytes]],
                                  not self.write_cache))],
@@ -756,7 +754,6 @@ class AtaDrive:
         if self.backend is None:
             self._flush_done(None)
             return
-        self.status = ata.READY_STAT | ata.SEEK_STAT | ata.BUSY_STAT
         self._io_seq([("flush", ())], self._flush_done)
 
     def _flush_done(self, err: OSError | None) -> None:
@@ -802,7 +799,6 @@ class AtaDrive:
                 pos += len(v)
             done(None)
             return
-        self.status = ata.READY_STAT | ata.SEEK_STAT | ata.BUSY_STAT
         offset = self.dma_lba * ata.SECTOR_SIZE
         if self.dma_cmd == DMA_READ:
             self._io_seq([("read", (offset, views))], done)
