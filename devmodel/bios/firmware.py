@@ -15,9 +15,7 @@ notes, attribute 2 (write-only) really behaves as read/write RAM.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
-from devmodel.core.device import Device
+from devmodel.core.device import Device, SharedRegion
 from devmodel.wire.constants import MEM_RAM, MEM_READONLY, DmOp
 
 SHADOW_BASE = 0xC0000
@@ -38,15 +36,6 @@ def pam_segments() -> list[tuple[int, int, int, int]]:
     for i in range(1, 13):
         segs.append(((i + 1) // 2, 0 if i % 2 else 4, 0xC0000 + (i - 1) * 0x4000, 0x4000))
     return segs
-
-
-@dataclass
-class SharedRegion:
-    region_id: int
-    gpa: int
-    size: int
-    fd: int
-    flags: int
 
 
 class SystemFirmware(Device):

@@ -28,6 +28,19 @@ class SnapshotError(ValueError):
     pass
 
 
+@dataclass(frozen=True)
+class SharedRegion:
+    """Memory a device owns that the hypervisor maps (firmware, VRAM, an option ROM): what
+    Device.shared_regions lists and Machine.share_region takes, sent as a daemon->hypervisor
+    MEM_ADD (docs/protocol.md 4.7). The fd stays the device's (a machine backend)."""
+
+    region_id: int
+    gpa: int
+    size: int
+    fd: int
+    flags: int
+
+
 @dataclass
 class DeviceContext:
     memory: GuestMemory
@@ -63,9 +76,9 @@ class Device:
     def mmio_ranges(self) -> list[Range]:
         return []
 
-    def shared_regions(self) -> list:
-        """Memory this device owns that the hypervisor must map (firmware, VRAM): objects with
-        region_id, gpa, size, fd and flags, sent as daemon->hypervisor MEM_ADD."""
+    def shared_regions(self) -> list[SharedRegion]:
+        """Memory this device owns that the hypervisor must map (firmware, VRAM), sent as
+        daemon->hypervisor MEM_ADD when it connects."""
         return []
 
     def reset(self) -> None:

@@ -27,7 +27,7 @@ from devmodel.wire.constants import (
 
 from .bus import AddressSpace, Range
 from .clock import Clock
-from .device import Device, DeviceContext
+from .device import Device, DeviceContext, SharedRegion
 from .irq import IrqRouter
 from .memory import GuestMemory
 from .pci import PciBus, PciDevice
@@ -177,9 +177,8 @@ class Machine:
         if self._pending_shutdown is not None:
             self._finish_shutdown()
 
-    def share_region(self, region: Any) -> None:
-        """Map memory the daemon owns into the guest (`region`: region_id, gpa, size, fd,
-        flags, as devmodel.bios.firmware.SharedRegion): a daemon->hypervisor MEM_ADD, sent in
+    def share_region(self, region: SharedRegion) -> None:
+        """Map memory the daemon owns into the guest: a daemon->hypervisor MEM_ADD, sent in
         order with the dm_ops, before the current IORESP. The same region id again moves it."""
         rid = region.region_id
         _check_region_id(rid)

@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from devmodel.wire.constants import MEM_RAM, MEM_READONLY, PAGE_SIZE
 
 from .bus import ALL_SIZES, AddressSpace, OverlapError, Range, ReadFn, WriteFn
-from .device import Device
+from .device import Device, SharedRegion
 
 log = logging.getLogger("devmodel.pci")
 
@@ -62,17 +62,6 @@ HEADER_MULTIFUNCTION = 0x80
 
 # Daemon region id of a shared expansion ROM: this | devfn (docs/protocol.md 4.7).
 REGION_ROM_BASE = 0x8000_0100
-
-
-@dataclass(frozen=True)
-class RomRegion:
-    """A shared ROM as machine.share_region takes it (the fields of a SharedRegion)."""
-
-    region_id: int
-    gpa: int
-    size: int
-    fd: int
-    flags: int
 
 
 @dataclass(eq=False)
@@ -193,9 +182,9 @@ class PciDevice(Device):
                              "by pages")
         self.rom_fd = fd
 
-    def rom_region(self, gpa: int) -> RomRegion:
+    def rom_region(self, gpa: int) -> SharedRegion:
         assert self.rom_fd is not None
-        return RomRegion(REGION_ROM_BASE | self.devfn, gpa, self.rom_size, self.rom_fd,
+        return SharedRegion(REGION_ROM_BASE | self.devfn, gpa, self.rom_size, self.rom_fd,
                          MEM_RAM | MEM_READONLY)
 
     def shared_regions(self) -> list:
