@@ -231,10 +231,6 @@ class AtapiDrive(AtaDrive):
         self.nsector = 0
         self.channel.set_irq()
 
-    def _ata_abort(self) -> None:
-        self.abort_command()
-        self.channel.set_irq()
-
     # ---- the packet -----------------------------------------------------------------------
     def media_present(self) -> bool:
         return not self.tray_open and self.cd_sectors > 0
@@ -274,7 +270,7 @@ class AtapiDrive(AtaDrive):
         7.17.6.49; QEMU validate_bcl)."""
         if self.atapi_dma or self.byte_count_limit():
             return True
-        self._ata_abort()
+        self.abort_with_irq()
         return False
 
     # ---- data-in phase --------------------------------------------------------------------
@@ -317,7 +313,7 @@ class AtapiDrive(AtaDrive):
         if size > bcl:
             size = bcl & ~1  # the limit must be even when the data does not fit
         if size <= 0:  # a zero limit after the data phase began: nothing sensible to move
-            self._ata_abort()
+            self.abort_with_irq()
             return
         assert 0 < size <= MAX_BYTE_COUNT
         if self.xfer_src == SRC_BUFFER:

@@ -295,25 +295,30 @@ class AtaDrive:
             self.nsector = (self.hob_nsector << 8) | (self.nsector & 0xFF)
 
     # ---- completions ----------------------------------------------------------------------
-    def abort_command(self) -> None:
+    def fail_command(self, error: int) -> None:
+        """End the command with ERR: no data phase, `error` in the error register."""
         self.transfer_stop()
         self.status = ata.READY_STAT | ata.ERR_STAT
-        self.error = ata.ABRT_ERR
+        self.error = error
+
+    def abort_command(self) -> None:
+        self.fail_command(ata.ABRT_ERR)
+
+    def abort_with_irq(self) -> None:
+        """ABRT plus an interrupt: a command refused (unknown, bad parameters)."""
+        self.fail_command(ata.ABRT_ERR)
+        self.channel.set_irq()
 
     def rw_error(self) -> None:
         """Address outside the medium: ERR with IDNF (ATA-6 8.27.6) plus an interrupt.
         (QEMU's ide_rw_error reports ABRT; the issue asks for IDNF, as real disks do.)"""
-        self.transfer_stop()
-        self.status = ata.READY_STAT | ata.ERR_STAT
-        self.error = ata.IDNF_ERR
+        self.fail_command(ata.IDNF_ERR)
         self.channel.set_irq()
 
     def io_error(self, is_read: bool, err: OSError | None = None) -> None:
         """The backend failed: report it to the guest and carry on (QEMU rerror/werror=report:
         the error status plus a BLOCK_IO_ERROR event through io_error_listeners)."""
-        self.transfer_stop()
-        self.status = ata.READY_STAT | ata.ERR_STAT
-        self.error = ata.UNC_ERR if is_read else ata.ABRT_ERR
+        self.fail_command(ata.UNC_ERR if is_read else ata.ABRT_ERR)
         self.report_io_error(is_read, err)
         self.channel.set_irq()
 
@@ -437,8 +442,7 @@ class AtaDrive:
             return
         entry = self.COMMANDS.get(cmd) if self.present else _ABSENT_COMMANDS.get(cmd)
         if entry is None:
-            self.abort_command()
-            self.channel.set_irq()
+            self.abort_with_irq()
             return
         handler, flags = entry
         self.status = ata.READY_STAT | ata.BUSY_STAT
@@ -618,8 +622,7 @@ class AtaDrive:
             if not count:
                 continue
             if not self.range_ok(lba, count):
-                self.abort_command()
-                self.channel.set_irq()
+                self.abort_with_irq()
                 return
             ranges.append((lba, count))
         assert self.backend is not None
