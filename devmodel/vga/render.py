@@ -219,14 +219,6 @@ def _font_bases(s: DisplayState) -> tuple[int, int]:
     return b, a
 
 
-def _glyph_line_rgb(bits: int, fg: bytes, bg: bytes, cw: int, nine: bool) -> bytes:
-    """One scanline of a cell as RGB: 8 dots MSB first, then the 9th column."""
-    px = b"".join(fg if bits >> (7 - i) & 1 else bg for i in range(8))
-    if cw == 9:
-        px += fg if nine else bg
-    return px
-
-
 class _CellCache(dict):
     """(character | attribute << 8) -> the cell's scanlines as RGB bytes, for one text state
     (fonts, palette, cell size, attribute mode bits, blink phase). Misses are drawn here, so
@@ -334,7 +326,7 @@ def render_text(s: DisplayState, blink_on: bool = True) -> Frame:
         if cursor_on and 0 <= c < cols:
             code, attr = row[4 * c], row[4 * c + 1]
             fg, _ = cache.colours(attr)
-            bar = _glyph_line_rgb(0xFF, pal[fg], pal[fg], cw, True)
+            bar = pal[fg] * cw  # the cursor lines: every dot, the 9th too, in the foreground
             cells[c] = tuple(bar if cur_start <= y <= cur_end else line
                              for y, line in enumerate(cache[code | attr << 8]))
         lines.extend(map(b"".join, zip(*cells, strict=True)))
