@@ -343,8 +343,7 @@ class VncClient:
         self.tiles_x = self.tiles_y = 0
         self.dirty = bytearray()  # one byte per tile: not yet sent to this client
         self.buttons = 0  # RFB button mask last seen
-        self.zlib: Any = None
-        self.zrle: Any = None
+        self.zstreams: dict[int, Any] = {}  # encoding (ZLIB, ZRLE) -> its zlib compressor
         self.updates_sent = 0
         self.updates_deferred = 0
         self.closed = False
@@ -598,18 +597,18 @@ class VncServer:
         full = len(self.clients) >= MAX_CLIENTS
         if minor == 3:
             if full:
-                c.send(struct.pack(">I", SEC_INVALID) + _reason(b"too many clients"))
+                c.send(struct.pack(">I", SEC_INVALID) + _counted(b"too many clients"))
                 raise ProtocolError("too many clients")
             c.send(struct.pack(">I", sec))
         else:
             if full:
-                c.send(b"\x00" + _reason(b"too many clients"))
+                c.send(b"\x00" + _counted(b"too many clients"))
                 raise ProtocolError("too many clients")
             c.send(bytes((1, sec)))
             chosen = (await c.reader.readexactly(1))[0]
             if chosen != sec:
                 if minor == 8:
-                    c.send(struct.pack(">I", 1) + _reason(b"security type not offered"))
+                    c.send(struct.pack(">I", 1) + _counted(b"security type not offered"))
                 raise ProtocolError(f"client chose security type {chosen}")
         if sec == SEC_VNC:
             challenge = vncauth.new_challenge()
@@ -617,7 +616,7 @@ class VncServer:
             response = await c.reader.readexactly(vncauth.CHALLENGE_SIZE)
             if not vncauth.check_response(self.password, challenge, response):
                 self._count("authentication failures")
-                c.send(struct.pack(">I", 1) + (_reason(b"authentication failed") if minor == 8 else b""))
+                c.send(struct.pack(">I", 1) + (_counted(b"authentication failed") if minor == 8 else b""))
                 raise ProtocolError("authentication failed")
             c.send(struct.pack(">I", 0))
         elif minor == 8:
@@ -630,7 +629,7 @@ class VncServer:
         c.width, c.height = frame.width, frame.height
         c.resize(c.width, c.height)
         c.send(struct.pack(">HH", c.width, c.height) + c.pf.pack()
-               + struct.pack(">I", len(self.name)) + self.name)
+               + _counted(self.name))
         self.clients.append(c)
         log.info("VNC client %s:%s connected", c.host, c.service)
 
@@ -729,12 +728,11 @@ class VncServer:
             return
         old = self.frame
         self.frame = frame
-        if old is not None and (old.width, old.height) == (frame.width, frame.height) \
-                and old.rgb == frame.rgb:
+        resized = old is None or (old.width, old.height) != (frame.width, frame.height)
+        if not resized and old.rgb == frame.rgb:
             self.tracker.shadow = frame
             return
         rects = self.tracker.update(frame)
-        resized = old is None or (old.width, old.height) != (frame.width, frame.height)
         for c in self.clients:
             if resized and (c.width, c.height) != (frame.width, frame.height):
                 c.size_changed = True
@@ -799,22 +797,21 @@ class VncServer:
             block = b"".join(rgb[(yy * frame.width + x) * 3 : (yy * frame.width + x + w) * 3]
                              for yy in range(y, y + h))
         pixels = c.convert(block)
-        if c.encoding == ENC_ZLIB:
-            if c.zlib is None:
-                c.zlib = zlib.compressobj(6)
-            z = c.zlib.compress(pixels) + c.zlib.flush(zlib.Z_SYNC_FLUSH)
-            return _RECT.pack(x, y, w, h, ENC_ZLIB) + struct.pack(">I", len(z)) + z
-        if c.encoding == ENC_ZRLE:
-            if c.zrle is None:
-                c.zrle = zlib.compressobj(6)
-            data = _zrle_tiles(pixels, w, h, c.pf)
-            z = c.zrle.compress(data) + c.zrle.flush(zlib.Z_SYNC_FLUSH)
-            return _RECT.pack(x, y, w, h, ENC_ZRLE) + struct.pack(">I", len(z)) + z
-        return _RECT.pack(x, y, w, h, ENC_RAW) + pixels
+        enc = c.encoding
+        if enc == ENC_RAW:
+            return _RECT.pack(x, y, w, h, ENC_RAW) + pixels
+        # ZLIB and ZRLE: each its own zlib stream for the connection's lifetime (RFB)
+        stream = c.zstreams.get(enc)
+        if stream is None:
+            stream = c.zstreams[enc] = zlib.compressobj(6)
+        data = pixels if enc == ENC_ZLIB else _zrle_tiles(pixels, w, h, c.pf)
+        z = stream.compress(data) + stream.flush(zlib.Z_SYNC_FLUSH)
+        return _RECT.pack(x, y, w, h, enc) + _counted(z)
 
 
-def _reason(text: bytes) -> bytes:
-    return struct.pack(">I", len(text)) + text
+def _counted(data: bytes) -> bytes:
+    """RFB's length-prefixed bytes (a reason string, the desktop name, compressed data)."""
+    return struct.pack(">I", len(data)) + data
 
 
 def _zrle_tiles(pixels: bytes, w: int, h: int, pf: PixelFormat) -> bytes:
