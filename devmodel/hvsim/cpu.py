@@ -173,10 +173,10 @@ def counter_offset() -> int | None:
 class Cpu:
     def __init__(self) -> None:
         self.uc = Uc(UC_ARCH_X86, UC_MODE_32)
-        offset = counter_offset()
-        base = _engine_address(self.uc)
-        self._counter = (ctypes.c_uint64.from_address(base + offset)
-                         if offset is not None and base is not None else None)
+        # Unicorn's instruction counter, found at the first insns_run (counter_offset runs a
+        # scratch engine, ~14 ms, which slices counted per block never need).
+        self._counter: ctypes.c_uint64 | None = None
+        self._counter_found = False
         # EIP, CS selector, CR0, EFLAGS: what the cheap REP INS/OUTS check needs.
         self.pc_state = RegReader(self.uc, (x86.UC_X86_REG_EIP, x86.UC_X86_REG_CS,
                                             x86.UC_X86_REG_CR0, x86.UC_X86_REG_EFLAGS)).read
@@ -184,6 +184,12 @@ class Cpu:
     def insns_run(self) -> int | None:
         """Unicorn's instruction counter of the last counted emu_start: count + 1 if the count
         ran out, else the instructions begun (a HLT included); None if unknown."""
+        if not self._counter_found:
+            self._counter_found = True
+            offset = counter_offset()
+            base = _engine_address(self.uc)
+            self._counter = (ctypes.c_uint64.from_address(base + offset)
+                             if offset is not None and base is not None else None)
         return None if self._counter is None else int(self._counter.value)
 
     # ---- registers -------------------------------------------------------------------------
