@@ -25,12 +25,16 @@ if str(HERE.parent) not in sys.path:
     sys.path.insert(0, str(HERE.parent))
 
 from devmodel.client import Hypervisor  # noqa: E402
+from devmodel.wire.codec import HEADER as HDR  # noqa: E402
+from devmodel.wire.codec import HEADER_IOREQ as MSG  # noqa: E402
+from devmodel.wire.codec import ioreq_bits  # noqa: E402
+from devmodel.wire.constants import IOREQ_TYPE_PIO, STATE_IOREQ_READY, MsgType  # noqa: E402
 from devmodel.wire.framing import Message  # noqa: E402
 
-MSG = struct.Struct("<HHIIIQQIIIHBB")  # header + ioreq_t, as devmodel.wire.codec.HEADER_IOREQ
-HDR = struct.Struct("<HHIII")
-IOREQ, IORESP, DMOP, ERROR = 4, 5, 7, 9
-READY, PTR, DIR_READ = 0x01, 0x10, 0x20
+# plain ints, for the scan loop and frame() (an IntEnum member or a call is slower)
+IOREQ, IORESP, DMOP, ERROR = (int(t) for t in (MsgType.IOREQ, MsgType.IORESP, MsgType.DMOP,
+                                               MsgType.ERROR))
+READY, PTR, DIR_READ = STATE_IOREQ_READY, ioreq_bits(0, data_is_ptr=1), ioreq_bits(0, dir=1)
 
 
 class Vcpu:
@@ -49,10 +53,12 @@ class Vcpu:
         self.recvs = 0
         self.irq_in_answer = 0  # interrupts that arrived in the same read as an IORESP
 
-    def frame(self, addr: int, size: int, read: bool, data: int = 0, count: int = 1, ptr: bool = False
-              ) -> bytearray:
+    @staticmethod
+    def frame(addr: int, size: int, read: bool, data: int = 0, count: int = 1, ptr: bool = False,
+              typ: int = IOREQ_TYPE_PIO) -> bytearray:
+        """A framed READY ioreq (port I/O unless `typ` says otherwise); io() stamps its tag."""
         bits = READY | (DIR_READ if read else 0) | (PTR if ptr else 0)
-        return bytearray(MSG.pack(IOREQ, 0, 32, 0, 0, addr, data, count, size, 0, 0, bits, 0))
+        return bytearray(MSG.pack(IOREQ, 0, 32, 0, 0, addr, data, count, size, 0, 0, bits, typ))
 
     def io(self, frame: bytearray) -> int:
         tag = self.tag = self.tag % 0xFFFFFFFF + 1

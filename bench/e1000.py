@@ -45,10 +45,6 @@ sys.path.insert(0, str(HERE.parent))
 
 import common  # noqa: E402
 from common import (  # noqa: E402
-    DIR_READ,
-    IOREQ,
-    MSG,
-    READY,
     Figures,
     arg_parser,
     emit,
@@ -62,8 +58,8 @@ from common import (  # noqa: E402
 
 from devmodel.client import DaemonProcess, Hypervisor  # noqa: E402
 from devmodel.nic import e1000_defs as d  # noqa: E402
+from devmodel.wire.constants import IOREQ_TYPE_COPY  # noqa: E402
 
-TYPE_COPY = 1  # MMIO
 RAM = 64 << 20
 MMIO = 0xF0000000
 TX_RING, RX_RING = 0x100000, 0x110000
@@ -112,8 +108,8 @@ class Vcpu(common.Vcpu):
 
     @staticmethod
     def mmio(off: int, read: bool, data: int = 0) -> bytearray:
-        bits = READY | (DIR_READ if read else 0)
-        return bytearray(MSG.pack(IOREQ, 0, 32, 0, 0, MMIO + off, data, 1, 4, 0, 0, bits, TYPE_COPY))
+        """A 4-byte access to the NIC's register at `off` in BAR0."""
+        return Vcpu.frame(MMIO + off, 4, read, data, typ=IOREQ_TYPE_COPY)
 
     @property
     def irq(self) -> int:

@@ -43,9 +43,6 @@ sys.path.insert(0, str(HERE.parent))
 sys.path.insert(0, str(HERE))
 
 from common import (  # noqa: E402
-    DIR_READ,
-    MSG,
-    READY,
     Figures,
     Vcpu,
     arg_parser,
@@ -66,7 +63,12 @@ from devmodel.core.memory import GuestMemory  # noqa: E402
 from devmodel.vga import build_vga, capture, render  # noqa: E402
 from devmodel.vga import regs as R  # noqa: E402
 from devmodel.wire import codec  # noqa: E402
-from devmodel.wire.constants import FLAG_NO_REPLY, MsgType  # noqa: E402
+from devmodel.wire.constants import (  # noqa: E402
+    FLAG_NO_REPLY,
+    IOREQ_TYPE_COPY,
+    IOREQ_TYPE_INVALIDATE,
+    MsgType,
+)
 
 RAM = 64 << 20
 LFB = 0xE0000000
@@ -75,7 +77,6 @@ BANK = 64 << 10
 BUFFER_SLOTS = 511  # Xen's buffered ioreq ring (IOREQ_BUFFER_SLOT_NUM)
 W, H, BPP = 1024, 768, 32
 FRAME = W * H * BPP // 8
-IOREQ_TYPE_COPY = 1
 # Mode 12h (640x480x16, planar) as an IBM-compatible BIOS sets it: misc, SR1-4, GR, AR.
 MODE12_SEQ = (0x03, 0x01, 0x0F, 0x00, 0x06)
 MODE12_GFX = (0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x05, 0x0F, 0xFF)
@@ -189,13 +190,10 @@ def main() -> int:
         lfb = memoryview(lfb_map)
         vcpu = Vcpu(hv)
         sock = vcpu.sock
-        barrier = bytearray(MSG.pack(MsgType.IOREQ, 0, 32, 0, 0, 0, 0, 1, 1, 0, 0, READY, 8))
+        barrier = vcpu.frame(0, 1, False, typ=IOREQ_TYPE_INVALIDATE)
 
         def mmio(addr: int, size: int, read: bool, data: int = 0) -> bytearray:
-            """A COPY (MMIO) ioreq frame (Vcpu.frame makes port I/O ones)."""
-            bits = READY | (DIR_READ if read else 0)
-            return bytearray(MSG.pack(MsgType.IOREQ, 0, 32, 0, 0, addr, data, 1, size, 0, 0, bits,
-                                      IOREQ_TYPE_COPY))
+            return vcpu.frame(addr, size, read, data, typ=IOREQ_TYPE_COPY)
 
         def vbe(index: int, value: int) -> None:
             vcpu.io(vcpu.frame(0x1CE, 2, False, index))
