@@ -392,9 +392,7 @@ class SocketBackend(NetBackend):
             pass
         except OSError as e:
             self._read_failed(e)
-        if out:
-            self.counters["rx frames"] += len(out)
-        return out
+        return self._received(out)
 
     def _recv_one(self) -> bytes | None:
         if self.peer is not None:
@@ -879,12 +877,17 @@ class NetPump(FdPump):
                 self.pending.append(frame)
             if not direct:
                 self._feed(notify=False)
-        if backend.ready and not self._reading_paused() and not self._read_scheduled:
-            # decoded frames left over from one read: no fd readiness will announce them
-            self._read_scheduled = True
-            self.loop.call_soon(self._readable)
+        self._read_leftovers()
         self._sync_reader()
         self._effects()
+
+    def _read_leftovers(self) -> None:
+        """Frames a stream backend decoded from an earlier read wait in it (`ready`): no fd
+        readiness will announce them, so read again on the next loop turn (once, and not
+        while reading is paused)."""
+        if self.backend.ready and not self._read_scheduled and not self._reading_paused():
+            self._read_scheduled = True
+            self.loop.call_soon(self._readable)
 
     def _backend_gone(self) -> None:
         """The backend cannot deliver any more (a deleted tap): stop watching its fd, which
@@ -910,9 +913,7 @@ class NetPump(FdPump):
                 self._schedule_feed()
         if self.backend.reliable:
             self._sync_reader()  # room again: resume reading
-            if self.backend.ready and not self._read_scheduled and not self._reading_paused():
-                self._read_scheduled = True
-                self.loop.call_soon(self._readable)
+            self._read_leftovers()
         if notify:
             self._effects()
 
