@@ -31,6 +31,7 @@ synchronous DiskBackend (RawFileDisk) the same paths read and write inline.
 from __future__ import annotations
 
 import struct
+from collections.abc import Callable
 from typing import Any
 
 from devmodel.backends.asyncdisk import DiskBusy
@@ -162,6 +163,20 @@ class UsbMassStorage(UsbDevice):
             except OSError:
                 self._io_failed("backend write error", SENSE_WRITE_ERROR)
             return
+        backend: Any = self.backend  # asynchronous: submit_write
+        self._submit_pending("backend write error",
+                             lambda done: backend.submit_write(off, [memoryview(buf)], done))
+
+    def _submit_flush(self) -> None:
+        """SYNCHRONIZE CACHE on an asynchronous backend: the CSW waits for the flush (it covers
+        the writes of earlier commands, which completed before their own CSW)."""
+        backend: Any = self.backend
+        self._submit_pending("backend flush error", backend.submit_flush)
+
+    def _submit_pending(self, what: str, submit: Callable[[Callable[[OSError | None], None]], None]) -> None:
+        """One write-side request (a chunk's write, a flush) the CSW waits for (wr_pending):
+        `submit(done)` hands it to the backend; a failure, at submission or completion, fails
+        the command with a write error counted as `what`."""
         generation = self.generation
 
         def done(err: OSError | None) -> None:
@@ -169,33 +184,14 @@ class UsbMassStorage(UsbDevice):
                 return  # the command was reset meanwhile
             self.wr_pending -= 1
             if err is not None:
-                self._io_failed("backend write error", SENSE_WRITE_ERROR)
+                self._io_failed(what, SENSE_WRITE_ERROR)
 
         self.wr_pending += 1
         try:
-            self.backend.submit_write(off, [memoryview(buf)], done)  # type: ignore[attr-defined]
+            submit(done)
         except OSError:  # DiskBusy (a reset command's write still in flight), EBADF, EROFS
             self.wr_pending -= 1
-            self._io_failed("backend write error", SENSE_WRITE_ERROR)
-
-    def _submit_flush(self) -> None:
-        """SYNCHRONIZE CACHE on an asynchronous backend: the CSW waits for the flush (it covers
-        the writes of earlier commands, which completed before their own CSW)."""
-        generation = self.generation
-
-        def done(err: OSError | None) -> None:
-            if generation != self.generation:
-                return
-            self.wr_pending -= 1
-            if err is not None:
-                self._io_failed("backend flush error", SENSE_WRITE_ERROR)
-
-        self.wr_pending += 1
-        try:
-            self.backend.submit_flush(done)  # type: ignore[attr-defined]
-        except OSError:
-            self.wr_pending -= 1
-            self._io_failed("backend flush error", SENSE_WRITE_ERROR)
+            self._io_failed(what, SENSE_WRITE_ERROR)
 
     def _io_failed(self, what: str, sense: tuple[int, int, int]) -> None:
         self.count(what)
