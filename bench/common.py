@@ -121,7 +121,10 @@ class Vcpu:
         """One read from the socket into the buffer (False: nothing came in `timeout` s)."""
         if timeout is not None and not select.select([self.sock], [], [], timeout)[0]:
             return False
-        k = self.sock.recv_into(self.buf)
+        return self._took(self.sock.recv_into(self.buf))
+
+    def _took(self, k: int) -> bool:
+        """Account one read of `k` bytes into `buf`: they join the buffer (True)."""
         self.recvs += 1
         if k == 0:
             raise ConnectionError("daemon closed the connection")

@@ -97,11 +97,7 @@ class Vcpu(common.Vcpu):
                         os.sched_yield()
                         continue
                     break
-                self.recvs += 1
-                if k == 0:
-                    raise ConnectionError("daemon closed the connection")
-                self.acc += self.buf[:k]
-                return True
+                return self._took(k)
             if timeout is not None:
                 timeout = max(0.0, timeout - (time.perf_counter() - start))
         return super()._read_more(timeout)
