@@ -132,6 +132,14 @@ class Vcpu:
         return True
 
 
+def find_pci(hv: Hypervisor, vendor: int, device: int) -> int:
+    """The devfn of the daemon's PCI function with these ids (hv.pci_scan)."""
+    for devfn, info in hv.pci_scan().items():
+        if (info["vendor"], info["device"]) == (vendor, device):
+            return devfn
+    raise RuntimeError(f"no PCI device {vendor:04x}:{device:04x} on bus 0")
+
+
 # ---- the command line ---------------------------------------------------------------------------
 def arg_parser(doc: str, pin: bool = False) -> argparse.ArgumentParser:
     """--seconds, --rounds and --warmup (and --pin: both processes on CPU 0) for a bench whose

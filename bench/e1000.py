@@ -48,6 +48,7 @@ from common import (  # noqa: E402
     Figures,
     arg_parser,
     emit,
+    find_pci,
     measure_done,
     pin_both,
     print_ratios,
@@ -291,8 +292,7 @@ def main() -> int:
         hv = Hypervisor.connect(proc.socket_path, nr_vcpus=1)
         ram = hv.add_ram(RAM)
         hv.barrier()
-        devfn = next(df for df, info in hv.pci_scan().items()
-                     if (info["vendor"], info["device"]) == (d.VENDOR_INTEL, d.DEVICE_82540EM))
+        devfn = find_pci(hv, d.VENDOR_INTEL, d.DEVICE_82540EM)
         hv.pci_program_bar(devfn, 0, MMIO)
         hv.pci_enable(devfn, io=False, mem=True, master=True)
         vcpu = Vcpu(hv, devfn >> 3, poll=0.0 if args.pin else args.poll_us / 1e6)

@@ -47,6 +47,7 @@ from common import (  # noqa: E402
     Vcpu,
     arg_parser,
     emit,
+    find_pci,
     measure,
     pin_both,
     print_figures,
@@ -80,13 +81,6 @@ FRAME = W * H * BPP // 8
 # Mode 12h (640x480x16, planar) as an IBM-compatible BIOS sets it: misc, SR1-4, GR, AR.
 MODE12_SEQ = (0x03, 0x01, 0x0F, 0x00, 0x06)
 MODE12_GFX = (0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x05, 0x0F, 0xFF)
-
-
-def find_vga(hv: Hypervisor) -> int:
-    for slot in range(32):
-        if hv.pci_cfg_read(slot << 3, 0, 4) == R.DEVICE_STDVGA << 16 | R.VENDOR_QEMU:
-            return slot << 3
-    raise RuntimeError("no standard VGA (1234:1111) on bus 0")
 
 
 def bufioreq_batches(writes: list[tuple[int, int, int]]) -> bytes:
@@ -179,7 +173,7 @@ def main() -> int:
         hv = Hypervisor.connect(proc.socket_path, nr_vcpus=1)
         hv.add_ram(RAM)
         hv.barrier()
-        devfn = find_vga(hv)
+        devfn = find_pci(hv, R.VENDOR_QEMU, R.DEVICE_STDVGA)
         hv.pci_program_bar(devfn, 0, LFB)
         hv.pci_enable(devfn, io=True, mem=True)
         region = hv.state.dm_regions.get(R.REGION_VRAM)
