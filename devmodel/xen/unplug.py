@@ -155,26 +155,9 @@ def _unplug_nics(machine: Any) -> list[tuple[str, str]]:
     nics = [d for d in _functions(machine) if class_word(d) == CLASS_NETWORK_ETHERNET]
     # QEMU deletes the peers (taps) of all PCI NICs first, then the NICs.
     for nic in nics:
-        _adopt_net_backend(machine, nic)
         machine.release_resources(nic)
     out = []
     for nic in nics:
         if machine.unplug(nic, "nic"):
             out.append((nic.name, "nic"))
     return out
-
-
-def _adopt_net_backend(machine: Any, nic: Any) -> None:
-    """A NIC built without `machine.own()` (build_e1000 today): find the backend its
-    transmit port is bound to, and the pump attached to that backend, and record them as the
-    NIC's, so the release below closes the pump first and then the tap."""
-    backend = getattr(getattr(nic, "transmit", None), "__self__", None)
-    if backend is None or not any(b is backend for b in machine.backends):
-        return
-    owned = machine.resources.get(nic, [])
-    if any(r is backend for r in owned):
-        return
-    machine.own(nic, backend)
-    pump = getattr(getattr(backend, "on_fd_closing", None), "__self__", None)
-    if pump is not None and hasattr(pump, "close"):
-        machine.own(nic, pump)
