@@ -192,6 +192,19 @@ def measure_done(fn: Callable[[], int], seconds: float, warmup: float) -> tuple[
             return t, n
 
 
+def preadv_rate(fd: int, dst: memoryview, nslots: int, seconds: float, warmup: float) -> float:
+    """Bytes/s of os.preadv from `fd` into `dst` (call i reads slot i % nslots of len(dst)
+    bytes): the kernel-copy baseline a disk bench measures beside its device figure."""
+    size = len(dst)
+    bufs = [dst]
+
+    def pread(i: int, bufs=bufs, size=size, nslots=nslots) -> None:
+        os.preadv(fd, bufs, (i % nslots) * size)
+
+    t, n = measure(pread, seconds, warmup)
+    return n * size / t
+
+
 class Figures(dict):
     """name -> the value of each round (the rounds interleave the figures round-robin)."""
 

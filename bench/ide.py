@@ -57,6 +57,7 @@ from common import (  # noqa: E402
     emit,
     measure,
     open_cached,
+    preadv_rate,
     print_figures,
     print_ratios,
     ratio,
@@ -220,13 +221,9 @@ def main() -> int:
                     fig.add(f"dma_{name}_commands", n / t)
                     fig.add(f"dma_{name}_irq_in_answer",
                             (vcpu.irq_in_answer - inans) / max(1, vcpu.irq_waits - waits))
-                    dst = [mv[BUF_GPA : BUF_GPA + size]]
-
-                    def pread(i: int, nslots=nslots, size=size, dst=dst) -> None:
-                        os.preadv(fd, dst, (i % nslots) * size)
-
-                    t, n = measure(pread, args.seconds, args.warmup)
-                    fig.add(f"preadv_{name}", n * size / t / 1e9)
+                    rate = preadv_rate(fd, mv[BUF_GPA : BUF_GPA + size], nslots, args.seconds,
+                                       args.warmup)
+                    fig.add(f"preadv_{name}", rate / 1e9)
                 alt = vcpu.frame(CTL, 1, True)  # alternate status: no side effect, one round trip
                 t, n = measure(lambda i, alt=alt: vcpu.io(alt), args.seconds / 2, args.warmup / 2)
                 fig.add("ioreq_roundtrip", n / t)

@@ -51,6 +51,7 @@ from common import (  # noqa: E402
     emit,
     measure,
     open_cached,
+    preadv_rate,
     print_figures,
     print_ratios,
     ratio,
@@ -307,14 +308,9 @@ def main() -> int:
                     t, n = measure(usb, args.seconds, args.warmup)
                     fig.add(f"usb_{name}", n * size / t / 1e6)
                     fig.add(f"usb_{name}_commands", n / t)
-                    dst = [mv[BUF_GPA : BUF_GPA + size]]
-
-                    def pread(i: int, nslots=nslots, size=size, dst=dst) -> None:
-                        os.preadv(fd, dst, (i % nslots) * size)
-
-                    t, n = measure(pread, args.seconds, args.warmup)
-                    fig.add(f"preadv_{name}", n * size / t / 1e6)
-                    del dst
+                    rate = preadv_rate(fd, mv[BUF_GPA : BUF_GPA + size], nslots, args.seconds,
+                                       args.warmup)
+                    fig.add(f"preadv_{name}", rate / 1e6)
                 del mv
         for hv in hvs:
             hv.ram = None  # views of the mapping may still be alive: the process exit unmaps it
