@@ -305,17 +305,23 @@ def resolve_config(args: argparse.Namespace, argv: list[str]):
     return cfg
 
 
+def _print_problems(prefix: str, warnings: list, problems: list, path: str) -> str | None:
+    """Every warning, then every problem, to stderr, each after `prefix`; the closing line
+    ("N problems in PATH") when there was any problem."""
+    for w in warnings:
+        print(f"{prefix}warning: {w}", file=sys.stderr)
+    for pr in problems:
+        print(f"{prefix}{pr}", file=sys.stderr)
+    n = len(problems)
+    return f"{n} problem{'s' if n > 1 else ''} in {path}" if n else None
+
+
 def _report_config(cfg) -> None:
     """A config file's problems, all of them, then exit 1."""
     if cfg is None:
         return
-    for w in cfg.warnings:
-        print(f"devmodel: warning: {w}", file=sys.stderr)
-    if cfg.problems:
-        for pr in cfg.problems:
-            print(f"devmodel: {pr}", file=sys.stderr)
-        n = len(cfg.problems)
-        raise SystemExit(f"devmodel: {n} problem{'s' if n > 1 else ''} in {cfg.path}")
+    if tail := _print_problems("devmodel: ", cfg.warnings, cfg.problems, cfg.path):
+        raise SystemExit(f"devmodel: {tail}")
 
 
 def cmd_validate(args: argparse.Namespace, cfg) -> int:
@@ -324,14 +330,9 @@ def cmd_validate(args: argparse.Namespace, cfg) -> int:
     problems = list(cfg.problems) if cfg is not None else []
     more, summary = cf.check_machine(args, cfg)
     problems += more
-    for w in cfg.warnings if cfg is not None else []:
-        print(f"warning: {w}", file=sys.stderr)
-    if problems:
-        for pr in problems:
-            print(pr, file=sys.stderr)
-        n = len(problems)
-        print(f"devmodel validate: {n} problem{'s' if n > 1 else ''} in {args.config}",
-              file=sys.stderr)
+    warnings = cfg.warnings if cfg is not None else []
+    if tail := _print_problems("", warnings, problems, args.config):
+        print(f"devmodel validate: {tail}", file=sys.stderr)
         return 1
     print(f"{args.config}: ok")
     for line in summary:
@@ -488,24 +489,16 @@ def _serve(args: argparse.Namespace, machine, log: logging.Logger, controller=No
     except ImportError:
         runner = asyncio.run
     lc = getattr(args, "lifecycle", None)
-    if lc is not None and lc.pidfile is not None:  # serving: every socket listens
-        try:
+    try:  # from here on, any exit removes the sockets
+        if lc is not None and lc.pidfile is not None:  # serving: every socket listens
             lc.pidfile.write()
-        except SystemExit:
-            for path in ([args.socket] if args.socket else []) + qmp_paths:
-                with contextlib.suppress(OSError):
-                    os.unlink(path)
-            raise
-    try:  # backends open, sockets listening: now chroot, limits, drop privileges, seccomp
-        lockdown.apply(plan)
-    except (OSError, RuntimeError) as e:
-        for path in ([args.socket] if args.socket else []) + qmp_paths:
-            with contextlib.suppress(OSError):
-                os.unlink(path)
-        raise SystemExit(f"devmodel: lock-down failed: {e}") from None
-    log.info("devmodel %s serving domain %d on %s", __version__, args.domid,
-             args.socket or f"fd {args.fd}")
-    try:
+        try:  # backends open, sockets listening: now chroot, limits, drop privileges, seccomp
+            lockdown.apply(plan)
+        except (OSError, RuntimeError) as e:
+            raise SystemExit(f"devmodel: lock-down failed: {e}") from None
+        log.info("devmodel %s serving domain %d on %s", __version__, args.domid,
+                 args.socket or f"fd {args.fd}")
+
         def ready() -> None:
             log.info("ready for the hypervisor")
             if lc is not None:
@@ -518,10 +511,8 @@ def _serve(args: argparse.Namespace, machine, log: logging.Logger, controller=No
             signal.signal(sig, signal.SIG_IGN)
     finally:
         for path in ([args.socket] if args.socket else []) + qmp_paths:
-            try:
+            with contextlib.suppress(OSError):
                 os.unlink(path)
-            except OSError:
-                pass
     log.info("exiting: %s", why)
     return 0
 
