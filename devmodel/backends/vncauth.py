@@ -2,8 +2,8 @@
 password. The password (at most 8 bytes, zero padded) is the DES key with the bits of each
 byte reversed, as every VNC implementation since the original does.
 
-DES comes from pycryptodome when it is installed, otherwise from the small pure-Python DES
-below (FIPS 46-3; 32 blocks per handshake, so speed does not matter).
+DES is the small pure-Python one below (FIPS 46-3; two blocks per handshake, so speed does
+not matter, and the daemon needs no crypto library).
 """
 
 from __future__ import annotations
@@ -97,12 +97,7 @@ def des_encrypt_block(key: bytes, block: bytes) -> bytes:
 
 
 def _des_ecb(key: bytes, data: bytes) -> bytes:
-    try:
-        from Crypto.Cipher import DES  # pycryptodome, optional
-
-        return DES.new(key, DES.MODE_ECB).encrypt(data)
-    except ImportError:
-        return b"".join(des_encrypt_block(key, data[i : i + 8]) for i in range(0, len(data), 8))
+    return b"".join(des_encrypt_block(key, data[i : i + 8]) for i in range(0, len(data), 8))
 
 
 def vnc_key(password: bytes) -> bytes:

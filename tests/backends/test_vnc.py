@@ -24,7 +24,7 @@ from uhci_driver import UhciDriver  # noqa: E402
 from vgahelp import WINDOW, Bus, make  # noqa: E402
 
 from devmodel.backends import vnc as V  # noqa: E402
-from devmodel.backends.vncauth import vnc_response  # noqa: E402
+from devmodel.backends.vncauth import des_encrypt_block, vnc_key, vnc_response  # noqa: E402
 from devmodel.bios.i8042 import I8042  # noqa: E402
 from devmodel.input import router_for  # noqa: E402
 from devmodel.usb import UsbTablet  # noqa: E402
@@ -279,6 +279,18 @@ def test_parse_vnc_spec() -> None:
     for bad in ("5900", "host:x", "unix:", ":1,bogus", ":5,to=2", ":70000"):
         with pytest.raises(ValueError):
             V.parse_vnc_spec(bad)
+
+
+def test_vnc_auth_des_known_answers() -> None:
+    """The DES under VNC authentication (vncauth's own, the only one) against the textbook
+    FIPS 46 example, and the VNC key: password bytes bit-reversed, zero padded to 8."""
+    key, plain = bytes.fromhex("133457799BBCDFF1"), bytes.fromhex("0123456789ABCDEF")
+    assert des_encrypt_block(key, plain) == bytes.fromhex("85E813540F0AB405")
+    assert vnc_key(b"\x01\x80\x0f") == b"\x80\x01\xf0" + bytes(5)
+    assert vnc_key(b"123456789") == vnc_key(b"12345678")
+    challenge = bytes(range(16))
+    assert vnc_response(b"pw", challenge) == b"".join(
+        des_encrypt_block(vnc_key(b"pw"), challenge[i : i + 8]) for i in (0, 8))
 
 
 async def test_handshake_server_init_and_raw_update_match_the_render(tmp_path) -> None:
