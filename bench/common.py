@@ -1,7 +1,8 @@
 """What the benchmarks against the real daemon share (bench/ide.py, bench/e1000.py, bench/vga.py,
 bench/usb.py): the raw-frame vCPU that plays the hypervisor on one channel, the timing loop,
-medians and ranges of the round-robin rounds, the page-cached image a disk bench reads, and the
-output (one JSON object on stdout, a table on stderr).
+medians and ranges of the round-robin rounds, the page-cached image a disk bench reads and its
+os.preadv baseline, and the output (one JSON object on stdout, a table on stderr); also free UDP
+ports and QEMU's version line (bench/e1000.py, bench/footprint.py).
 
 A bench imports it as `from common import ...` (its own folder is first on sys.path when it runs
 as a script). Informative only: never assert on the timings (machine-limits.md).
@@ -13,8 +14,10 @@ import argparse
 import json
 import os
 import select
+import socket
 import statistics
 import struct
+import subprocess
 import sys
 import time
 from collections.abc import Callable
@@ -138,6 +141,26 @@ def find_pci(hv: Hypervisor, vendor: int, device: int) -> int:
         if (info["vendor"], info["device"]) == (vendor, device):
             return devfn
     raise RuntimeError(f"no PCI device {vendor:04x}:{device:04x} on bus 0")
+
+
+def free_udp_ports(n: int) -> list[int]:
+    """`n` distinct UDP ports on 127.0.0.1 that were free a moment ago (bound, then released)."""
+    socks = [socket.socket(socket.AF_INET, socket.SOCK_DGRAM) for _ in range(n)]
+    for s in socks:
+        s.bind(("127.0.0.1", 0))
+    ports = [s.getsockname()[1] for s in socks]
+    for s in socks:
+        s.close()
+    return ports
+
+
+def qemu_version(qemu: str) -> str:
+    """The first line of `qemu --version` ("?" if it does not say)."""
+    try:
+        out = subprocess.run([qemu, "--version"], capture_output=True, text=True, timeout=30)
+        return out.stdout.splitlines()[0].strip() if out.stdout else "?"
+    except (OSError, subprocess.TimeoutExpired):
+        return "?"
 
 
 # ---- the command line ---------------------------------------------------------------------------

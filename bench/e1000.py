@@ -49,6 +49,7 @@ from common import (  # noqa: E402
     arg_parser,
     emit,
     find_pci,
+    free_udp_ports,
     measure_done,
     pin_both,
     print_ratios,
@@ -248,14 +249,6 @@ def make_sockets(kind: str, tmp: str, tag: str) -> tuple[socket.socket, object, 
     return s, addr, text
 
 
-def free_udp_port() -> int:
-    s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-    s.bind(("127.0.0.1", 0))
-    port = s.getsockname()[1]
-    s.close()
-    return port
-
-
 def summarize_frames(runs: list[float], size: int) -> dict:
     fig = summarize(runs, "frames/s")
     return {**fig, "bytes_per_s": fig["median"] * size, "frame_bytes": size}
@@ -274,7 +267,7 @@ def main() -> int:
     tmp = tempfile.mkdtemp(prefix="devmodel-bench-e1000-", dir=os.environ.get("BENCH_TMPDIR"))
     peer, peer_addr, peer_text = make_sockets(args.backend, tmp, "peer")
     if args.backend == "udp":
-        dm_addr: object = ("127.0.0.1", free_udp_port())
+        dm_addr: object = ("127.0.0.1", free_udp_ports(1)[0])
         dm_text = f"127.0.0.1:{dm_addr[1]}"
     else:
         dm_addr = dm_text = os.path.join(tmp, "dm.sock")

@@ -56,6 +56,8 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from common import free_udp_ports, qemu_version  # noqa: E402
+
 QEMU_BIN = "qemu-system-x86_64"
 RAM_MIB = 128
 VRAM_MIB = 16
@@ -123,16 +125,6 @@ def footprint(pid: int, excluded) -> dict:
 
 
 # ---- the two daemons --------------------------------------------------------------------------
-def _free_udp_ports(n: int) -> list[int]:
-    socks = [socket.socket(socket.AF_INET, socket.SOCK_DGRAM) for _ in range(n)]
-    for s in socks:
-        s.bind(("127.0.0.1", 0))
-    ports = [s.getsockname()[1] for s in socks]
-    for s in socks:
-        s.close()
-    return ports
-
-
 def make_images(tmp: str) -> tuple[str, str]:
     disk = os.path.join(tmp, "disk.raw")
     iso = os.path.join(tmp, "cd.iso")
@@ -144,7 +136,7 @@ def make_images(tmp: str) -> tuple[str, str]:
 
 
 def devmodel_args(tmp: str, disk: str, iso: str) -> list[str]:
-    local, peer = _free_udp_ports(2)
+    local, peer = free_udp_ports(2)
     return ["--domid", "1", "--socket", os.path.join(tmp, "dm.sock"),
             "--log-file", os.path.join(tmp, "dm.log"), "--memory", f"{RAM_MIB}M",
             "--disk", f"format=raw,vdev=hda,access=rw,target={disk}",
@@ -235,7 +227,7 @@ def run_python_floor(tmp: str) -> tuple[float, float]:
 
 
 def qemu_argv(qemu: str, tmp: str, disk: str, iso: str, qmp: str) -> list[str]:
-    local, peer = _free_udp_ports(2)
+    local, peer = free_udp_ports(2)
     return [qemu, "-S", "-display", "none", "-nodefaults", "-machine", "pc", "-accel", "tcg",
             "-m", str(RAM_MIB),
             "-drive", f"file={disk},format=raw,if=ide,index=0,media=disk",
@@ -304,14 +296,6 @@ def summarise(runs: list[dict]) -> dict:
                      "max": rnd(max(vals)), "runs": [rnd(v) for v in vals]}
     out["excluded_mappings"] = runs[-1]["excluded"] if runs else []
     return out
-
-
-def qemu_version(qemu: str) -> str:
-    try:
-        out = subprocess.run([qemu, "--version"], capture_output=True, text=True, timeout=10)
-        return out.stdout.splitlines()[0]
-    except (OSError, IndexError, subprocess.TimeoutExpired):
-        return "unknown"
 
 
 def main(argv: list[str] | None = None) -> int:
