@@ -150,7 +150,7 @@ def _one(action: argparse.Action, v: object) -> object:
 
 
 # Option types that read text but take a TOML integer too (sizes in bytes, uids).
-_INT_AS_TEXT = {"_size", "size", "uid"}
+_INT_AS_TEXT = {"_size", "uid"}
 
 
 def _expected(action: argparse.Action) -> str:

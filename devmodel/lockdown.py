@@ -109,6 +109,8 @@ def add_options(p) -> None:
     """The lock-down options of `devmodel run` (docs/security.md)."""
     import argparse
 
+    from devmodel.cli import _size  # SIZE as --memory takes it (128M, 2G, bytes)
+
     def uid(text: str) -> int:
         if not text.isdigit():
             try:
@@ -116,14 +118,6 @@ def add_options(p) -> None:
             except KeyError:
                 raise argparse.ArgumentTypeError(f"no user {text!r}") from None
         return int(text)
-
-    def size(text: str) -> int:
-        from devmodel.pc import parse_size
-
-        try:
-            return parse_size(text)
-        except ValueError as e:
-            raise argparse.ArgumentTypeError(str(e)) from None
 
     g = p.add_argument_group("lock-down (docs/security.md)")
     g.add_argument("--allow-uid", action="append", type=uid, metavar="UID",
@@ -133,7 +127,7 @@ def add_options(p) -> None:
     g.add_argument("--runas", metavar="USER[:GROUP]",
                    help="drop to this user once the backends are open and the sockets listen")
     g.add_argument("--chroot", metavar="DIR", help="chroot to DIR after opening everything")
-    g.add_argument("--max-memory", type=size, metavar="SIZE",
+    g.add_argument("--max-memory", type=_size, metavar="SIZE",
                    help="RLIMIT_DATA (the daemon's own heap; guest RAM is not counted), plus "
                         f"RLIMIT_NOFILE {MAX_FILES} and RLIMIT_CORE 0")
     g.add_argument("--seccomp", choices=("on", "off"), default="off",
