@@ -5,7 +5,8 @@ os.preadv baseline, and the output (one JSON object on stdout, a table on stderr
 ports and QEMU's version line (bench/e1000.py, bench/footprint.py).
 
 A bench imports it as `from common import ...` (its own folder is first on sys.path when it runs
-as a script). Informative only: never assert on the timings (machine-limits.md).
+as a script), before anything of devmodel: importing it puts the repository on sys.path. Informative
+only: never assert on the timings (machine-limits.md).
 """
 
 from __future__ import annotations

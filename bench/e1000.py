@@ -38,13 +38,9 @@ import struct
 import sys
 import tempfile
 import time
-from pathlib import Path
 
-HERE = Path(__file__).resolve().parent
-sys.path.insert(0, str(HERE.parent))
-
-import common  # noqa: E402
-from common import (  # noqa: E402
+import common
+from common import (
     Figures,
     arg_parser,
     emit,
@@ -58,9 +54,9 @@ from common import (  # noqa: E402
     summarize,
 )
 
-from devmodel.client import DaemonProcess, Hypervisor  # noqa: E402
-from devmodel.nic import e1000_defs as d  # noqa: E402
-from devmodel.wire.constants import IOREQ_TYPE_COPY  # noqa: E402
+from devmodel.client import DaemonProcess, Hypervisor
+from devmodel.nic import e1000_defs as d
+from devmodel.wire.constants import IOREQ_TYPE_COPY
 
 RAM = 64 << 20
 MMIO = 0xF0000000

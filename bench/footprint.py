@@ -53,10 +53,9 @@ import tempfile
 import time
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
+from common import free_udp_ports, qemu_version
 
-from common import free_udp_ports, qemu_version  # noqa: E402
+ROOT = Path(__file__).resolve().parents[1]
 
 QEMU_BIN = "qemu-system-x86_64"
 RAM_MIB = 128

@@ -47,10 +47,7 @@ import sys
 import tempfile
 from pathlib import Path
 
-HERE = Path(__file__).resolve().parent
-sys.path.insert(0, str(HERE.parent))
-
-from common import (  # noqa: E402
+from common import (
     Figures,
     Vcpu,
     arg_parser,
@@ -66,8 +63,8 @@ from common import (  # noqa: E402
     write_image,
 )
 
-from devmodel.boot import set_threads_affinity  # noqa: E402
-from devmodel.client import DaemonProcess, Hypervisor  # noqa: E402
+from devmodel.boot import set_threads_affinity
+from devmodel.client import DaemonProcess, Hypervisor
 
 DEVFN = 1 << 3 | 1  # PIIX3 IDE 00:01.1
 BMIBA = 0xC000

@@ -42,10 +42,7 @@ import tempfile
 import time
 from pathlib import Path
 
-HERE = Path(__file__).resolve().parent
-sys.path.insert(0, str(HERE.parent))
-
-from common import (  # noqa: E402
+from common import (
     Figures,
     arg_parser,
     emit,
@@ -60,8 +57,8 @@ from common import (  # noqa: E402
     write_image,
 )
 
-from devmodel.client import DaemonProcess, Hypervisor  # noqa: E402
-from devmodel.usb.uhci import FRAME_BYTE_BUDGET, MAX_CATCHUP_FRAMES  # noqa: E402
+from devmodel.client import DaemonProcess, Hypervisor
+from devmodel.usb.uhci import FRAME_BYTE_BUDGET, MAX_CATCHUP_FRAMES
 
 DEVFN = 1 << 3 | 2  # PIIX3 UHCI 00:01.2
 INTX = (1, 3)  # slot 1, pin D

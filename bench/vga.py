@@ -36,13 +36,8 @@ import io
 import mmap
 import os
 import sys
-from pathlib import Path
 
-HERE = Path(__file__).resolve().parent
-sys.path.insert(0, str(HERE.parent))
-sys.path.insert(0, str(HERE))
-
-from common import (  # noqa: E402
+from common import (
     Figures,
     Vcpu,
     arg_parser,
@@ -56,15 +51,15 @@ from common import (  # noqa: E402
     summarize_all,
 )
 
-from devmodel.backends.display import encode_png  # noqa: E402
-from devmodel.client import DaemonProcess, Hypervisor  # noqa: E402
-from devmodel.core.clock import Clock  # noqa: E402
-from devmodel.core.machine import Machine  # noqa: E402
-from devmodel.core.memory import GuestMemory  # noqa: E402
-from devmodel.vga import build_vga, capture, render  # noqa: E402
-from devmodel.vga import regs as R  # noqa: E402
-from devmodel.wire import codec  # noqa: E402
-from devmodel.wire.constants import (  # noqa: E402
+from devmodel.backends.display import encode_png
+from devmodel.client import DaemonProcess, Hypervisor
+from devmodel.core.clock import Clock
+from devmodel.core.machine import Machine
+from devmodel.core.memory import GuestMemory
+from devmodel.vga import build_vga, capture, render
+from devmodel.vga import regs as R
+from devmodel.wire import codec
+from devmodel.wire.constants import (
     FLAG_NO_REPLY,
     IOREQ_TYPE_COPY,
     IOREQ_TYPE_INVALIDATE,
