@@ -83,7 +83,6 @@ class Controller:
         self.on_quit: Callable[[str], None] | None = None
         self.quitting = False
         self.fdsets = FdSets()  # add-fd sets, shared by every monitor (as in QEMU)
-        self.mouse_buttons = 0  # input-send-event button state
         self.monitor_paths: list[str] = []  # QMP sockets, for query-chardev
         ide = self.find_type("PiixIde")
         if ide is not None and hasattr(ide, "io_error_listeners"):

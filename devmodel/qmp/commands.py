@@ -383,9 +383,6 @@ def screendump(s, filename, device=None, head=None, format=None):
     raise QmpError("There is no console to take a screendump from.")
 
 
-_BUTTONS = {"left": 0x01, "right": 0x02, "middle": 0x04, "side": 0x08, "extra": 0x10}
-
-
 def _key_of(kv: Any) -> str | int:
     if not isinstance(kv, dict) or kv.get("type") not in ("qcode", "number"):
         raise QmpError("Invalid parameter type for 'key', expected: KeyValue")
@@ -403,7 +400,7 @@ def input_send_event(s, events, device=None, head=None):
     (USB once the guest configured it, else PS/2); abs -> the USB tablet; btn/rel -> one
     motion report per command (QEMU's sync) to the relative pointer, or the buttons to the
     tablet when the command moves nothing relatively."""
-    from devmodel.input import router_for
+    from devmodel.input import BUTTON_BITS, router_for
 
     c = s.controller
     router = router_for(c.machine)
@@ -420,7 +417,7 @@ def input_send_event(s, events, device=None, head=None):
             parsed.append((kind, _key_of(data.get("key")), bool(data.get("down"))))
         elif kind == "btn":
             btn = data.get("button")
-            if btn not in _BUTTONS and btn not in ("wheel-up", "wheel-down"):
+            if btn not in BUTTON_BITS and btn not in ("wheel-up", "wheel-down"):
                 raise QmpError(f"Parameter 'button' does not accept value '{btn}'")
             parsed.append((kind, btn, bool(data.get("down"))))
         else:
@@ -440,7 +437,7 @@ def input_send_event(s, events, device=None, head=None):
                 dz -= 1
             elif a == "wheel-down" and b:
                 dz += 1
-            elif a in _BUTTONS:
+            elif a in BUTTON_BITS:
                 router.button(a, b)
         elif kind == "rel":
             rel = True
@@ -458,7 +455,6 @@ def input_send_event(s, events, device=None, head=None):
         router.pointer_abs(x, y, wheel=-dz)
     elif rel or buttons:
         router.pointer_rel(dx, dy, dz)
-    c.mouse_buttons = router.buttons
     c.flush()
     return {}
 
