@@ -130,23 +130,23 @@ _DD = bytes(1 if b & d.RXD_STAT_DD else 0 for b in range(256))
 
 
 class Driver:
-    def __init__(self, vcpu: Vcpu, mm, size: int) -> None:
+    def __init__(self, vcpu: Vcpu, mm, sizes: list[int]) -> None:
         self.v = vcpu
         self.mm = mm
         f = vcpu.mmio
         self.icr = f(d.ICR, True)
-        self.size = size
         self.tx_tail = 0
         self.rx_next = 0
-        # the descriptor blocks a driver writes per batch (the buffers are written once)
-        frame = ether(size, PEER_MAC, MAC)
+        # The TX buffers, written once: the largest frame (a smaller one is its start, as
+        # ether() fills them), and per size the descriptor blocks a driver writes per batch.
+        frame = ether(max(sizes), PEER_MAC, MAC)
         for i in range(RING):
-            mm[TX_BUFS + i * RX_BUF : TX_BUFS + i * RX_BUF + size] = frame
+            mm[TX_BUFS + i * RX_BUF : TX_BUFS + i * RX_BUF + len(frame)] = frame
         cmd = d.TXD_CMD_EOP | d.TXD_CMD_IFCS | d.TXD_CMD_RS
-        self.tx_blocks = []
-        for start in range(0, RING, BATCH):
-            self.tx_blocks.append(b"".join(d.TX_LEGACY.pack(TX_BUFS + i * RX_BUF, size, 0, cmd, 0, 0, 0)
-                                           for i in range(start, start + BATCH)))
+        self.tx_blocks = {size: [b"".join(d.TX_LEGACY.pack(TX_BUFS + i * RX_BUF, size, 0, cmd, 0, 0, 0)
+                                          for i in range(start, start + BATCH))
+                                 for start in range(0, RING, BATCH)]
+                          for size in sizes}
         self.tdt = [f(d.TDT, False, (start + BATCH) % RING) for start in range(0, RING, BATCH)]
 
     def init(self) -> None:
@@ -167,10 +167,10 @@ class Driver:
             raise RuntimeError("e1000 link is down")
         v.io(self.icr)
 
-    def tx_batch(self) -> None:
+    def tx_batch(self, size: int) -> None:
         b = self.tx_tail // BATCH
         base = TX_RING + self.tx_tail * 16
-        self.mm[base : base + BATCH * 16] = self.tx_blocks[b]
+        self.mm[base : base + BATCH * 16] = self.tx_blocks[size][b]
         self.v.io(self.tdt[b])
         self.v.io(self.icr)
         last = base + (BATCH - 1) * 16 + 12
@@ -286,25 +286,12 @@ def main() -> int:
         hv.pci_enable(devfn, io=False, mem=True, master=True)
         vcpu = Vcpu(hv, devfn >> 3, poll=0.0 if args.pin else args.poll_us / 1e6)
         mm = ram.mm
-        drivers = {}
-        for size in sizes:
-            drivers[size] = Driver(vcpu, mm, size)
-        drv0 = drivers[sizes[0]]
-        drv0.init()
-        state = {"tx_tail": 0, "rx_next": 0}
+        drv = Driver(vcpu, mm, sizes)
+        drv.init()
         rx_frames = {size: ether(size, MAC, PEER_MAC) for size in sizes}
 
-        def use(size: int) -> Driver:
-            drv = drivers[size]
-            drv.tx_tail, drv.rx_next = state["tx_tail"], state["rx_next"]
-            return drv
-
-        def keep(drv: Driver) -> None:
-            state["tx_tail"], state["rx_next"] = drv.tx_tail, drv.rx_next
-
         # correctness once: a TX batch arrives intact, an RX batch lands in guest RAM intact
-        drv = use(sizes[0])
-        drv.tx_batch()
+        drv.tx_batch(sizes[0])
         got = [peer.recv(65536) for _ in range(BATCH) if select.select([peer], [], [], WAIT_S)[0]]
         if len(got) != BATCH or got[0] != ether(sizes[0], PEER_MAC, MAC):
             raise RuntimeError(f"TX check: {len(got)} frames, first {got[:1]!r}")
@@ -316,14 +303,12 @@ def main() -> int:
         first = bytes(mm[RX_BUFS + start * RX_BUF : RX_BUFS + start * RX_BUF + sizes[0]])
         if first != rx_frames[sizes[0]]:
             raise RuntimeError("RX check: guest RAM does not hold the frame sent")
-        keep(drv)
 
         for _ in range(args.rounds):
             for size in sizes:
-                drv = use(size)
 
-                def tx(drv=drv, key=f"tx_{size}") -> int:
-                    drv.tx_batch()
+                def tx(size=size, key=f"tx_{size}", drv=drv) -> int:
+                    drv.tx_batch(size)
                     n = drain(peer, BATCH)
                     lost[key] = lost.get(key, 0) + BATCH - n
                     return n
@@ -332,7 +317,7 @@ def main() -> int:
                 figures.add(f"tx_{size}", n / t)
                 frame = rx_frames[size]
 
-                def rx(drv=drv, frame=frame, key=f"rx_{size}") -> int:
+                def rx(frame=frame, key=f"rx_{size}", drv=drv) -> int:
                     for _ in range(BATCH):
                         peer.sendto(frame, dm_addr)
                     n = drv.rx_frames(BATCH)
@@ -341,7 +326,6 @@ def main() -> int:
 
                 t, n = measure_done(rx, args.seconds, args.warmup)
                 figures.add(f"rx_{size}", n / t)
-                keep(drv)
                 out = ether(size, PEER_MAC, MAC)
 
                 def raw_tx(out=out) -> int:  # the device side sends, the peer receives
