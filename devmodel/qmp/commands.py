@@ -325,18 +325,17 @@ def _change_medium(s, name: str, filename: str, fmt: str | None, read_only_mode:
 
 def _attach_completions(controller, backend) -> None:
     """Completions of an asynchronous medium on the daemon's loop, followed by the
-    connection's flush, like the start-up disks' io_hook (devmodel.ide.piix.build_ide);
+    connection's flush, through the io_hook the start-up disks use (devmodel.ide.piix.build_ide);
     inline under a virtual clock (the deterministic mode)."""
-    from devmodel.backends.asyncdisk import LoopCompletions
-
     machine = controller.machine
     if getattr(machine.clock, "virtual", False) or not hasattr(backend, "io_hook"):
         return
+    hook = backend.io_hook()
     conn = controller.connection
     if conn is None:  # the hypervisor has not connected yet: attach when it does
-        machine.io_hooks.append(backend.io_hook())
-        return
-    backend.attach(LoopCompletions(conn.loop, conn.flush_effects))
+        machine.io_hooks.append(hook)
+    else:
+        hook(conn.loop, conn.flush_effects)
 
 
 def _open_plain(path: str, write: bool) -> int:
