@@ -44,6 +44,7 @@ import argparse
 import json
 import os
 import re
+import select
 import shutil
 import socket
 import statistics
@@ -155,8 +156,6 @@ def _devmodel_env(tmp: str) -> dict[str, str]:
 
 
 def _wait_readable(fd: int, timeout: float) -> bytes:
-    import select
-
     out = b""
     deadline = time.monotonic() + timeout
     while True:
@@ -333,8 +332,8 @@ def main(argv: list[str] | None = None) -> int:
         shutil.rmtree(tmp, ignore_errors=True)
 
     dm = summarise(dm_runs)
-    connected = summarise([r["connected"] for r in dm_runs if "connected" in r]) or None
-    if connected is not None and "rss_kib" not in connected:
+    connected: dict | None = summarise([r["connected"] for r in dm_runs if "connected" in r])
+    if "rss_kib" not in connected:  # --no-connected: only the empty excluded_mappings
         connected = None
     result: dict = {
         "bench": "footprint",
