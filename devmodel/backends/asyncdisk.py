@@ -386,10 +386,18 @@ class ThreadedRawDisk(AsyncDisk):
             flags |= os.O_DSYNC
         if cache == "direct":
             flags |= os.O_DIRECT
+        given = fd
         fd = self._open(self.path, flags) if fd is None else self._adopt_fd(fd, flags, readonly)
-        self._raw = RawFileDisk.from_fd(fd, readonly)
-        self._raw.path = self.path
-        self.align = _probe_direct_alignment(fd) if cache == "direct" else 1
+        try:
+            self._raw = RawFileDisk.from_fd(fd, readonly)
+            self._raw.path = self.path
+            self.align = _probe_direct_alignment(fd) if cache == "direct" else 1
+        except BaseException:
+            if fd != given:  # ours (opened or reopened here); the caller keeps its own
+                os.close(fd)
+            raise
+        if given is not None and fd != given:
+            os.close(given)  # replaced by the reopened fd: taken over, on success only
         self._rmw_lock = threading.Lock()
         # Reads try the page cache first (RWF_NOWAIT) when the completion port allows it;
         # O_DIRECT reads always go to the pool (they never hit the page cache).
@@ -402,7 +410,8 @@ class ThreadedRawDisk(AsyncDisk):
 
     def _adopt_fd(self, fd: int, flags: int, readonly: bool) -> int:
         """Check an fd handed to the constructor; reopen it when the cache mode needs open
-        flags it lacks. Returns the fd to use (the given one is closed if replaced)."""
+        flags it lacks. Returns the fd to use (the constructor closes the given one once it
+        has succeeded with a replacement)."""
         import fcntl
 
         fl = fcntl.fcntl(fd, fcntl.F_GETFL)
@@ -413,9 +422,7 @@ class ThreadedRawDisk(AsyncDisk):
         need = flags & (os.O_DSYNC | os.O_DIRECT)
         if fl & need == need:
             return fd
-        new = self._open(f"/proc/self/fd/{fd}", flags)
-        os.close(fd)
-        return new
+        return self._open(f"/proc/self/fd/{fd}", flags)
 
     def _open(self, path: str, flags: int) -> int:
         try:

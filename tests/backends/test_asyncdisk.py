@@ -24,6 +24,7 @@ from devmodel.backends.asyncdisk import (
     view_range,
     zero_views,
 )
+from devmodel.backends.disk import RawFileDisk
 
 SIZE = 1 << 20
 
@@ -392,6 +393,29 @@ def test_bad_cache_mode(tmp_path: Path) -> None:
     make_file(img, 4096)
     with pytest.raises(ValueError, match="cache mode"):
         ThreadedRawDisk(img, cache="unsafe")
+
+
+def test_a_failed_adoption_leaves_the_callers_fd_and_leaks_none(tmp_path: Path,
+                                                                 monkeypatch) -> None:
+    """The constructor takes an fd over only on success: when it fails after reopening the
+    fd (cache=writethrough), the reopened fd is closed and the caller's stays open, so the
+    caller's own close (qemu_nbd.open_image_fd) closes its fd, not someone else's."""
+    img = tmp_path / "fd.img"
+    make_file(img, 65536, 6)
+    fd = os.open(img, os.O_RDWR)
+
+    def broken(_fd: int, _readonly: bool):
+        raise OSError(errno.EIO, "injected")
+
+    monkeypatch.setattr(RawFileDisk, "from_fd", staticmethod(broken))
+    before = set(os.listdir("/proc/self/fd"))
+    try:
+        with pytest.raises(OSError, match="injected"):
+            ThreadedRawDisk("/dev/fdset/7", "writethrough", fd=fd)
+        os.fstat(fd)  # still open
+        assert set(os.listdir("/proc/self/fd")) == before  # the reopened fd is gone
+    finally:
+        os.close(fd)
 
 
 def test_adopting_an_open_fd(tmp_path: Path) -> None:
