@@ -140,20 +140,22 @@ def ide_enable(hv: Hypervisor, bmiba: int = BMIBA) -> None:
     hv.pci_cfg_write(IDE_DEVFN, 0x04, 2, 0x0005)  # I/O decode + bus master
 
 
-def ide_dma_read(hv: Hypervisor, lba: int, nsectors: int, gpa: int, prd: int = 0x20000,
-                 bmiba: int = BMIBA) -> None:
-    """READ DMA of `nsectors` from `lba` of hda into guest RAM at `gpa` (one PRD entry)."""
+def _ide_dma(hv: Hypervisor, lba: int, nsectors: int, gpa: int, prd: int, bmiba: int,
+             write: bool) -> int:
+    """READ DMA (or WRITE DMA) of `nsectors` between hda at `lba` and guest RAM at `gpa`
+    (one PRD entry); the ATA status once the guest would see IRQ 14."""
     assert hv.ram is not None
     hv.ram.write(prd, struct.pack("<II", gpa, (nsectors * 512) | 0x80000000))
     hv.outl(bmiba + 4, prd)
-    hv.outb(bmiba, 0x08)  # direction: to memory, not started
+    direction = 0x00 if write else 0x08  # from memory / to memory
+    hv.outb(bmiba, direction)  # not started
     hv.outb(0x1F6, 0xE0 | (lba >> 24 & 0xF))
     hv.outb(0x1F2, nsectors)
     hv.outb(0x1F3, lba & 0xFF)
     hv.outb(0x1F4, lba >> 8 & 0xFF)
     hv.outb(0x1F5, lba >> 16 & 0xFF)
-    hv.outb(0x1F7, 0xC8)  # READ DMA
-    hv.outb(bmiba, 0x09)  # start
+    hv.outb(0x1F7, 0xCA if write else 0xC8)  # WRITE DMA / READ DMA
+    hv.outb(bmiba, direction | 0x01)  # start
     # The disk completes asynchronously (on the daemon's loop): wait for the bus-master
     # Interrupt bit as a driver waits for IRQ 14, bounded.
     for _ in range(500):
@@ -163,7 +165,13 @@ def ide_dma_read(hv: Hypervisor, lba: int, nsectors: int, gpa: int, prd: int = 0
     assert hv.inb(bmiba + 2) & 0x04, "no DMA interrupt"
     hv.outb(bmiba, 0x00)
     hv.outb(bmiba + 2, 0x04)  # clear the interrupt bit
-    hv.inb(0x1F7)
+    return hv.inb(0x1F7)
+
+
+def ide_dma_read(hv: Hypervisor, lba: int, nsectors: int, gpa: int, prd: int = 0x20000,
+                 bmiba: int = BMIBA) -> None:
+    """READ DMA of `nsectors` from `lba` of hda into guest RAM at `gpa` (one PRD entry)."""
+    _ide_dma(hv, lba, nsectors, gpa, prd, bmiba, write=False)
 
 
 def ide_dma_write(hv: Hypervisor, lba: int, data: bytes, gpa: int = 0x10000, prd: int = 0x20000,
@@ -174,24 +182,7 @@ def ide_dma_write(hv: Hypervisor, lba: int, data: bytes, gpa: int = 0x10000, prd
     assert hv.ram is not None and len(data) % 512 == 0
     ide_enable(hv, bmiba)
     hv.ram.write(gpa, data)
-    hv.ram.write(prd, struct.pack("<II", gpa, len(data) | 0x80000000))
-    hv.outl(bmiba + 4, prd)
-    hv.outb(bmiba, 0x00)  # direction: from memory, not started
-    hv.outb(0x1F6, 0xE0 | (lba >> 24 & 0xF))
-    hv.outb(0x1F2, len(data) // 512)
-    hv.outb(0x1F3, lba & 0xFF)
-    hv.outb(0x1F4, lba >> 8 & 0xFF)
-    hv.outb(0x1F5, lba >> 16 & 0xFF)
-    hv.outb(0x1F7, 0xCA)  # WRITE DMA
-    hv.outb(bmiba, 0x01)  # start
-    for _ in range(500):  # asynchronous completion: bounded wait for the interrupt bit
-        if hv.inb(bmiba + 2) & 0x04:
-            break
-        hv.poll(0.01)
-    assert hv.inb(bmiba + 2) & 0x04, "no DMA interrupt"
-    hv.outb(bmiba, 0x00)
-    hv.outb(bmiba + 2, 0x04)
-    return hv.inb(0x1F7)
+    return _ide_dma(hv, lba, len(data) // 512, gpa, prd, bmiba, write=True)
 
 
 def make_disk(tmp: str, nsectors: int = 64) -> str:
