@@ -142,6 +142,16 @@ class Machine:
     def emit_dmop(self, op: int, fields: tuple[int, ...], buf1: bytes | None = None) -> None:
         self.outbox.append((op, fields, buf1))
 
+    def attach_completions(self, backend: Any) -> None:
+        """An asynchronous disk (one with io_hook) delivers its completions on the daemon's
+        loop once the hypervisor is connected; before that, and without a daemon, they run
+        inline. With a virtual clock the machine is in its deterministic mode (tests,
+        fuzzing, replay, the simulator): they stay inline, so the guest sees the same number
+        of busy polls on every run."""
+        hook = getattr(backend, "io_hook", None)
+        if hook is not None and not self.clock.virtual:
+            self.io_hooks.append(hook())
+
     def post(self, dev: Device, fn: Callable[[], None]) -> None:
         """Run fn for `dev` after the current ioreq is answered (see `posted`), or now."""
         if self.posted is None:

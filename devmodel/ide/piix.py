@@ -199,13 +199,7 @@ def build_ide(machine, disks: dict[tuple[int, int], Drive]) -> PiixIde:
     dev = PiixIde(disks, geometries, translations)
     machine.add(dev, slot=PCI_SLOT, fn=PCI_FN)
     backends = getattr(machine, "backends", None)
-    hooks = getattr(machine, "io_hooks", None)
-    # An asynchronous disk delivers its completions on the daemon's loop once the
-    # hypervisor is connected (before that, and without a daemon, they run inline).
-    # With a virtual clock the machine is in its deterministic mode (tests, fuzzing,
-    # replay, the simulator): completions stay inline, so the guest sees the same
-    # number of busy polls on every run.
-    virtual = getattr(getattr(machine, "clock", None), "virtual", False)
+    attach = getattr(machine, "attach_completions", None)  # Machine.attach_completions
     for key in sorted(disks):
         b = disks[key]
         b = b.medium if isinstance(b, Cdrom) else b
@@ -213,8 +207,8 @@ def build_ide(machine, disks: dict[tuple[int, int], Drive]) -> PiixIde:
             continue
         if backends is not None:
             backends.append(b)
-        if hooks is not None and hasattr(b, "io_hook") and not virtual:
-            hooks.append(b.io_hook())
+        if attach is not None:
+            attach(b)
     return dev
 
 

@@ -90,16 +90,11 @@ def build_usb(machine, devices: Sequence[UsbDevice | UsbSpec | str] = ()) -> Uhc
     assert len(devs) <= 1 + NUM_PORTS
     machine.add(uhci, slot=PCI_SLOT, fn=PCI_FN)
     if specs:
-        virtual = getattr(getattr(machine, "clock", None), "virtual", False)
         for d in devs:  # the backends opened here serve one device each: unplug releases them
             backend = getattr(d, "backend", None)
             if backend is not None:
                 machine.own(d, backend)
-                # completions on the daemon's loop, as for IDE disks; under a virtual clock
-                # (tests, simulated boots) they stay inline, so runs are deterministic
-                hook = getattr(backend, "io_hook", None)
-                if hook is not None and not virtual:
-                    machine.io_hooks.append(hook())
+                machine.attach_completions(backend)  # as for IDE disks
     for d in uhci.all_devices():
         _wire_unplug(machine, uhci, d)
     return uhci
