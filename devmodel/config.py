@@ -305,11 +305,9 @@ def load_config(path: str, parser: argparse.ArgumentParser) -> Config:
 def _xl_vnc(cfg: Config, noted: dict[str, object], actions, put) -> None:
     """xl's vnc = 1, vnclisten, vncdisplay, vncunused as libxl passes them to QEMU:
     -vnc LISTEN:DISPLAY[,to=99] (vncunused, the default, tries the next free display)."""
-    line = cfg.lines.get("vnc")
     if "vnc" not in actions:
-        cfg.warnings.append(Problem(f"{cfg.path}:{line}" if line else cfg.path,
-                                    "vnc = 1: this devmodel has no VNC server; the display is "
-                                    "not exported"))
+        cfg.warnings.append(Problem(cfg.where("vnc"), "vnc = 1: this devmodel has no VNC server; "
+                                    "the display is not exported"))
         return
     listen = noted.get("vnclisten") if isinstance(noted.get("vnclisten"), str) else "127.0.0.1"
     display = noted.get("vncdisplay") if isinstance(noted.get("vncdisplay"), int) else 0
@@ -319,7 +317,7 @@ def _xl_vnc(cfg: Config, noted: dict[str, object], actions, put) -> None:
     try:
         put("vnc", actions["vnc"].dest, _convert(actions["vnc"], spec))
     except ValueError as e:
-        cfg.problems.append(Problem(f"{cfg.path}:{line}" if line else cfg.path, f"vnc: {e}"))
+        cfg.problems.append(Problem(cfg.where("vnc"), f"vnc: {e}"))
 
 
 def _noted(cfg: Config, noted: dict[str, object], lines: dict[str, int], problem) -> None:
@@ -455,6 +453,16 @@ def check_machine(args: argparse.Namespace, cfg: Config | None = None
             where += f"[{index}]"
         problems.append(Problem(where, text))
 
+    def parsed(dest: str, option: str, texts: list[str], parse):
+        """(index, parsed spec) of each of `texts` that `parse` takes; the others are problems."""
+        for i, text in enumerate(texts):
+            try:
+                spec = parse(text)
+            except ValueError as e:
+                bad(dest, option, str(e), i)
+                continue
+            yield i, spec
+
     machine = getattr(args, "machine", "pc")
     if not 1 <= args.vcpus <= 128:
         bad("vcpus", "--vcpus", f"{args.vcpus} vCPUs: must be 1-128")
@@ -472,12 +480,7 @@ def check_machine(args: argparse.Namespace, cfg: Config | None = None
 
     # Disks
     taken: dict[tuple[int, int], str] = {}
-    for i, text in enumerate(args.disk):
-        try:
-            spec = parse_diskspec(text)
-        except ValueError as e:
-            bad("disk", "--disk", str(e), i)
-            continue
+    for i, spec in parsed("disk", "--disk", args.disk, parse_diskspec):
         if spec.position in taken:
             bad("disk", "--disk", f"two disks on one vdev: {taken[spec.position]} and {spec.vdev} "
                 f"are both IDE channel {spec.position[0]} unit {spec.position[1]}", i)
@@ -504,12 +507,7 @@ def check_machine(args: argparse.Namespace, cfg: Config | None = None
 
     # NICs
     macs: dict[bytes, int] = {}
-    for i, text in enumerate(args.nic):
-        try:
-            spec = parse_nicspec(text)
-        except ValueError as e:
-            bad("nic", "--nic", str(e), i)
-            continue
+    for i, spec in parsed("nic", "--nic", args.nic, parse_nicspec):
         if spec.mac in macs:
             bad("nic", "--nic", f"MAC {spec.mac_text} is also NIC {macs[spec.mac]}'s", i)
         macs.setdefault(spec.mac, i)
@@ -525,12 +523,7 @@ def check_machine(args: argparse.Namespace, cfg: Config | None = None
     # USB
     if len(args.usb) > MAX_USB_DEVICES:
         bad("usb", "--usb", f"{len(args.usb)} USB devices: at most {MAX_USB_DEVICES}")
-    for i, text in enumerate(args.usb):
-        try:
-            spec = parse_usbspec(text)
-        except ValueError as e:
-            bad("usb", "--usb", str(e), i)
-            continue
+    for i, spec in parsed("usb", "--usb", args.usb, parse_usbspec):
         if spec.kind == "disk":
             err = _file_problem(spec.path, "USB disk image", write=not spec.readonly, min_size=512)
             if err:
