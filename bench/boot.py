@@ -67,15 +67,12 @@ import sys
 import tempfile
 import time
 from collections.abc import Callable, Iterator
-from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
-if str(ROOT) not in sys.path:
-    sys.path.insert(0, str(ROOT))
+from common import qemu_version  # first: it puts the repository on sys.path
 
-from devmodel.boot import BootConfig, BootSession, current_cpu  # noqa: E402
-from devmodel.demo_disk import write_image  # noqa: E402
-from devmodel.hvsim.firmware import DEFAULT_BIOS  # noqa: E402
+from devmodel.boot import BootConfig, BootSession, current_cpu
+from devmodel.demo_disk import write_image
+from devmodel.hvsim.firmware import DEFAULT_BIOS
 
 E9 = 0xE9
 DEBUG_PORT = 0x402
@@ -266,14 +263,6 @@ def ensure_qemu(explicit: str | None) -> str | None:
             return shutil.which(QEMU_BIN)
     log(f"could not install {QEMU_DEB}; skipping the QEMU column")
     return None
-
-
-def qemu_version(qemu: str) -> str:
-    try:
-        out = subprocess.run([qemu, "--version"], capture_output=True, text=True, timeout=30)
-        return out.stdout.splitlines()[0].strip() if out.stdout else "?"
-    except (OSError, subprocess.TimeoutExpired):
-        return "?"
 
 
 def qemu_command(qemu: str, bios: str, image: str, dbg_fifo: str, e9_fifo: str) -> list[str]:
