@@ -442,6 +442,7 @@ def check_machine(args: argparse.Namespace, cfg: Config | None = None
     from devmodel.bios.rtc import BOOT_NIBBLES
     from devmodel.ide.diskspec import parse_diskspec
     from devmodel.nic.nicspec import parse_nicspec
+    from devmodel.pc import MAX_SERIAL
     from devmodel.usb.usbspec import MAX_USB_DEVICES, parse_usbspec
 
     problems: list[Problem] = []
@@ -535,8 +536,8 @@ def check_machine(args: argparse.Namespace, cfg: Config | None = None
     serial = args.serial if args.serial is not None else ["null"]
     if serial == ["none"]:
         serial = []
-    if len(serial) > 4:
-        bad("serial", "--serial", f"{len(serial)} serial ports: at most 4 (COM1-COM4)")
+    if len(serial) > MAX_SERIAL:
+        bad("serial", "--serial", f"{len(serial)} serial ports: at most {MAX_SERIAL} (COM1-COM4)")
     for i, text in enumerate(serial):
         err = _chardev_problem(parse_chardev, text)
         if err:
