@@ -57,12 +57,9 @@ def summary_data(report: Any) -> dict[str, Any]:
 
 
 def wire_unplug_events(controller: Any) -> None:
-    """Subscribe `controller` (devmodel.controller.Controller) to its machine's unplugs.
-    Idempotent: a second call adds nothing."""
+    """Subscribe `controller` (devmodel.controller.Controller, which calls this once, when
+    it is made) to its machine's unplugs."""
     machine = controller.machine
-    if getattr(controller, "_unplug_events_wired", False):
-        return
-    controller._unplug_events_wired = True
 
     def deleted(device_id: str, kind: str) -> None:
         controller.emit("DEVICE_DELETED", device_deleted_data(device_id, kind))
