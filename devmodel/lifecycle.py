@@ -1,9 +1,10 @@
 """What a toolstack needs to manage a daemon: `--pidfile`, `--ready-fd`, `--daemonize`, and
 logging to the systemd journal (`--log-file journal`).
 
-Readiness is one moment: the hypervisor socket and every QMP socket listen (Daemon.serve's
-`ready` callback). Then the pidfile is written, "READY\\n" goes to the ready fd, and a
-daemonizing parent learns it through its pipe and exits 0.
+The pidfile is written once the hypervisor socket and every QMP socket listen, before the
+lock-down (after a chroot its path may be out of reach). Readiness is Daemon.serve's `ready`
+callback: "READY\\n" goes to the ready fd, and a daemonizing parent learns it through its
+pipe and exits 0.
 """
 
 from __future__ import annotations
@@ -123,7 +124,6 @@ class Lifecycle:
         self.pidfile = PidFile(pidfile) if pidfile else None
         self.ready_fd = ready_fd
         self.pipe: int | None = None  # to the waiting parent of --daemonize
-        self.is_ready = False
         if ready_fd is not None:
             check_ready_fd(ready_fd)
         if self.pidfile is not None:
@@ -151,12 +151,8 @@ class Lifecycle:
             os.close(null)
 
     def ready(self) -> None:
-        """Called once serving (every socket listens)."""
-        if self.is_ready:
-            return
-        self.is_ready = True
-        if self.pidfile is not None and not self.pidfile.written:
-            self.pidfile.write()
+        """Called once serving (every socket listens; the pidfile is written already). Each
+        fd is closed once written, so a second call does nothing."""
         if self.ready_fd is not None:
             _write_all(self.ready_fd, READY)
             os.close(self.ready_fd)
