@@ -179,6 +179,19 @@ class GuestMemory:
                 return r
         return None
 
+    def window(self, gpa: int, length: int, write: bool = False
+               ) -> tuple[int, int, memoryview] | None:
+        """(start, end, view) of the one RAM region holding [gpa, gpa + length), or None when
+        the range is not inside one region (or the region is read-only and `write`): a
+        batched DMA path keeps it while its next buffers fall inside it (a frame is then one
+        slice copy, not a region lookup per access), for one batch only (the table cannot
+        change while it runs), and marks what it writes dirty itself (mark_dirty). None:
+        the caller takes the general accessors, which report the bus error."""
+        r = self._find(gpa)
+        if r is None or gpa + length > r.end or (write and r.readonly):
+            return None
+        return r.gpa, r.end, r.view
+
     def views(self, gpa: int, length: int, write: bool = False) -> list[memoryview] | None:
         """Memoryviews covering [gpa, gpa+length), or None if any byte is not guest RAM."""
         if length < 0 or gpa < 0:

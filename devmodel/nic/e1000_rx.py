@@ -20,7 +20,6 @@ import struct
 from collections.abc import Iterable
 
 from . import e1000_defs as d
-from .dma import ram_window
 from .e1000_stats import BUCKET, FrameTally
 from .netpkt import (
     BROADCAST,
@@ -228,7 +227,7 @@ class E1000Rx:
                             data = f + fcs(f) if fcs_len else f
                             dlen = len(data)
                             if not (win_start <= buf and buf + dlen <= win_end):
-                                w = ram_window(mem, buf, dlen, write=True)
+                                w = mem.window(buf, dlen, write=True)
                                 if w is not None:
                                     win_start, win_end, win = w
                             if win_start <= buf and buf + dlen <= win_end:

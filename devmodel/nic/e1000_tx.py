@@ -16,7 +16,6 @@ bounds QEMU lacked (hostile-guest-catalog entries 11-13 and 16):
 from __future__ import annotations
 
 from . import e1000_defs as d
-from .dma import ram_window
 from .e1000_stats import FrameTally
 from .netpkt import ETH_ZLEN, csum_add, csum_finish
 
@@ -132,7 +131,7 @@ class E1000Tx:
                     length = lower & 0xFFFF
                     if cmd & _FAST_MASK == d.TXD_CMD_EOP and length and not self.tx_kind:
                         if not (win_start <= buf and buf + length <= win_end):
-                            w = ram_window(mem, buf, length)
+                            w = mem.window(buf, length)
                             if w is not None:
                                 win_start, win_end, win = w
                         if win_start <= buf and buf + length <= win_end:
