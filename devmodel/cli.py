@@ -442,12 +442,13 @@ def _controller(args: argparse.Namespace, opts, machine):
 
 
 def _scratch_nic(text: str) -> str:
-    """The same NIC (model, MAC, option ROM) on the null backend."""
+    """The same NIC (model, MAC, option ROM, devid: its device name) on the null backend."""
     from devmodel.nic.nicspec import parse_nicspec
 
     spec = parse_nicspec(text)
     rom = ",rom=off" if spec.rom is None else (f",rom={spec.rom}" if spec.rom else "")
-    return f"model={spec.model},mac={spec.mac_text},backend=null{rom}"
+    devid = "" if spec.devid is None else f",devid={spec.devid}"
+    return f"model={spec.model},mac={spec.mac_text},backend=null{rom}{devid}"
 
 
 def _serve(args: argparse.Namespace, machine, log: logging.Logger, controller=None) -> int:

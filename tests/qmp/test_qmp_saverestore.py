@@ -219,3 +219,21 @@ def test_value_encoding_round_trips_what_json_cannot_hold():
         encode_value({1, 2})
     with pytest.raises(StateFileError):
         decode_value({"$b": "!!notbase64"})
+
+
+async def test_restore_of_a_nic_with_a_libxl_devid(tmp_path):
+    """A vif's devid names the NIC (nicN); the scratch machine that checks the state file
+    names it the same, or --restore refuses the file as another machine's."""
+    nic = "mac=00:16:3e:00:00:07,model=e1000,backend=null,devid=3"
+    a = start(["--nic", nic])
+    c = await client(a.qmp)
+    await c.execute("stop")
+    await save(c, tmp_path / "a.state")
+    await c.disconnect()
+    a.close()
+    assert "nic3" in decode_state((tmp_path / "a.state").read_bytes())["layout"]
+    b = start(["--nic", nic, "--restore", str(tmp_path / "a.state")], hypervisor=False)
+    cb = await client(b.qmp)
+    assert (await cb.execute("query-status"))["status"] == "paused"
+    await cb.disconnect()
+    b.close()
