@@ -196,7 +196,10 @@ def check_state(machine, data: bytes, scratch_factory: Callable[[], Any] | None)
     check_layout(machine, doc)
     snap = doc["machine"]
     if scratch_factory is not None:
-        scratch = scratch_factory()
+        try:
+            scratch = scratch_factory()
+        except (ValueError, OSError) as e:  # what building a machine raises (cli, build_pc)
+            raise StateFileError(f"cannot build a machine to check the state in: {e}") from None
         try:
             check_layout(scratch, doc)
             try:

@@ -237,3 +237,22 @@ async def test_restore_of_a_nic_with_a_libxl_devid(tmp_path):
     assert (await cb.execute("query-status"))["status"] == "paused"
     await cb.disconnect()
     b.close()
+
+
+def test_a_scratch_machine_that_cannot_be_built_is_a_state_file_error():
+    """The scratch machine failing to open a backend (an image another process locked, say)
+    is a StateFileError, which QMP answers and --restore reports, not an exception that
+    leaves the QMP client without a reply."""
+    from devmodel.pc import PcOptions, build_pc
+    from devmodel.statefile import check_state, encode_state
+
+    m = build_pc(PcOptions(virtual_clock=True))
+    try:
+        def scratch():
+            raise ValueError("qemu-nbd: Failed to get 'write' lock")
+
+        with pytest.raises(StateFileError, match="write' lock"):
+            check_state(m, encode_state(m), scratch)
+    finally:
+        m.close_backends()
+        m.memory.close()
