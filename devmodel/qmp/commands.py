@@ -324,18 +324,15 @@ def _change_medium(s, name: str, filename: str, fmt: str | None, read_only_mode:
 
 
 def _attach_completions(controller, backend) -> None:
-    """Completions of an asynchronous medium on the daemon's loop, followed by the
-    connection's flush, through the io_hook the start-up disks use (devmodel.ide.piix.build_ide);
-    inline under a virtual clock (the deterministic mode)."""
+    """Where an asynchronous medium completes, as for the start-up disks
+    (Machine.attach_completions: on the daemon's loop, followed by the connection's flush;
+    inline under a virtual clock). Once the hypervisor is connected its io_hook runs now."""
     machine = controller.machine
-    if getattr(machine.clock, "virtual", False) or not hasattr(backend, "io_hook"):
-        return
-    hook = backend.io_hook()
     conn = controller.connection
-    if conn is None:  # the hypervisor has not connected yet: attach when it does
-        machine.io_hooks.append(hook)
-    else:
-        hook(conn.loop, conn.flush_effects)
+    if conn is None:  # attached when the hypervisor connects
+        machine.attach_completions(backend)
+    elif hasattr(backend, "io_hook") and not machine.clock.virtual:
+        backend.io_hook()(conn.loop, conn.flush_effects)
 
 
 def _open_plain(path: str, write: bool) -> int:
