@@ -231,6 +231,11 @@ class QmpSession:
             self.write(e.response(req_id, has_id))
             self._run_after_reply()
             return
+        except Exception as e:  # a bug of ours: answer, log, keep serving (as the daemon does)
+            log.exception("QMP command failed: %r", raw[:200])
+            self.write(QmpError(f"internal error: {e}").response(req_id, has_id))
+            self._run_after_reply()
+            return
         reply: dict[str, Any] = {"return": result}
         if has_id:
             reply["id"] = req_id
