@@ -13,6 +13,7 @@ import socket
 import sys
 
 from devmodel import __version__
+from devmodel.wire.constants import MAX_VCPUS
 
 
 class LogfmtFormatter(logging.Formatter):
@@ -197,7 +198,7 @@ def add_machine_options(p: argparse.ArgumentParser) -> None:
     g = p.add_argument_group("machine")
     g.add_argument("--memory", type=_size, default="128M", metavar="SIZE",
                    help="guest RAM size as the toolstack gives it (default 128M)")
-    g.add_argument("--vcpus", type=int, default=1, metavar="N", help="number of vCPUs (1-128)")
+    g.add_argument("--vcpus", type=int, default=1, metavar="N", help=f"number of vCPUs (1-{MAX_VCPUS})")
     g.add_argument("--name", default="", help="domain name (SMBIOS)")
     g.add_argument("--uuid", type=_uuid, default=None, help="domain UUID (SMBIOS)")
     g.add_argument("--bios", metavar="FILE",
@@ -254,8 +255,8 @@ def add_machine_options(p: argparse.ArgumentParser) -> None:
 def machine_options(args: argparse.Namespace):
     from devmodel.pc import PcOptions
 
-    if not 1 <= args.vcpus <= 128:
-        raise SystemExit(f"devmodel: --vcpus {args.vcpus}: must be 1-128")
+    if not 1 <= args.vcpus <= MAX_VCPUS:
+        raise SystemExit(f"devmodel: --vcpus {args.vcpus}: must be 1-{MAX_VCPUS}")
     opts = PcOptions(virtual_clock=getattr(args, "clock", "monotonic") == "virtual",
                      strict=getattr(args, "strict", False), memory=args.memory, vcpus=args.vcpus,
                      name=args.name, bios=args.bios, debugcon=args.debugcon,

@@ -22,6 +22,8 @@ import stat
 import tomllib
 from dataclasses import dataclass, field
 
+from devmodel.wire.constants import MAX_VCPUS
+
 MiB = 1 << 20
 # xl's firmware names for `bios =` (hvmloader loads them on Xen, not the device model).
 XL_FIRMWARE = ("seabios", "ovmf")
@@ -465,8 +467,8 @@ def check_machine(args: argparse.Namespace, cfg: Config | None = None
             yield i, spec
 
     machine = getattr(args, "machine", "pc")
-    if not 1 <= args.vcpus <= 128:
-        bad("vcpus", "--vcpus", f"{args.vcpus} vCPUs: must be 1-128")
+    if not 1 <= args.vcpus <= MAX_VCPUS:
+        bad("vcpus", "--vcpus", f"{args.vcpus} vCPUs: must be 1-{MAX_VCPUS}")
     if args.memory < MiB:
         bad("memory", "--memory", f"{args.memory} bytes of RAM: at least 1 MiB")
     ident = f'domain {args.domid if getattr(args, "domid", None) is not None else "-"}'

@@ -41,6 +41,7 @@ from devmodel.wire.constants import (
     HVM_IOREQSRV_BUFIOREQ_ATOMIC,
     KNOWN_FLAGS,
     MAX_PAYLOAD,
+    MAX_VCPUS,
     MEM_KNOWN_FLAGS,
     NO_REPLY_DMOPS,
     PAGE_SIZE,
@@ -336,8 +337,8 @@ class Connection:
                                                    f"(this daemon speaks {PROTOCOL_VERSION})")
         if page_size != PAGE_SIZE:
             raise DecodeError(ErrorCode.BAD_FIELD, f"page_size {page_size} != {PAGE_SIZE}")
-        if not 1 <= nr_vcpus <= 128:
-            raise DecodeError(ErrorCode.BAD_FIELD, f"nr_vcpus {nr_vcpus} outside 1-128")
+        if not 1 <= nr_vcpus <= MAX_VCPUS:
+            raise DecodeError(ErrorCode.BAD_FIELD, f"nr_vcpus {nr_vcpus} outside 1-{MAX_VCPUS}")
         self._hello = True
         self.nr_vcpus = nr_vcpus
         self.features = features & SUPPORTED_FEATURES

@@ -15,6 +15,7 @@ from devmodel.core.bus import OverlapError, Range
 from devmodel.core.chipset import build_chipset
 from devmodel.core.clock import Clock
 from devmodel.core.machine import Machine
+from devmodel.wire.constants import MAX_VCPUS
 
 DEFAULT_BIOS = "/usr/share/seabios/bios-256k.bin"
 LINUXBOOT_ROM = "/usr/share/qemu/linuxboot_dma.bin"
@@ -116,9 +117,13 @@ class TeeSink:
         self.flush()
 
 
+def _check_vcpus(opts: PcOptions) -> None:
+    if not 1 <= opts.vcpus <= MAX_VCPUS:
+        raise ValueError(f"vcpus {opts.vcpus} must be 1-{MAX_VCPUS}")
+
+
 def build_pc(opts: PcOptions) -> Machine:
-    if not 1 <= opts.vcpus <= 128:
-        raise ValueError(f"vcpus {opts.vcpus} must be 1-128")
+    _check_vcpus(opts)
     if len(opts.serial) > MAX_SERIAL:
         raise ValueError(f"at most {MAX_SERIAL} serial ports (COM1-COM4)")
     machine = Machine(clock=Clock(virtual=opts.virtual_clock), strict=opts.strict)
@@ -298,6 +303,5 @@ def build_machine_none(opts: PcOptions) -> Machine:
     machine itself: the ioreq-server lifecycle, TIMEOFFSET accounting (the RTC offset the
     toolstack persists), INVALIDATE, QMP control (stop/cont/quit, save/restore of an empty
     device state). Device options (disks, serial, BIOS, --xen-platform) do not apply."""
-    if not 1 <= opts.vcpus <= 128:
-        raise ValueError(f"vcpus {opts.vcpus} must be 1-128")
+    _check_vcpus(opts)
     return Machine(clock=Clock(virtual=opts.virtual_clock), strict=opts.strict)

@@ -21,6 +21,8 @@ DMOP_SIZE = 32
 MAX_PAYLOAD = 1 << 20
 MAX_BUFIOREQ_SLOTS = 4096
 MAX_FDS_PER_MESSAGE = 1
+# vCPUs of one domain (HELLO nr_vcpus, --vcpus): Xen's HVM_MAX_VCPUS.
+MAX_VCPUS = 128
 
 
 class MsgType(enum.IntEnum):
